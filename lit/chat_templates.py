@@ -1,0 +1,93 @@
+"""Chat templates as data: each is a list of typed pieces per part of a conversation.
+
+A piece is ``(text, kind)``; the text ``{content}`` stands for the message body, whose kind is decided
+by the renderer (instruction/template sentences for a user turn, response for an assistant turn).
+Lookup is exact (``get_template``): an unknown name raises and lists the known ones.
+
+Sources for the formats:
+- ``vicuna_v1``: LLaVA-1.5 ``conv_vicuna_v1`` (system prompt below, roles USER/ASSISTANT, sep " ",
+  sep2 "</s>"); also used by LLaVA-NeXT-Vicuna.
+- ``qwen2_base`` and ``phi``: TinyLLaVA Factory's templates for Qwen2-0.5B and Phi-2, the same layout
+  with ``<|endoftext|>`` closing each assistant turn.
+- ``chatml``: Qwen2-Instruct's ``<|im_start|>role\\n...<|im_end|>\\n``.
+- ``mistral_instruct``: LLaVA-NeXT-Mistral's ``[INST] ... [/INST]`` with ``</s>`` after each answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Piece = tuple[str, str]
+
+LLAVA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """How one model family lays out a conversation.
+
+    ``system``/``user``/``assistant`` are piece lists; ``generation_prompt`` is what is appended at
+    inference time so the model writes the answer next (LLaVA: ``ASSISTANT:``).
+    ``eos`` is the text of the end-of-turn token; it must be one token of the tokenizer.
+    """
+
+    name: str
+    system_prompt: str
+    system: tuple[Piece, ...]
+    user: tuple[Piece, ...]
+    assistant: tuple[Piece, ...]
+    generation_prompt: tuple[Piece, ...]
+    eos: str
+    image_first: bool = True  # LLaVA moves <image> to the front of its turn: "<image>\n" + text
+
+
+def _vicuna_like(name: str, eos: str) -> ChatTemplate:
+    return ChatTemplate(
+        name=name,
+        system_prompt=LLAVA_SYSTEM,
+        system=(("{system}", "system"), (" ", "format")),
+        user=(("USER:", "role"), (" ", "format"), ("{content}", "content"), (" ", "format")),
+        assistant=(("ASSISTANT:", "role"), (" ", "format"), ("{content}", "content"), (eos, "eos")),
+        generation_prompt=(("ASSISTANT:", "role"),),
+        eos=eos,
+    )
+
+
+TEMPLATES: dict[str, ChatTemplate] = {
+    "vicuna_v1": _vicuna_like("vicuna_v1", "</s>"),
+    "qwen2_base": _vicuna_like("qwen2_base", "<|endoftext|>"),
+    "phi": _vicuna_like("phi", "<|endoftext|>"),
+    "chatml": ChatTemplate(
+        name="chatml",
+        system_prompt="You are a helpful assistant.",
+        system=(("<|im_start|>system", "role"), ("\n", "format"), ("{system}", "system"),
+                ("<|im_end|>", "format"), ("\n", "format")),
+        user=(("<|im_start|>user", "role"), ("\n", "format"), ("{content}", "content"),
+              ("<|im_end|>", "format"), ("\n", "format")),
+        assistant=(("<|im_start|>assistant", "role"), ("\n", "format"), ("{content}", "content"),
+                   ("<|im_end|>", "eos"), ("\n", "format")),
+        generation_prompt=(("<|im_start|>assistant", "role"), ("\n", "format")),
+        eos="<|im_end|>",
+    ),
+    "mistral_instruct": ChatTemplate(
+        name="mistral_instruct",
+        system_prompt="",
+        system=(),
+        user=(("[INST]", "role"), (" ", "format"), ("{content}", "content"), (" ", "format"),
+              ("[/INST]", "role")),
+        assistant=((" ", "format"), ("{content}", "content"), ("</s>", "eos")),
+        generation_prompt=(),
+        eos="</s>",
+    ),
+}
+
+
+def get_template(name: str) -> ChatTemplate:
+    """Exact lookup; raises with the list of known names."""
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise KeyError(f"unknown chat template {name!r}; known: {', '.join(sorted(TEMPLATES))}") from None

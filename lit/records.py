@@ -1,0 +1,50 @@
+"""Reading LLaVA-format corpora (a JSON list, or JSON lines) with errors that name the record.
+
+A record is ``{"id": ..., "image": "rel/path.jpg" (optional), "conversations": [{"from": "human"|"gpt",
+"value": str}, ...]}`` as in LLaVA-mix-665K.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class RecordError(ValueError):
+    """A record that cannot be trained on; the message names it and says why."""
+
+    def __init__(self, record_id: object, reason: str):
+        self.record_id = record_id
+        self.reason = reason
+        super().__init__(f"record {record_id!r}: {reason}")
+
+
+def record_id(record: dict, index: int) -> object:
+    """The record's ``id`` if it has one, else ``#<index>`` (its position in the file)."""
+    return record.get("id", f"#{index}") if isinstance(record, dict) else f"#{index}"
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """Load a LLaVA JSON list or a JSONL file; malformed input raises naming the line or record."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist (check data.path / paths.data_dir)")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {lineno} is not valid JSON ({err.msg}); fix or remove that line") from err
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
+            raise RecordError(record_id(record, i), f"in {path}: expected an object with a 'conversations' list")
+    return records

@@ -1,0 +1,138 @@
+"""Task-template mining: the frequent, low-information sentences that LIT keeps out of the loss.
+
+L2T finds templates "by counting sentence frequencies over the whole training corpus" and removing the
+most frequent ones; the segmentation and threshold are not published (shared spec 1.6), so ours are:
+
+- human turns only, with the ``<image>`` marker removed;
+- a sentence runs to ``.``, ``!`` or ``?`` followed by white space, or to the end of a line; a single
+  capital letter before a full stop (option labels such as ``A.``) does not end one;
+- a sentence counts once per record (the share of records containing it, not raw occurrences);
+- templates are the sentences with ``share >= min_share`` (and ``count >= min_count``), at most
+  ``top_k`` of them when set, most frequent first.
+
+The result is a JSON artefact keyed by the corpus hash and the parameters, so a second run is free.
+CLI: ``python -m lit.templates mine --data FILE --out FILE [--min-share S] [--top-k K]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lit.constants import IMAGE_MARKER
+from lit.records import load_records
+
+_SENTENCE = re.compile(r"\S.*?(?:(?<!\b[A-Z])[.!?]+(?=\s|$)|$)", re.M)
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of the sentences of ``text``, in order, without white space."""
+    return [m.span() for m in _SENTENCE.finditer(text)]
+
+
+def human_sentences(record: dict) -> set[str]:
+    """The distinct sentences of a record's human turns."""
+    out: set[str] = set()
+    for turn in record.get("conversations", ()):
+        if turn.get("from") == "human" and isinstance(turn.get("value"), str):
+            text = turn["value"].replace(IMAGE_MARKER, "")
+            out.update(m.group() for m in _SENTENCE.finditer(text))
+    return out
+
+
+@dataclass
+class TemplateSet:
+    """Mined templates plus what is needed to audit and reproduce them."""
+
+    corpus_sha256: str
+    n_records: int
+    min_share: float
+    min_count: int
+    top_k: int | None
+    templates: list[dict]  # {"sentence", "count", "share"}, most frequent first
+    top: list[dict]  # the 50 most frequent sentences, templates or not, for inspection
+
+    @property
+    def sentences(self) -> frozenset[str]:
+        return frozenset(t["sentence"] for t in self.templates)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(asdict(self), indent=1, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TemplateSet":
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"{path}: not a template file written by `python -m lit.templates mine` ({err})") from err
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mine(records: list[dict], *, min_share: float = 0.01, min_count: int = 2, top_k: int | None = None,
+         corpus_sha256: str = "", progress: bool = True) -> TemplateSet:
+    """Count in how many records each human-turn sentence occurs and select the templates."""
+    counts: Counter[str] = Counter()
+    for record in tqdm(records, desc="counting sentences", disable=not progress, mininterval=1.0):
+        counts.update(human_sentences(record))
+    n = max(len(records), 1)
+    ranked = [{"sentence": s, "count": c, "share": c / n} for s, c in counts.most_common()]
+    chosen = [r for r in ranked if r["share"] >= min_share and r["count"] >= min_count]
+    if top_k is not None:
+        chosen = chosen[:top_k]
+    return TemplateSet(corpus_sha256, len(records), min_share, min_count, top_k, chosen, ranked[:50])
+
+
+def mine_file(data: str | Path, out: str | Path | None = None, **params) -> TemplateSet:
+    """Mine ``data`` (LLaVA JSON/JSONL), reusing ``out`` when it was mined from the same bytes and params."""
+    sha = file_sha256(data)
+    if out is not None and Path(out).exists():
+        cached = TemplateSet.load(out)
+        same = {k: getattr(cached, k) for k in ("min_share", "min_count", "top_k")}
+        wanted = {"min_share": params.get("min_share", 0.01), "min_count": params.get("min_count", 2),
+                  "top_k": params.get("top_k")}
+        if cached.corpus_sha256 == sha and same == wanted:
+            return cached
+    result = mine(load_records(data), corpus_sha256=sha, **params)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lit.templates", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("mine", help="count sentence frequencies and write the template artefact")
+    p.add_argument("--data", required=True, help="LLaVA-format JSON or JSONL corpus")
+    p.add_argument("--out", required=True, help="JSON artefact to write (reused if up to date)")
+    p.add_argument("--min-share", type=float, default=0.01, help="share of records (default 0.01)")
+    p.add_argument("--min-count", type=int, default=2)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--show", type=int, default=20, help="how many top sentences to print")
+    args = parser.parse_args(argv)
+    result = mine_file(args.data, args.out, min_share=args.min_share, min_count=args.min_count, top_k=args.top_k)
+    chosen = result.sentences
+    print(f"{result.n_records} records; {len(result.templates)} templates (share >= {result.min_share})")
+    print(f"{'count':>9} {'share':>7}  T  sentence")
+    for row in result.top[: args.show]:
+        mark = "*" if row["sentence"] in chosen else " "
+        print(f"{row['count']:>9} {row['share']:>7.2%}  {mark}  {row['sentence']}")
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    _main()

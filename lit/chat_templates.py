@@ -32,6 +32,11 @@ class ChatTemplate:
     ``system``/``user``/``assistant`` are piece lists; ``generation_prompt`` is what is appended at
     inference time so the model writes the answer next (LLaVA: ``ASSISTANT:``).
     ``eos`` is the text of the end-of-turn token; it must be one token of the tokenizer.
+
+    Everything an assistant turn holds after its generation prompt is what the model must write at
+    inference time, so it is ``response`` (or ``eos``), never ``format``: in ``USER: ... ASSISTANT: Yes</s>``
+    the space after ``ASSISTANT:`` is generated, hence supervised (LLaVA's Llama tokenizer merges it
+    into the answer's first token, ``▁Yes``; a byte-level BPE may keep it apart).
     """
 
     name: str
@@ -50,7 +55,7 @@ def _vicuna_like(name: str, eos: str) -> ChatTemplate:
         system_prompt=LLAVA_SYSTEM,
         system=(("{system}", "system"), (" ", "format")),
         user=(("USER:", "role"), (" ", "format"), ("{content}", "content"), (" ", "format")),
-        assistant=(("ASSISTANT:", "role"), (" ", "format"), ("{content}", "content"), (eos, "eos")),
+        assistant=(("ASSISTANT:", "role"), (" ", "response"), ("{content}", "content"), (eos, "eos")),
         generation_prompt=(("ASSISTANT:", "role"),),
         eos=eos,
     )
@@ -78,7 +83,7 @@ TEMPLATES: dict[str, ChatTemplate] = {
         system=(),
         user=(("[INST]", "role"), (" ", "format"), ("{content}", "content"), (" ", "format"),
               ("[/INST]", "role")),
-        assistant=((" ", "format"), ("{content}", "content"), ("</s>", "eos")),
+        assistant=((" ", "response"), ("{content}", "content"), ("</s>", "eos")),
         generation_prompt=(),
         eos="</s>",
     ),

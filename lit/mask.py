@@ -66,9 +66,15 @@ def get_scope(name: str) -> MaskScope:
 
 
 def labels_for(encoded: Encoded, scope: MaskScope) -> np.ndarray:
-    """Labels (T,) int64: the token id where the scope supervises the token's kind, else IGNORE_INDEX."""
+    """Labels (T,) int64: the token id where the scope supervises the token's kind, else IGNORE_INDEX.
+
+    Labels are *not* shifted (Hugging Face shifts inside the loss); the first token has no left
+    context, so it is never a target whatever its kind.
+    """
     keep = np.isin(encoded.kinds, scope.kind_ids())
-    return np.where(keep, encoded.input_ids, IGNORE_INDEX)
+    labels = np.where(keep, encoded.input_ids, IGNORE_INDEX)
+    labels[:1] = IGNORE_INDEX
+    return labels
 
 
 def supervised_counts(encoded: Encoded, labels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,147 @@
+"""The supervised data set: LLaVA records -> (input_ids, labels, pixel_values), labels by mask scope.
+
+Labels are built once, up front, with a progress bar; images are read lazily in ``__getitem__``.
+Bad records raise a ``RecordError`` naming the record, or, with ``on_invalid: skip``, are skipped and
+counted with their reason in the audit report (``data_audit.json`` in the run directory).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from lit.chat_templates import ChatTemplate
+from lit.constants import IGNORE_INDEX, IMAGE_MARKER, SPAN_KINDS
+from lit.mask import MaskScope, labels_for, supervised_counts
+from lit.records import RecordError, record_id
+from lit.render import encode, render
+
+
+@dataclass
+class Example:
+    record_id: object
+    input_ids: np.ndarray  # (T,) with the image as one position
+    labels: np.ndarray  # (T,)
+    kind_counts: np.ndarray  # (len(SPAN_KINDS),) supervised tokens per kind
+    image: Path | None
+
+
+@dataclass
+class Audit:
+    """What happened to every record: used, skipped (with reason) or truncated."""
+
+    n_records: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    truncated: list[object] = field(default_factory=list)
+    supervised_by_kind: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> dict:
+        reasons = Counter(s["reason"].split(":")[0] for s in self.skipped)
+        return {"n_records": self.n_records, "n_used": self.n_records - len(self.skipped),
+                "n_skipped": len(self.skipped), "skipped_by_reason": dict(reasons), "skipped": self.skipped,
+                "n_truncated": len(self.truncated), "truncated": self.truncated,
+                "supervised_tokens_by_kind": dict(self.supervised_by_kind)}
+
+
+class SupervisedDataset(Dataset):
+    """LLaVA-format records tokenized with ``template`` and labelled by ``scope``.
+
+    Each item: ``input_ids``/``labels`` (T',) with the image placeholder expanded to
+    ``n_image_tokens`` positions (labels IGNORE_INDEX there), ``pixel_values`` (3, H, W) or None,
+    and ``kind_counts`` (len(SPAN_KINDS),).
+    """
+
+    def __init__(self, records: list[dict], *, image_root: str | Path | None, tokenizer, template: ChatTemplate,
+                 scope: MaskScope, image_processor, n_image_tokens: int, max_length: int,
+                 templates: frozenset[str] = frozenset(), on_invalid: str = "raise", too_long: str = "error",
+                 progress: bool = True):
+        if on_invalid not in ("raise", "skip") or too_long not in ("error", "truncate"):
+            raise ValueError("data.on_invalid must be raise|skip and data.too_long must be error|truncate")
+        self.image_root = Path(image_root) if image_root else None
+        self.image_processor = image_processor
+        self.n_image_tokens = n_image_tokens
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+        self.pad_token_id = tokenizer.pad_token_id
+        self.audit = Audit(n_records=len(records))
+        self.examples: list[Example] = []
+        if self.image_root is not None and not self.image_root.is_dir() and any("image" in r for r in records):
+            raise FileNotFoundError(f"image root {self.image_root} does not exist (set data.image_root)")
+        for i, record in enumerate(tqdm(records, desc=f"building labels ({scope.name})", disable=not progress,
+                                        mininterval=1.0)):
+            rid = record_id(record, i)
+            try:
+                example = self._build(record, rid, tokenizer, template, scope, templates, max_length, too_long)
+            except RecordError as err:
+                if on_invalid == "raise":
+                    raise
+                self.audit.skipped.append({"id": rid, "reason": err.reason})
+                continue
+            self.examples.append(example)
+            for k, n in zip(SPAN_KINDS, example.kind_counts.tolist()):
+                if n:
+                    self.audit.supervised_by_kind[k] += n
+        if not self.examples:
+            raise ValueError(f"no usable records out of {len(records)}; first problems: {self.audit.skipped[:3]}")
+
+    def _build(self, record, rid, tokenizer, template, scope, templates, max_length, too_long) -> Example:
+        image = None
+        if "image" in record:
+            image = (self.image_root / record["image"]) if self.image_root else Path(record["image"])
+            if not image.is_file():
+                raise RecordError(rid, f"missing image: {image} does not exist (check data.image_root)")
+        enc = encode(render(record, template, templates=templates, record_id=rid), tokenizer, record_id=rid,
+                     image_token_id=self.image_token_id)
+        labels = labels_for(enc, scope)
+        extra = (self.n_image_tokens - 1) if image is not None else 0
+        if len(labels) + extra > max_length:
+            if too_long == "error":
+                raise RecordError(rid, f"too long: {len(labels) + extra} tokens > max_length {max_length}; "
+                                       "raise data.max_length or set data.too_long=truncate")
+            keep = max_length - extra
+            if image is not None and not (enc.input_ids[:keep] == self.image_token_id).any():
+                raise RecordError(rid, "too long: truncation would cut the image away")
+            enc.input_ids, enc.kinds, labels = enc.input_ids[:keep], enc.kinds[:keep], labels[:keep]
+            self.audit.truncated.append(rid)
+        if not (labels != IGNORE_INDEX).any():
+            raise RecordError(rid, "no supervised tokens: every label is masked (after truncation)")
+        return Example(rid, enc.input_ids.astype(np.int64), labels.astype(np.int64), supervised_counts(enc, labels), image)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def lengths(self) -> list[int]:
+        """Token lengths after image expansion (for length-grouped sampling)."""
+        return [len(e.input_ids) + (self.n_image_tokens - 1 if e.image else 0) for e in self.examples]
+
+    def _pixels(self, ex: Example) -> torch.Tensor:
+        try:
+            with Image.open(ex.image) as img:
+                rgb = img.convert("RGB")
+        except (OSError, UnidentifiedImageError) as err:
+            raise RecordError(ex.record_id, f"unreadable image {ex.image}: {err}") from err
+        return self.image_processor(images=[rgb], return_tensors="pt")["pixel_values"][0]
+
+    def __getitem__(self, idx: int) -> dict:
+        ex = self.examples[idx]
+        ids, labels = ex.input_ids, ex.labels
+        pixel_values = None
+        if ex.image is not None:
+            pos = int(np.nonzero(ids == self.image_token_id)[0][0])
+            ids = np.concatenate([ids[:pos], np.full(self.n_image_tokens, self.image_token_id), ids[pos + 1:]])
+            labels = np.concatenate([labels[:pos], np.full(self.n_image_tokens, IGNORE_INDEX), labels[pos + 1:]])
+            pixel_values = self._pixels(ex)
+        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
+                "pixel_values": pixel_values, "kind_counts": torch.from_numpy(ex.kind_counts)}
+
+    def write_audit(self, path: str | Path) -> dict:
+        report = self.audit.to_json()
+        Path(path).write_text(json.dumps(report, indent=1, default=str))
+        return report

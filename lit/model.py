@@ -1,0 +1,87 @@
+"""Build a LLaVA model and its processor with Hugging Face classes (no forked model code).
+
+Two ways, chosen by the ``model`` config group:
+- ``pretrained: <hf id or path>``: ``LlavaForConditionalGeneration.from_pretrained`` + ``AutoProcessor``;
+- ``pretrained: null``: composed from ``text``/``vision`` configs with random weights (the CPU ``tiny``
+  model of the demo and tests, or a real-size architecture for throughput measurements).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (AutoProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                          LlavaForConditionalGeneration, LlavaProcessor, Qwen2Config, SiglipVisionConfig)
+
+from lit.constants import IMAGE_MARKER
+
+TEXT_CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
+VISION_CONFIGS = {"clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _image_processor(size: int):
+    try:  # the torchvision-backed processor where torchvision works (GPU machines)
+        from transformers import CLIPImageProcessor
+
+        proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        proc(images=[__import__("PIL.Image").Image.new("RGB", (size, size))], return_tensors="pt")
+        return proc
+    except Exception:  # CPU machines: the PIL implementation of the same preprocessing
+        return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+def compose_tiny(cfg, tokenizer) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A LLaVA composed from configs with random weights; ``cfg.text``/``cfg.vision`` carry the sizes."""
+    text_kwargs = {k: v for k, v in dict(cfg.text).items() if k != "arch"}
+    vision_kwargs = {k: v for k, v in dict(cfg.vision).items() if k != "arch"}
+    text = TEXT_CONFIGS[cfg.text.arch](vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                       **text_kwargs)
+    vision = VISION_CONFIGS[cfg.vision.arch](**vision_kwargs)
+    strategy = "default" if cfg.vision.arch == "clip" else "full"  # SigLIP has no CLS token to drop
+    config = LlavaConfig(text_config=text, vision_config=vision, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_MARKER),
+                         vision_feature_layer=-1, vision_feature_select_strategy=strategy,
+                         projector_hidden_act="gelu", tie_word_embeddings=False)
+    torch.manual_seed(int(cfg.get("init_seed", 0)))
+    model = LlavaForConditionalGeneration(config)
+    processor = LlavaProcessor(image_processor=_image_processor(vision.image_size), tokenizer=tokenizer,
+                               patch_size=vision.patch_size, vision_feature_select_strategy=strategy,
+                               num_additional_image_tokens=1 if strategy == "default" else 0,
+                               image_token=IMAGE_MARKER)
+    return model, processor
+
+
+def load_pretrained(path: str, dtype: str = "float32") -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """Load a full checkpoint (HF id or directory); a clear error if it is not there (e.g. offline)."""
+    local = Path(path)
+    if local.exists() and not (local / "config.json").exists():
+        raise FileNotFoundError(f"{path} is a directory but not a checkpoint (no config.json); "
+                                "point to the folder train.py wrote (…/checkpoint) or an HF model id")
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+        model = LlavaForConditionalGeneration.from_pretrained(path, dtype=DTYPES[dtype])
+    except OSError as err:
+        raise FileNotFoundError(f"cannot load model {path!r}: {err}. Offline? Download it first "
+                                "(huggingface-cli download) and set model.pretrained to the local path.") from err
+    return model, processor
+
+
+def num_image_tokens(model: LlavaForConditionalGeneration) -> int:
+    """How many positions one image occupies in input_ids (LLaVA-1.5 at 336 px: 576)."""
+    vision = model.config.vision_config
+    return (vision.image_size // vision.patch_size) ** 2  # CLIP's CLS is dropped ("default"); SigLIP has none
+
+
+def apply_freeze(model: LlavaForConditionalGeneration, freeze) -> dict[str, int]:
+    """Freeze the parts named in ``freeze`` (vision/projector/lm); returns trainable parameter counts."""
+    parts = {"vision": model.model.vision_tower, "projector": model.model.multi_modal_projector,
+             "lm": [model.model.language_model, model.lm_head]}
+    counts = {}
+    for name, modules in parts.items():
+        modules = modules if isinstance(modules, list) else [modules]
+        for module in modules:
+            module.requires_grad_(not bool(freeze.get(name, False)))
+        counts[name] = sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
+    return counts

@@ -1,0 +1,141 @@
+"""The embedded demo data set: rendered scenes of coloured shapes, in LLaVA's JSON format.
+
+Each image is a 2x2 grid of cells holding 1-3 shapes (circle, square, triangle), each shape type at
+most once, so "the circle" is unambiguous. Training conversations mix four task types, each with a
+frequent template sentence (the kind LIT masks): colour VQA, counting, captioning and yes/no probes.
+Answering needs the image. Two language-prior traps make the prior answer wrong at test time:
+
+- colour: in training, triangles are red 70% of the time; in the test split their colour is uniform;
+- yes/no: in training 70% of the probes ask about an object that is present ("yes"); the POPE-style
+  test split is balanced, with "adversarial" negatives (right shape, wrong colour or vice versa).
+
+Written: ``<out>/images/{train,test}/*.png``, ``<out>/train.json`` (LLaVA list),
+``<out>/test_pope.jsonl`` and ``<out>/test_vqa.jsonl`` (one probe per line, for lmms-eval).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
+SHAPES = ("circle", "square", "triangle")
+CELLS = ("top left", "top right", "bottom left", "bottom right")
+NUMBERS = ("zero", "one", "two", "three")
+SHORT = "Answer the question using a single word or phrase."
+YESNO = "Answer yes or no."
+CAPTION = "Describe the image briefly."
+
+
+def _draw(scene: list[tuple[str, str, int]], size: int) -> Image.Image:
+    img = Image.new("RGB", (size, size), (245, 245, 245))
+    draw = ImageDraw.Draw(img)
+    half, pad = size // 2, max(1, size // 16)
+    for shape, colour, cell in scene:
+        x0, y0 = (cell % 2) * half + pad, (cell // 2) * half + pad
+        x1, y1 = x0 + half - 2 * pad, y0 + half - 2 * pad
+        fill = COLOURS[colour]
+        if shape == "circle":
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        elif shape == "square":
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
+        else:
+            draw.polygon(((x0 + x1) / 2, y0, x1, y1, x0, y1), fill=fill)
+    return img
+
+
+def _scene(rng: random.Random, biased: bool) -> list[tuple[str, str, int]]:
+    shapes = rng.sample(SHAPES, rng.randint(1, 3))
+    cells = rng.sample(range(4), len(shapes))
+    scene = []
+    for shape, cell in zip(shapes, cells):
+        if biased and shape == "triangle" and rng.random() < 0.7:
+            colour = "red"
+        else:
+            colour = rng.choice(list(COLOURS))
+        scene.append((shape, colour, cell))
+    return scene
+
+
+def _caption(scene) -> str:
+    parts = [f"a {c} {s} in the {CELLS[cell]}" for s, c, cell in sorted(scene, key=lambda x: x[2])]
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return text[0].upper() + text[1:] + "."
+
+
+def _absent_probe(rng: random.Random, scene) -> tuple[str, str]:
+    """An object not in the scene; half the time an adversarial near miss of a present one."""
+    present = {(s, c) for s, c, _ in scene}
+    while True:
+        if rng.random() < 0.5:
+            shape, colour, _ = rng.choice(scene)
+            if rng.random() < 0.5:
+                colour = rng.choice([c for c in COLOURS if c != colour])
+            else:
+                shape = rng.choice([s for s in SHAPES if s != shape])
+        else:
+            shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+        if (shape, colour) not in present:
+            return shape, colour
+
+
+def _train_turns(rng: random.Random, scene) -> list[tuple[str, str]]:
+    turns = []
+    for task in rng.sample(["colour", "count", "caption", "probe"], rng.randint(1, 3)):
+        if task == "colour":
+            shape, colour, _ = rng.choice(scene)
+            turns.append((f"What color is the {shape}? {SHORT}", colour))
+        elif task == "count":
+            turns.append((f"How many shapes are there? {SHORT}", NUMBERS[len(scene)]))
+        elif task == "caption":
+            turns.append((CAPTION, _caption(scene)))
+        elif rng.random() < 0.7:
+            shape, colour, _ = rng.choice(scene)
+            turns.append((f"Is there a {colour} {shape} in the image? {YESNO}", "Yes"))
+        else:
+            shape, colour = _absent_probe(rng, scene)
+            turns.append((f"Is there a {colour} {shape} in the image? {YESNO}", "No"))
+    return turns
+
+
+def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size: int = 32, seed: int = 0,
+             progress: bool = True) -> dict[str, Path]:
+    """Write the demo data set under ``out``; returns the paths written. Deterministic in ``seed``."""
+    out = Path(out)
+    rng = random.Random(seed)
+    for split in ("train", "test"):
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in tqdm(range(n_train), desc="demo data: train images", disable=not progress):
+        scene = _scene(rng, biased=True)
+        rel = f"images/train/{i:06d}.png"
+        _draw(scene, image_size).save(out / rel)
+        conv = []
+        for k, (question, answer) in enumerate(_train_turns(rng, scene)):
+            conv.append({"from": "human", "value": f"<image>\n{question}" if k == 0 else question})
+            conv.append({"from": "gpt", "value": answer})
+        records.append({"id": f"train-{i}", "image": rel, "conversations": conv})
+    (out / "train.json").write_text(json.dumps(records, indent=0))
+
+    pope, vqa = [], []
+    for i in tqdm(range(n_test), desc="demo data: test images", disable=not progress):
+        scene = _scene(rng, biased=False)
+        rel = f"images/test/{i:06d}.png"
+        _draw(scene, image_size).save(out / rel)
+        shape, colour, _ = rng.choice(scene)
+        pope.append({"question_id": f"{i}-pos", "image": rel, "answer": "yes",
+                     "question": f"Is there a {colour} {shape} in the image? {YESNO}"})
+        shape, colour = _absent_probe(rng, scene)
+        pope.append({"question_id": f"{i}-neg", "image": rel, "answer": "no",
+                     "question": f"Is there a {colour} {shape} in the image? {YESNO}"})
+        shape, colour, _ = rng.choice(scene)
+        vqa.append({"question_id": f"{i}-colour", "image": rel, "answer": colour, "shape": shape,
+                    "question": f"What color is the {shape}? {SHORT}"})
+    paths = {"train": out / "train.json", "pope": out / "test_pope.jsonl", "vqa": out / "test_vqa.jsonl"}
+    for key, rows in (("pope", pope), ("vqa", vqa)):
+        paths[key].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return paths

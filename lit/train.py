@@ -1,0 +1,123 @@
+"""One SFT run from a composed Hydra config: data -> tokenizer/model -> labels by scope -> Trainer -> checkpoint.
+
+The same function runs the CPU demo (``model=tiny``) and LLaVA-1.5-7B under DeepSpeed ZeRO-3
+(``model=llava7b``); only the configs differ. Returns a metrics dict (for sweeps and tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _prepare_data(cfg: DictConfig) -> None:
+    if cfg.data.get("generate") and not Path(cfg.data.path).exists():
+        from lit.synthetic import generate
+
+        log.info("generating the demo data set in %s", cfg.data.root)
+        generate(cfg.data.root, n_train=cfg.data.n_train, n_test=cfg.data.n_test, image_size=cfg.data.image_size,
+                 seed=cfg.data.seed)
+
+
+def _tokenizer(cfg: DictConfig, records: list[dict]):
+    from lit.tokenizer import load_tokenizer, train_bpe
+
+    path = cfg.model.tokenizer or cfg.model.pretrained
+    if path and Path(path).exists() or not cfg.model.get("train_tokenizer"):
+        return load_tokenizer(path)
+    log.info("training a %d-token BPE tokenizer on the corpus -> %s", cfg.model.vocab_size, path)
+    texts = [t["value"] for r in records for t in r["conversations"]]
+    tok = train_bpe(texts, vocab_size=cfg.model.vocab_size)
+    tok.save_pretrained(path)
+    return tok
+
+
+def _training_args(cfg: DictConfig, output_dir: Path):
+    from transformers import TrainingArguments
+
+    kwargs = OmegaConf.to_container(cfg.train, resolve=True)
+    if cfg.deepspeed.enabled:
+        kwargs["deepspeed"] = OmegaConf.to_container(cfg.deepspeed.config, resolve=True)
+    return TrainingArguments(output_dir=str(output_dir), report_to=list(cfg.logger.report_to), run_name=cfg.run_name,
+                             remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, **kwargs)
+
+
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
+    """Train once; writes ``checkpoint/``, ``config.yaml``, ``log_history.json``, ``data_audit.json``."""
+    from transformers import set_seed
+
+    from lit.chat_templates import get_template
+    from lit.collate import Collator
+    from lit.data import SupervisedDataset
+    from lit.mask import get_scope
+    from lit.model import apply_freeze, compose_tiny, load_pretrained, num_image_tokens
+    from lit.records import load_records
+    from lit.templates import TemplateSet, mine_file
+    from lit.tokenizer import ensure_special_tokens
+    from lit.trainer import LitTrainer
+
+    output_dir = Path(output_dir or cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    (output_dir / "git_sha.txt").write_text(_git_sha() + "\n")
+    for key, value in cfg.logger.get("env", {}).items():
+        os.environ.setdefault(key, str(value))
+    set_seed(cfg.seed)
+
+    _prepare_data(cfg)
+    records = load_records(cfg.data.path)
+    template = get_template(cfg.model.chat_template)
+    scope = get_scope(cfg.loss.name)
+    if cfg.model.pretrained:
+        model, processor = load_pretrained(cfg.model.pretrained, dtype=cfg.model.dtype)
+        tokenizer = processor.tokenizer
+    else:
+        tokenizer = _tokenizer(cfg, records)
+        ensure_special_tokens(tokenizer, template)
+        model, processor = compose_tiny(cfg.model, tokenizer)
+    if ensure_special_tokens(tokenizer, template):
+        model.resize_token_embeddings(len(tokenizer))
+    trainable = apply_freeze(model, cfg.model.freeze)
+    log.info("trainable parameters: %s", trainable)
+
+    templates = frozenset()
+    if scope.uses_templates:
+        t = cfg.loss.templates
+        tset = TemplateSet.load(t.file) if t.file else mine_file(
+            cfg.data.path, Path(cfg.paths.cache_dir) / f"templates_{Path(cfg.data.path).stem}.json",
+            min_share=t.min_share, min_count=t.min_count, top_k=t.top_k)
+        templates = tset.sentences
+        log.info("%d template sentences masked: %s", len(templates), sorted(templates)[:5])
+
+    dataset = SupervisedDataset(records, image_root=cfg.data.image_root, tokenizer=tokenizer, template=template,
+                                scope=scope, image_processor=processor.image_processor,
+                                n_image_tokens=num_image_tokens(model), max_length=cfg.data.max_length,
+                                templates=templates, on_invalid=cfg.data.on_invalid, too_long=cfg.data.too_long)
+    audit = dataset.write_audit(output_dir / "data_audit.json")
+    log.info("records used %d / %d; supervised tokens by kind %s", audit["n_used"], audit["n_records"],
+             audit["supervised_tokens_by_kind"])
+
+    trainer = LitTrainer(model=model, args=_training_args(cfg, output_dir), train_dataset=dataset,
+                         data_collator=Collator(tokenizer.pad_token_id))
+    result = trainer.train(resume_from_checkpoint=bool(cfg.get("resume")) or None)
+    trainer.save_model(str(output_dir / "checkpoint"))
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(output_dir / "checkpoint"))
+    (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    metrics = {"train_loss": result.training_loss, "steps": result.global_step, **audit["supervised_tokens_by_kind"]}
+    (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics

@@ -1,0 +1,73 @@
+"""Shared fixtures: tokenizers trained here (no hub), small LLaVA-format records, demo data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CORPUS = [
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions.",
+    "USER: What color is the circle? Answer the question using a single word or phrase. ASSISTANT: red",
+    "Is there a blue square in the image? Answer yes or no. Yes No",
+    "Describe the image briefly. A green triangle in the top left and a yellow circle in the bottom right.",
+    "How many shapes are there? two three one. Tell me more about it, please! What is 3.5 plus 2?",
+    "<|im_start|>system You are a helpful assistant.<|im_end|> [INST] question [/INST] answer",
+]
+
+
+def _sentencepiece_dir(tmp: Path) -> Path:
+    import sentencepiece as spm
+
+    text = tmp / "corpus.txt"
+    text.write_text("\n".join(CORPUS * 30))
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp / "tokenizer"), vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
+                                   character_coverage=1.0, minloglevel=2)
+    return tmp
+
+
+@pytest.fixture(scope="session")
+def sp_model_dir(tmp_path_factory) -> Path:
+    """A SentencePiece BPE model in the Llama layout (<unk>=0, <s>=1, </s>=2, byte fallback)."""
+    return _sentencepiece_dir(tmp_path_factory.mktemp("sp"))
+
+
+@pytest.fixture(scope="session", params=[True, False], ids=["legacy", "nonlegacy"])
+def llama_tokenizer(request, sp_model_dir):
+    """transformers' LlamaTokenizer converted from the SentencePiece model, legacy=True and False."""
+    from transformers import LlamaTokenizer
+
+    from lit.chat_templates import get_template
+    from lit.tokenizer import ensure_special_tokens
+
+    tok = LlamaTokenizer.from_pretrained(str(sp_model_dir), legacy=request.param, add_bos_token=True)  # as Vicuna's config
+    ensure_special_tokens(tok, get_template("vicuna_v1"))
+    return tok
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    """A byte-level BPE with every template's special tokens."""
+    from lit.chat_templates import TEMPLATES
+    from lit.tokenizer import ensure_special_tokens, train_bpe
+
+    tok = train_bpe(CORPUS * 30, vocab_size=400)
+    for template in TEMPLATES.values():
+        ensure_special_tokens(tok, template)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "[INST]", "[/INST]"]})
+    return tok
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    from lit.synthetic import generate
+
+    out = tmp_path_factory.mktemp("demo")
+    generate(out, n_train=48, n_test=8, progress=False)
+    return out

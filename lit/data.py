@@ -101,7 +101,8 @@ class SupervisedDataset(Dataset):
                      image_token_id=self.image_token_id)
         labels = labels_for(enc, scope)
         extra = (self.n_image_tokens - 1) if image is not None else 0
-        if len(labels) + extra > max_length:
+        truncated = len(labels) + extra > max_length
+        if truncated:
             if too_long == "error":
                 raise RecordError(rid, f"too long: {len(labels) + extra} tokens > max_length {max_length}; "
                                        "raise data.max_length or set data.too_long=truncate")
@@ -109,9 +110,10 @@ class SupervisedDataset(Dataset):
             if image is not None and not (enc.input_ids[:keep] == self.image_token_id).any():
                 raise RecordError(rid, "too long: truncation would cut the image away")
             enc.input_ids, enc.kinds, labels = enc.input_ids[:keep], enc.kinds[:keep], labels[:keep]
-            self.audit.truncated.append(rid)
         if not (labels != IGNORE_INDEX).any():
             raise RecordError(rid, "no supervised tokens: every label is masked (after truncation)")
+        if truncated:
+            self.audit.truncated.append(rid)
         return Example(rid, enc.input_ids.astype(np.int64), labels.astype(np.int64), supervised_counts(enc, labels), image)
 
     def __len__(self) -> int:

@@ -38,30 +38,44 @@ def sp_model_dir(tmp_path_factory) -> Path:
     return _sentencepiece_dir(tmp_path_factory.mktemp("sp"))
 
 
-@pytest.fixture(scope="session", params=[True, False], ids=["legacy", "nonlegacy"])
-def llama_tokenizer(request, sp_model_dir):
-    """transformers' LlamaTokenizer converted from the SentencePiece model, legacy=True and False."""
-    from transformers import LlamaTokenizer
-
-    from lit.chat_templates import get_template
+def _with_all_specials(tok):
+    from lit.chat_templates import TEMPLATES
     from lit.tokenizer import ensure_special_tokens
 
-    tok = LlamaTokenizer.from_pretrained(str(sp_model_dir), legacy=request.param, add_bos_token=True)  # as Vicuna's config
-    ensure_special_tokens(tok, get_template("vicuna_v1"))
-    return tok
-
-
-@pytest.fixture(scope="session")
-def bpe_tokenizer():
-    """A byte-level BPE with every template's special tokens."""
-    from lit.chat_templates import TEMPLATES
-    from lit.tokenizer import ensure_special_tokens, train_bpe
-
-    tok = train_bpe(CORPUS * 30, vocab_size=400)
     for template in TEMPLATES.values():
         ensure_special_tokens(tok, template)
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "[INST]", "[/INST]"]})
     return tok
+
+
+@pytest.fixture(scope="session")
+def tokenizers(sp_model_dir) -> dict:
+    """Three fast tokenizers with every template's special tokens: a byte-level BPE, and transformers'
+    LlamaTokenizer converted from the SentencePiece model with legacy=True and legacy=False."""
+    from transformers import LlamaTokenizer
+
+    from lit.tokenizer import train_bpe
+
+    out = {"bpe": _with_all_specials(train_bpe(CORPUS * 30, vocab_size=400))}
+    for legacy in (True, False):  # add_bos_token as in Vicuna's tokenizer config
+        tok = LlamaTokenizer.from_pretrained(str(sp_model_dir), legacy=legacy, add_bos_token=True)
+        out["llama_legacy" if legacy else "llama_nonlegacy"] = _with_all_specials(tok)
+    return out
+
+
+@pytest.fixture(params=["llama_legacy", "llama_nonlegacy"])
+def llama_tokenizer(request, tokenizers):
+    return tokenizers[request.param]
+
+
+@pytest.fixture
+def bpe_tokenizer(tokenizers):
+    return tokenizers["bpe"]
+
+
+@pytest.fixture(params=["bpe", "llama_legacy", "llama_nonlegacy"])
+def any_tokenizer(request, tokenizers):
+    return tokenizers[request.param]
 
 
 @pytest.fixture(scope="session")

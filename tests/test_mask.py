@@ -45,13 +45,9 @@ def supervised_runs(tokenizer, enc, labels) -> list[str]:
     return ["".join(tokenizer.decode(r).split()) for r in runs]
 
 
-@pytest.fixture(params=["bpe", "llama"])
-def tokenizer(request, bpe_tokenizer, llama_tokenizer):
-    return bpe_tokenizer if request.param == "bpe" else llama_tokenizer
-
-
 @pytest.mark.parametrize("scope", list(SCOPES))
-def test_golden_supervised_runs(tokenizer, scope):
+def test_golden_supervised_runs(any_tokenizer, scope):
+    tokenizer = any_tokenizer
     templates = frozenset({SHORT, YESNO})
     enc = encode(render(RECORD, get_template("vicuna_v1"), templates=templates, record_id="two-turns"), tokenizer,
                  record_id="two-turns", image_token_id=tokenizer.convert_tokens_to_ids("<image>"))

@@ -1,0 +1,106 @@
+"""Bad records and files give errors that name the record and the reason; skips are counted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lit.chat_templates import get_template
+from lit.data import SupervisedDataset
+from lit.mask import get_scope
+from lit.model import _image_processor
+from lit.records import RecordError, load_records
+from lit.render import render
+
+VICUNA = get_template("vicuna_v1")
+
+
+def _rec(*turns, image=False, rid="bad-1"):
+    record = {"id": rid, "conversations": [{"from": f, "value": v} for f, v in turns]}
+    if image:
+        record["image"] = "x.png"
+    return record
+
+
+@pytest.mark.parametrize("record, reason", [
+    (_rec(("human", "Hi"), ("human", "again")), "roles do not alternate"),
+    (_rec(("gpt", "Hello"), ("human", "Hi")), "starts with a gpt turn"),
+    (_rec(("human", "  "), ("gpt", "x")), "empty value"),
+    (_rec(("human", "<image>"), ("gpt", "x"), image=True), "empty value"),
+    (_rec(("user", "Hi"), ("gpt", "x")), "unknown role 'user'"),
+    (_rec(("human", "<image>\nHi"), ("gpt", "see <image>"), image=True), "marker in a gpt turn"),
+    (_rec(("human", "<image>\n<image>\nHi"), ("gpt", "x"), image=True), "2 <image> markers"),
+    (_rec(("human", "Hi"), ("gpt", "x"), image=True), "0 <image> markers"),
+    (_rec(("human", "<image>\nHi"), ("gpt", "x")), "no 'image' field"),
+    (_rec(("human", "Hi")), "ends with a human turn"),
+    ({"id": "bad-1", "conversations": []}, "empty 'conversations'"),
+])
+def test_invalid_conversations_name_record_and_reason(record, reason):
+    with pytest.raises(RecordError, match=reason) as err:
+        render(record, VICUNA)
+    assert "bad-1" in str(err.value)
+
+
+def _dataset(records, tokenizer, image_root, **kw):
+    return SupervisedDataset(records, image_root=image_root, tokenizer=tokenizer, template=VICUNA,
+                             scope=get_scope("vit"), image_processor=_image_processor(32), n_image_tokens=16,
+                             max_length=kw.pop("max_length", 512), progress=False, **kw)
+
+
+def test_missing_image_is_an_error_naming_the_record(bpe_tokenizer, demo_data):
+    records = [_rec(("human", "<image>\nHi"), ("gpt", "x"), image=True, rid="no-such-image")]
+    with pytest.raises(RecordError, match="no-such-image.*missing image"):
+        _dataset(records, bpe_tokenizer, demo_data)
+
+
+def test_skip_mode_counts_every_skip_with_its_reason(bpe_tokenizer, demo_data, tmp_path):
+    good = json.loads((demo_data / "train.json").read_text())[:3]
+    bad = [_rec(("human", "<image>\nHi"), ("gpt", "x"), image=True, rid="missing"),
+           _rec(("gpt", "x"), ("human", "y"), rid="gpt-first")]
+    ds = _dataset(good + bad, bpe_tokenizer, demo_data, on_invalid="skip")
+    report = ds.write_audit(tmp_path / "audit.json")
+    assert len(ds) == 3 and report["n_skipped"] == 2
+    assert {s["id"] for s in report["skipped"]} == {"missing", "gpt-first"}
+    assert json.loads((tmp_path / "audit.json").read_text())["skipped_by_reason"]["missing image"] == 1
+
+
+def test_unreadable_image_names_record_when_loaded(bpe_tokenizer, tmp_path):
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    ds = _dataset([_rec(("human", "<image>\nHi"), ("gpt", "x"), image=True, rid="broken")], bpe_tokenizer, tmp_path)
+    with pytest.raises(RecordError, match="broken.*unreadable image"):
+        ds[0]
+
+
+def test_too_long_is_an_error_or_a_counted_truncation(bpe_tokenizer, demo_data):
+    long = [_rec(("human", "Hi"), ("gpt", "Tell me more about it, please! " * 10), rid="long")]
+    with pytest.raises(RecordError, match="long.*too long.*data.too_long=truncate"):
+        _dataset(long, bpe_tokenizer, demo_data, max_length=120)
+    ds = _dataset(long + [_rec(("human", "Hi " * 80), ("gpt", "x"), rid="all-cut")], bpe_tokenizer, demo_data,
+                  max_length=120, too_long="truncate", on_invalid="skip")
+    assert len(ds[0]["input_ids"]) == 120
+    assert ds.audit.truncated == ["long"]
+    assert ds.audit.skipped == [{"id": "all-cut", "reason": "no supervised tokens: every label is masked (after truncation)"}]
+
+
+def test_malformed_json_names_the_line(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(_rec(("human", "a"), ("gpt", "b"))) + "\n{not json\n")
+    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+        load_records(path)
+    path = tmp_path / "data.json"
+    path.write_text('[{"id": 1, "conversations": []}, {"id": 2}]')
+    with pytest.raises(RecordError, match="record 2.*'conversations' list"):
+        load_records(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_records(tmp_path / "nope.json")
+
+
+def test_template_without_single_eos_token_is_reported(bpe_tokenizer):
+    from lit.render import encode
+    from lit.tokenizer import train_bpe
+
+    plain = train_bpe(["hello there"] * 5, vocab_size=300)  # knows </s> but not <|endoftext|>
+    spans = render(_rec(("human", "hello"), ("gpt", "there")), get_template("phi"))
+    with pytest.raises(RecordError, match="eos text '<\\|endoftext\\|>' is not a single token"):
+        encode(spans, plain, record_id="bad-1", image_token_id=None)

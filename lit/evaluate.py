@@ -20,10 +20,11 @@ MODEL_ID = "lit_llava"
 def register_model() -> None:
     """Make ``lit_llava`` known to lmms-eval's model registry (idempotent)."""
     from lmms_eval.models import MODEL_REGISTRY_V2
-    from lmms_eval.models.registry_v2 import ModelManifest
+
+    from lit.lmms_model_manifest import manifest
 
     try:
-        MODEL_REGISTRY_V2.register_manifest(ModelManifest(model_id=MODEL_ID, simple_class_path="lit.lmms_model.LitLlava"))
+        MODEL_REGISTRY_V2.register_manifest(manifest())
     except ValueError:  # already registered (e.g. through the package's entry point)
         pass
 

@@ -1,0 +1,34 @@
+# `make demo` and `make test` are the only two commands a new user needs (they build .venv first).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help env demo test test-full clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0        # the CPU build; an unpinned torch pulls GBs of CUDA wheels
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip uninstall -y -q torchvision || true   # PyPI's torchvision is CUDA-only and breaks CPU imports
+	touch $@
+
+env: $(BIN)/.installed  ## create .venv with the CPU stack (torch 2.13 CPU, transformers 5, lmms-eval, deepspeed)
+
+demo: env  ## synthetic data -> train VIT and LIT (3 seeds) -> lmms-eval -> results/demo/{table.md,plot.png}
+	$(BIN)/python -m lit.demo $(ARGS)
+
+test: env  ## the fast test suite (what CI runs)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-full: env  ## everything, incl. 10,000-conversation property runs
+	LIT_FULL_TESTS=1 $(BIN)/python -m pytest -q
+
+clean:  ## remove run outputs (keeps data/ and .venv)
+	rm -rf outputs multirun

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from pathlib import Path
 
 METRICS = [  # (task, metric, label)
@@ -75,7 +76,7 @@ def plot(runs: list[dict], summary: dict, path: str | Path) -> None:
         ax_score.bar([x + i * width for x in range(len(keys))], means, width, yerr=sds, capsize=3,
                      color=colours[scope], label=scope)
     ax_score.set_xticks([x + width * (len(summary["scopes"]) - 1) / 2 for x in range(len(keys))])
-    ax_score.set_xticklabels([summary["metrics"][k]["label"].replace(" (", "\n(") for k in keys], fontsize=7)
+    ax_score.set_xticklabels([textwrap.fill(summary["metrics"][k]["label"], 16) for k in keys], fontsize=7)
     ax_score.set(ylim=(0, 1), title="test scores (lmms-eval), mean ± sd over seeds")
     ax_score.legend()
     fig.tight_layout()

@@ -46,6 +46,20 @@ def _tokenizer(cfg: DictConfig, records: list[dict]):
     return tok
 
 
+def _last_complete_checkpoint(output_dir: Path) -> str:
+    """The newest ``checkpoint-N`` that was written completely (a run killed while saving leaves a partial one,
+    which the Trainer would pick and fail on); its ``trainer_state.json`` is written last."""
+    found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [p for p in found if (p / "trainer_state.json").is_file()]
+    for partial in sorted(set(found) - set(complete)):
+        log.warning("ignoring incomplete checkpoint %s", partial)
+    if not complete:
+        raise FileNotFoundError(f"resume=true but {output_dir} holds no complete checkpoint-* folder; pass the run "
+                                "directory of the interrupted run as hydra.run.dir=<dir>")
+    log.info("resuming from %s", complete[-1])
+    return str(complete[-1])
+
+
 def _training_args(cfg: DictConfig, output_dir: Path):
     from transformers import TrainingArguments
 
@@ -113,11 +127,14 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     trainer = LitTrainer(model=model, args=_training_args(cfg, output_dir), train_dataset=dataset,
                          data_collator=Collator(tokenizer.pad_token_id))
-    result = trainer.train(resume_from_checkpoint=bool(cfg.get("resume")) or None)
+    resume = _last_complete_checkpoint(output_dir) if cfg.get("resume") else None
+    result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(output_dir / "checkpoint"))
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(output_dir / "checkpoint"))
     (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    metrics = {"train_loss": result.training_loss, "steps": result.global_step, **audit["supervised_tokens_by_kind"]}
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    metrics = {"train_loss": result.training_loss, "steps": result.global_step,
+               "zero_stage": plugin.zero_stage if plugin is not None else 0, **audit["supervised_tokens_by_kind"]}
     (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -1,0 +1,27 @@
+"""SLURM launchers without a cluster: the sbatch template's dry run and the submitit launcher config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_sbatch_dry_run_prints_the_command_and_records_it(tmp_path):
+    env = {**os.environ, "DRY_RUN": "1", "RUN_DIR": str(tmp_path / "run"), "SLURM_NNODES": "2"}
+    out = subprocess.run(["bash", "slurm/train.sbatch", "model=llava7b", "loss=lit"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert "torchrun --nnodes 2 --nproc_per_node 8" in out and "model=llava7b loss=lit" in out
+    recorded = (tmp_path / "run" / "slurm_job.txt").read_text()
+    assert "git_sha:" in recorded and "hydra.run.dir=" in recorded
+
+
+def test_submitit_slurm_launcher_composes():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "loss=lit"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 8

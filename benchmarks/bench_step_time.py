@@ -2,7 +2,7 @@
 
 The mask changes only which labels are -100, so the forward/backward work is identical; this measures
 what is left (label handling, the loss over more supervised tokens). Two models with the same init are
-stepped alternately (VIT batch i, LIT batch i, ...), so drift in machine load hits both alike.
+stepped alternately (VIT batch i, LIT batch i, then LIT first on the next step, ...), so drift in machine load hits both alike.
 
     python benchmarks/bench_step_time.py --steps 200 [--hidden 128] [--device cpu]
 """
@@ -60,7 +60,7 @@ def main() -> None:
     times = {"vit": [], "lit": []}
     tokens = {"vit": 0, "lit": 0}
     for step in range(args.steps):
-        for scope in ("vit", "lit"):
+        for scope in (("vit", "lit") if step % 2 == 0 else ("lit", "vit")):  # neither always goes first
             try:
                 batch = next(iters[scope])
             except StopIteration:

@@ -1,0 +1,104 @@
+"""LLM backends behind one small interface: ``generate(chats, sampling, seeds) -> replies`` (one per chat).
+
+``seeds`` holds one sampling seed per chat (derived from the job key), so a job's output does not depend
+on which batch it landed in — exactly so for ``openai`` and ``vllm`` (per-request seeds); the batched
+``transformers`` backend seeds each batch with its first job's seed.
+
+- ``transformers``: in-process Hugging Face model (CPU or GPU), batched with left padding;
+- ``openai``: any OpenAI-compatible server (``vllm serve``, ``transformers serve``, ...), concurrent
+  requests — the way to use vLLM 0.33, whose torch/transformers pins cannot share this environment;
+- ``vllm``: in-process ``vllm.LLM`` (GPU, tensor parallel), all chats submitted at once so the engine's
+  continuous batching sees the whole workload. Imported only when used.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_new_tokens: int = 128
+    seed: int = 0
+
+
+class TransformersBackend:
+    def __init__(self, model: str, batch_size: int = 16, device: str = "cpu", dtype: str = "auto"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.name = model
+        self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
+        self.batch_size, self.device = batch_size, device
+
+    def generate(self, chats: list[list[dict]], sampling: Sampling, seeds: list[int]) -> list[str]:
+        replies = []
+        for start in range(0, len(chats), self.batch_size):
+            batch = chats[start:start + self.batch_size]
+            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in batch]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            self.torch.manual_seed(seeds[start])
+            with self.torch.no_grad():
+                out = self.model.generate(**enc, do_sample=sampling.temperature > 0, temperature=sampling.temperature,
+                                          top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
+                                          pad_token_id=self.tokenizer.pad_token_id)
+            replies += self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return replies
+
+
+class OpenAIBackend:
+    def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key: str = "EMPTY",
+                 concurrency: int = 32, timeout: float = 600):
+        import httpx
+
+        self.name, self.concurrency = model, concurrency
+        self.client = httpx.Client(base_url=base_url, timeout=timeout, headers={"Authorization": f"Bearer {api_key}"})
+
+    def _one(self, chat: list[dict], sampling: Sampling, seed: int) -> str:
+        body = {"model": self.name, "messages": chat, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                "max_tokens": sampling.max_new_tokens, "seed": seed}
+        resp = self.client.post("/chat/completions", content=json.dumps(body),
+                                headers={"Content-Type": "application/json"})
+        if resp.status_code != 200:
+            raise RuntimeError(f"LLM server answered {resp.status_code}: {resp.text[:300]}")
+        return resp.json()["choices"][0]["message"]["content"]
+
+    def generate(self, chats: list[list[dict]], sampling: Sampling, seeds: list[int]) -> list[str]:
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda cs: self._one(cs[0], sampling, cs[1]), zip(chats, seeds)))
+
+
+def vllm_sampling_kwargs(sampling: Sampling, seed: int) -> dict:
+    """What ``vllm.SamplingParams`` receives (kept apart so it is checked without vLLM installed)."""
+    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens,
+            "seed": seed}
+
+
+class VLLMBackend:
+    def __init__(self, model: str, tensor_parallel_size: int = 1, **engine_kwargs):
+        from vllm import LLM
+
+        self.name = model
+        self.llm = LLM(model=model, tensor_parallel_size=tensor_parallel_size, **engine_kwargs)
+
+    def generate(self, chats: list[list[dict]], sampling: Sampling, seeds: list[int]) -> list[str]:
+        from vllm import SamplingParams
+
+        params = [SamplingParams(**vllm_sampling_kwargs(sampling, seed)) for seed in seeds]
+        outputs = self.llm.chat(chats, params, use_tqdm=True)
+        return [o.outputs[0].text for o in outputs]
+
+
+def build_backend(kind: str, **kwargs):
+    backends = {"transformers": TransformersBackend, "openai": OpenAIBackend, "vllm": VLLMBackend}
+    if kind not in backends:
+        raise KeyError(f"unknown LLM backend {kind!r}; choose one of {', '.join(backends)}")
+    return backends[kind](**kwargs)

@@ -1,0 +1,88 @@
+"""MIns+ builder: one instruction per MultiInstruct instance, sampled with ratio ε, filled safely.
+
+ε is the probability mass on the task's original (seed) instructions, 1 − ε on its generated ones:
+P(seed i) = ε / |seeds|, P(generated j) = (1 − ε) / |generated| (uniform within each group, the official
+``--with_prob`` form with RAW_LOGIT = ε and GEN_LOGIT = 1 − ε; the repo leaves both undefined). So
+ε = 1 is the un-augmented MIns data set and ε = 0 never uses a seed. A task without generations uses its
+seeds whatever ε is. Exactly one uniform draw decides the group for every instance, so for a fixed
+random seed the ε = 1 data set is identical to one built from the seeds alone.
+
+Options are shuffled per instance (``options``); instructions are filled by ``placeholders.fill``, which
+parses and never evaluates. Output: LLaVA JSON (what ``train.py`` reads) and MultiInstruct JSONL with
+``prompt`` and ``target`` added.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from instraug.placeholders import UnsafePlaceholder, fill
+
+DROPPED_TASKS = {"image_generation", "infilling", "im_region_extraction", "im_descriptive_infilling",
+                 "image_completion_w_region_caption", "image_completion_w_image_caption",
+                 "im_descriptive_extraction", "VQA_absurd", "region_area"}
+
+
+def pools(pool_rows: list[dict]) -> dict[str, tuple[list[str], list[str]]]:
+    """task -> (seed texts, generated texts) from an instruction pool."""
+    out: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for row in pool_rows:
+        out[row["task"]][0 if row["origin"] == "seed" else 1].append(row["text"])
+    return dict(out)
+
+
+def sample_instruction(rng: random.Random, seeds: list[str], generated: list[str], epsilon: float) -> tuple[str, str]:
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    use_seed = rng.random() < epsilon or not generated
+    group = seeds if use_seed else generated
+    return group[rng.randrange(len(group))], "seed" if use_seed else "generated"
+
+
+def build(instances: list[dict], pool_rows: list[dict], epsilon: float, seed: int = 0) -> list[dict]:
+    """MultiInstruct instances -> rows with ``prompt``, ``target``, ``instruction``, ``instruction_origin``."""
+    rng = random.Random(seed)
+    by_task = pools(pool_rows)
+    rows = []
+    for i, inst in enumerate(instances):
+        task = inst.get("task_name")
+        rid = inst.get("unique_id", f"{task}-{i}")
+        if task in DROPPED_TASKS:
+            continue
+        if task not in by_task or not by_task[task][0]:
+            raise KeyError(f"instance {rid}: no seed instructions for task {task!r} in the pool")
+        instruction, origin = sample_instruction(rng, *by_task[task], epsilon)
+        fields = dict(inst)
+        if isinstance(inst.get("options"), list):
+            fields["options"] = rng.sample(inst["options"], len(inst["options"]))
+        try:
+            prompt = fill(instruction, fields)
+        except UnsafePlaceholder as err:
+            raise UnsafePlaceholder(f"instance {rid}, instruction {instruction!r}: {err}") from err
+        rows.append({**inst, "id": rid, "prompt": prompt, "target": inst["target_txt"], "instruction": instruction,
+                     "instruction_origin": origin})
+    return rows
+
+
+def to_llava(rows: list[dict]) -> list[dict]:
+    out = []
+    for row in rows:
+        record = {"id": row["id"], "conversations": [
+            {"from": "human", "value": ("<image>\n" if row.get("image_path") else "") + row["prompt"]},
+            {"from": "gpt", "value": row["target"]}]}
+        if row.get("image_path"):
+            record["image"] = row["image_path"]
+        out.append(record)
+    return out
+
+
+def write(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"llava": out_dir / "train.json", "multiinstruct": out_dir / "train.jsonl"}
+    paths["llava"].write_text(json.dumps(to_llava(rows), ensure_ascii=False, indent=0))
+    paths["multiinstruct"].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return paths

@@ -1,0 +1,105 @@
+"""Resumable, placeholder-protected generation into a JSONL cache.
+
+Every (seed or parent, meta-prompt, temperature, sample index, model, prompt hash) is one job with a
+unique key. Finished jobs are appended to the cache (one JSON line each, flushed per batch); a run that
+is killed restarts where it stopped: keys already in the cache are skipped, and a torn last line (killed
+mid-write) is cut off. Nothing is lost and nothing is generated twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from instraug import meta_prompts
+from instraug.backends import Sampling
+from instraug.parse import candidates
+from instraug.placeholders import protect, restore
+
+
+def read_cache(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    raw = path.read_bytes()
+    good = raw[: raw.rfind(b"\n") + 1]
+    if len(good) != len(raw):  # a line torn by a kill: drop it, it will be generated again
+        with open(path, "r+b") as fh:
+            fh.truncate(len(good))
+    rows = {}
+    for line in good.decode("utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["key"]] = row
+    return rows
+
+
+def job_seed(key: str, base: int) -> int:
+    """A sampling seed that depends only on the job (not on its batch): stable across restarts."""
+    return (int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) + base) % (2**31)
+
+
+def jobs_for(parents: list[dict], meta_names: list[str], temperatures: list[float], samples: int, model: str) -> list[dict]:
+    """parents: ``{"id", "task", "text", "root_id"}``; one job per (parent, meta-prompt, T, sample)."""
+    jobs = []
+    for parent in parents:
+        for name in meta_names:
+            meta = meta_prompts.load(name)
+            for t in temperatures:
+                for k in range(samples):
+                    key = f"{parent['id']}|{name}@{meta.sha256}|T{t:.2f}|{k}|{model}"
+                    jobs.append({"key": key, "parent": parent, "meta": meta, "temperature": t, "sample": k})
+    return jobs
+
+
+def run_jobs(jobs: list[dict], backend, cache_path: str | Path, sampling: Sampling, batch_size: int = 64,
+             progress: bool = True) -> list[dict]:
+    """Generate what the cache lacks; return the cache rows of ``jobs`` in job order."""
+    cache_path = Path(cache_path)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_cache(cache_path)
+    todo = [j for j in jobs if j["key"] not in done]
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generating instructions", disable=not progress)
+    with open(cache_path, "a", encoding="utf-8") as fh:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            protected = [protect(j["parent"]["text"]) for j in batch]
+            chats = [j["meta"].chat(text) for j, (text, _) in zip(batch, protected)]
+            by_t: dict[float, list[int]] = {}
+            for i, j in enumerate(batch):
+                by_t.setdefault(j["temperature"], []).append(i)
+            replies: list[str] = [""] * len(batch)
+            for t, idx in by_t.items():
+                s = Sampling(temperature=t, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
+                             seed=sampling.seed)
+                seeds = [job_seed(batch[i]["key"], sampling.seed) for i in idx]
+                for i, reply in zip(idx, backend.generate([chats[i] for i in idx], s, seeds)):
+                    replies[i] = reply
+            for j, (_, mapping), reply in zip(batch, protected, replies):
+                row = {"key": j["key"], "task": j["parent"]["task"], "parent_id": j["parent"]["id"],
+                       "parent_text": j["parent"]["text"], "root_id": j["parent"]["root_id"],
+                       "meta_prompt": j["meta"].name, "meta_sha256": j["meta"].sha256, "temperature": j["temperature"],
+                       "top_p": sampling.top_p, "sample": j["sample"], "model": backend.name, "reply": reply,
+                       "candidates": [restore(c, mapping) for c in candidates(reply)]}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                done[row["key"]] = row
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.update(len(batch))
+    bar.close()
+    return [done[j["key"]] for j in jobs]
+
+
+def candidate_rows(rows: list[dict]) -> list[dict]:
+    """One row per parsed candidate, with provenance, ready for the filter."""
+    out = []
+    for row in rows:
+        for i, text in enumerate(row["candidates"]):
+            out.append({"id": f"{row['key']}#{i}", "task": row["task"], "text": text, "parent_text": row["parent_text"],
+                        "parent_id": row["parent_id"], "root_id": row["root_id"], "meta_prompt": row["meta_prompt"],
+                        "temperature": row["temperature"], "model": row["model"]})
+    return out
+

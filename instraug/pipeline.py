@@ -1,0 +1,59 @@
+"""The augmentation variants over the generation + filter stages.
+
+- ``base``: every augmentable seed x meta-prompts x ``samples`` at one temperature, then the filter;
+- ``mt`` (multi-temperature): the same over several temperatures (official: 0.50..1.00 step 0.05),
+  the union of all outputs filtered together;
+- ``iter``: ``rounds`` extra rounds in which the outputs kept so far are rewritten again; R2 is checked
+  against the direct parent, R3 against the root seed.
+Output: the instruction pool (seeds + kept generations, with provenance) and the filter report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from instraug.filter import FilterConfig, FilterReport, apply
+from instraug.generate import candidate_rows, jobs_for, run_jobs
+from instraug.placeholders import PLACEHOLDER
+from instraug.backends import Sampling
+from instraug.seeds import Seed, augmentable
+
+
+@dataclass
+class AugmentConfig:
+    variant: str = "base"  # base | mt | iter
+    meta_prompts: list[str] = field(default_factory=lambda: ["rephrase", "synonyms", "reorder", "simplify", "concise"])
+    temperatures: list[float] = field(default_factory=lambda: [0.6])
+    samples: int = 2
+    rounds: int = 1  # extra rounds for variant=iter
+    top_p: float = 0.9
+    max_new_tokens: int = 128
+    seed: int = 0
+    batch_size: int = 64
+
+
+def run(seeds: list[Seed], backend, cache_path, cfg: AugmentConfig, filt: FilterConfig | None = None,
+        progress: bool = True) -> tuple[list[dict], FilterReport]:
+    if cfg.variant not in ("base", "mt", "iter"):
+        raise ValueError(f"unknown augmentation variant {cfg.variant!r}; choose base, mt or iter")
+    filt = filt or FilterConfig()
+    report = FilterReport()
+    roots = {s.seed_id: s.text for s in seeds}
+    parents = [{"id": s.seed_id, "task": s.task, "text": s.text, "root_id": s.seed_id} for s in augmentable(seeds)]
+    sampling = Sampling(top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    temps = cfg.temperatures if cfg.variant == "mt" else cfg.temperatures[:1]
+    kept: list[dict] = []
+    for round_no in range(1 + (cfg.rounds if cfg.variant == "iter" else 0)):
+        jobs = jobs_for(parents, cfg.meta_prompts, temps, cfg.samples, backend.name)
+        rows = candidate_rows(run_jobs(jobs, backend, cache_path, sampling, cfg.batch_size, progress))
+        new = apply(rows, roots, filt, report, kept_before=kept)
+        for row in new:
+            row["round"] = round_no
+        kept += new
+        # the next round rewrites this round's outputs; pure-placeholder texts give the LLM nothing to rewrite
+        parents = [{"id": r["id"], "task": r["task"], "text": r["text"], "root_id": r["root_id"]} for r in new
+                   if PLACEHOLDER.sub("", r["text"]).strip()]
+    pool = [{"id": s.seed_id, "task": s.task, "text": s.text, "origin": "seed", "root_id": s.seed_id} for s in seeds]
+    pool += [{**r, "origin": "generated"} for r in kept]
+    return pool, report
+

@@ -1,0 +1,178 @@
+"""InstrAug: placeholders, parsing, the filter rules, resumable generation, MT/Iter, the ε builder."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from instraug import build, filter as rule_filter, pipeline
+from instraug.backends import Sampling, vllm_sampling_kwargs
+from instraug.generate import jobs_for, read_cache, run_jobs
+from instraug.parse import candidates
+from instraug.placeholders import UnsafePlaceholder, fill, protect, restore
+from instraug.seeds import Seed, load_seeds, summary
+
+SHAPES = ["{text}", "{split_token.join(options)}", "{split_token. join(options)}", "{meta_data['relation']}",
+          "{region[0]}", "{dial_history[-1]}", "{' '.join(dial_history)}", "{options_token}", "{region_token}"]
+FIELDS = {"text": "a dog", "options": ["yes", "no"], "meta_data": {"relation": "left of"}, "region": ["1 2 3 4", "5"],
+          "dial_history": ["hi", "there"]}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_placeholder_round_trip_and_fill(shape):
+    text = f"Look at {shape} and again {shape}, then {{text}}."
+    protected, mapping = protect(text)
+    assert protected.count("{A}") == (3 if shape == "{text}" else 2) and protected.endswith(".")
+    assert restore(protected, mapping) == text
+    filled = fill(text, FIELDS)
+    assert "{" not in filled
+
+
+def test_fill_values():
+    assert fill("{split_token.join(options)}|{meta_data['relation']}|{region[0]}|{dial_history[-1]}", FIELDS) == \
+        "yes||||no|left of|1 2 3 4|there"
+    assert fill("{options_token}", {}) == "\n\n[Options]:"
+
+
+@pytest.mark.parametrize("evil", ["{__import__('os').system('echo pwned')}", "{text.__class__}", "{open('x')}",
+                                  "{(lambda: 1)()}", "{text + text}", "{options}", "{nope}", "{text[}"])
+def test_fill_never_evaluates(evil):
+    with pytest.raises(UnsafePlaceholder):
+        fill(f"Do it: {evil}", FIELDS)
+
+
+def test_parse_replies():
+    assert candidates('Sure! Here\'s a rephrased version:\n\n"Describe {A} briefly."') == ["Describe {A} briefly."]
+    assert candidates("1. First way.\n2) Second way.\n- Third way.\nNote: I kept the braces.") == \
+        ["First way.", "Second way.", "Third way."]
+    assert candidates("Only one line") == ["Only one line"]
+    assert candidates("Sure, here it is:\n") == []
+
+
+def test_filter_rules_one_by_one():
+    seeds = {"t#0": "Describe {text} in the picture please"}
+    parent = seeds["t#0"]
+    cases = {"empty": "", "too_long": "word " * 12 + "{text}", "placeholders": "Describe the picture please",
+             "same_as_parent": "describe {text}  in the picture please", "duplicate": "Tell me about {text} now",
+             "near_duplicate": "Describe {text} in the picture, please!", "contraction": "You'd describe {text}"}
+    rows = [{"task": "t", "text": "Tell me about {text} now", "parent_text": parent, "root_id": "t#0"}]
+    rows += [{"task": "t", "text": txt, "parent_text": parent, "root_id": "t#0"} for txt in cases.values()]
+    report = rule_filter.FilterReport()
+    kept = rule_filter.apply(rows, seeds, rule_filter.FilterConfig(forbid_contractions=True), report)
+    assert [r["text"] for r in kept] == ["Tell me about {text} now"]
+    assert report.rejected["t"] == Counter({rule: 1 for rule in cases})
+    assert report.kept["t"] == 1
+
+
+class FakeLLM:
+    """A deterministic chat backend: rewrites the user message in a way that depends on the sampling."""
+
+    name = "fake-llm"
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def generate(self, chats, sampling: Sampling, seeds: list[int]):
+        out = []
+        for chat, seed in zip(chats, seeds):
+            if self.fail_after is not None and self.calls >= self.fail_after:
+                raise KeyboardInterrupt("killed")
+            self.calls += 1
+            text = chat[-1]["content"]
+            word = random.Random(f"{text}|{chat[0]['content']}|{sampling.temperature}|{seed}").choice(
+                ["Kindly", "Please", "Now", "Carefully", "Quickly"])
+            out.append(f"Sure! Here's a rephrased version:\n\n\"{word}, {text[0].lower()}{text[1:]}\"")
+        return out
+
+
+SEEDS = [Seed("caption#0", "caption", "Describe the image."), Seed("caption#1", "caption", "Write a caption for {text}."),
+         Seed("vqa#0", "vqa_color", "Answer {question}{options_token}{split_token.join(options)}"),
+         Seed("vsr#0", "visual_spatial_reasoning", "Is {text} true?")]
+
+
+def test_generation_resumes_after_a_kill_without_loss_or_duplicates(tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    parents = [{"id": s.seed_id, "task": s.task, "text": s.text, "root_id": s.seed_id} for s in SEEDS]
+    jobs = jobs_for(parents, ["rephrase", "synonyms"], [0.6], 3, "fake-llm")
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(jobs, FakeLLM(fail_after=7), cache, Sampling(), batch_size=4, progress=False)
+    partial = read_cache(cache)
+    assert len(partial) == 4  # the first full batch was written before the kill
+    with open(cache, "a") as fh:
+        fh.write('{"key": "torn')  # a line cut by the kill
+    backend = FakeLLM()
+    rows = run_jobs(jobs, backend, cache, Sampling(), batch_size=4, progress=False)
+    assert backend.calls == len(jobs) - 4
+    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == len(jobs) and [r["key"] for r in rows] == [j["key"] for j in jobs]
+    fresh = run_jobs(jobs, FakeLLM(), tmp_path / "other.jsonl", Sampling(), batch_size=4, progress=False)
+    assert [r["reply"] for r in fresh] == [r["reply"] for r in rows]
+
+
+def test_variants_bookkeeping(tmp_path):
+    base_pool, base_report = pipeline.run(SEEDS, FakeLLM(), tmp_path / "b.jsonl",
+                                          pipeline.AugmentConfig(meta_prompts=["rephrase", "synonyms"], samples=2),
+                                          progress=False)
+    generated = [r for r in base_pool if r["origin"] == "generated"]
+    assert {r["task"] for r in generated} == {"caption", "vqa_color"}  # held-out test task not augmented
+    for r in generated:
+        assert rule_filter.multiset(r["text"]) == rule_filter.multiset(dict((s.seed_id, s.text) for s in SEEDS)[r["root_id"]])
+    mt_pool, _ = pipeline.run(SEEDS, FakeLLM(), tmp_path / "mt.jsonl", pipeline.AugmentConfig(
+        variant="mt", meta_prompts=["rephrase"], temperatures=[0.5, 0.75, 1.0], samples=1), progress=False)
+    assert {r["temperature"] for r in mt_pool if r["origin"] == "generated"} <= {0.5, 0.75, 1.0}
+    it_pool, _ = pipeline.run(SEEDS, FakeLLM(), tmp_path / "it.jsonl", pipeline.AugmentConfig(
+        variant="iter", meta_prompts=["rephrase"], samples=1, rounds=1), progress=False)
+    second = [r for r in it_pool if r.get("round") == 1]
+    assert second and all(r["parent_id"] != r["root_id"] for r in second)  # parents are round-0 outputs
+    assert all(r["root_id"] in {s.seed_id for s in SEEDS} for r in second)
+
+
+INSTANCES = [{"task_name": "caption", "image_path": f"img/{i}.jpg", "text": "a dog", "target_txt": f"t{i}"} for i in range(40)]
+INSTANCES += [{"task_name": "vqa_color", "image_path": "img/x.jpg", "question": "What color?", "options": ["red", "blue", "green"],
+               "target_txt": "red"}] * 20
+
+
+def test_epsilon_one_is_the_original_dataset_and_zero_never_uses_seeds(tmp_path):
+    pool, _ = pipeline.run(SEEDS, FakeLLM(), tmp_path / "c.jsonl", pipeline.AugmentConfig(samples=2), progress=False)
+    seeds_only = [r for r in pool if r["origin"] == "seed"]
+    assert build.build(INSTANCES, pool, epsilon=1.0, seed=3) == build.build(INSTANCES, seeds_only, epsilon=1.0, seed=3)
+    zero = build.build(INSTANCES, pool, epsilon=0.0, seed=3)
+    assert {r["instruction_origin"] for r in zero} == {"generated"}
+    half = Counter(r["instruction_origin"] for r in build.build(INSTANCES * 10, pool, epsilon=0.5, seed=0))
+    assert 0.4 < half["seed"] / sum(half.values()) < 0.6
+    vqa = [r for r in zero if r["task_name"] == "vqa_color"]
+    assert len({r["prompt"] for r in vqa}) > 1 and all("[Options]:" in r["prompt"] for r in vqa)
+    paths = build.write(zero, tmp_path / "mins_plus")
+    llava = json.loads(paths["llava"].read_text())
+    assert llava[0]["conversations"][0]["value"].startswith("<image>\n") and llava[0]["image"] == "img/0.jpg"
+
+
+def test_builder_rejects_code_in_an_instruction():
+    pool = [{"task": "caption", "text": "{__import__('os').system('id')}", "origin": "seed"}]
+    with pytest.raises(UnsafePlaceholder, match="caption-0"):
+        build.build(INSTANCES[:1], pool, epsilon=1.0)
+
+
+def test_seed_formats_and_summary(tmp_path):
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"task": s.task, "instruction": s.text}) + "\n" for s in SEEDS))
+    (tmp_path / "raw_instructions.tsv").write_text("task_name\tinstructions\n" +
+                                                   "".join(f"{s.task}\t{s.text}\n" for s in SEEDS))
+    (tmp_path / "instruction_gen.py").write_text(
+        "def save_raw_instruction():\n    text = 'x'\n    d = {'caption': ['Describe the image.', f'Write a caption for {text}.'],\n"
+        "         'vqa_color': [f'Answer {question}{options_token}{split_token.join(options)}'],\n"
+        "         'visual_spatial_reasoning': [f'Is {text} true?']}\n    raise SystemExit('never run')\n")
+    for name in ("s.jsonl", "raw_instructions.tsv", "instruction_gen.py"):
+        seeds = load_seeds(tmp_path / name)
+        assert [(s.task, s.text) for s in seeds] == [(s.task, s.text) for s in SEEDS], name
+    info = summary(SEEDS)
+    assert info["seeds"] == 4 and info["augmentable_seeds"] == 3 and info["augmentable_tasks"] == 2
+    assert info["placeholders"]["{text}"] == 2
+
+
+def test_vllm_sampling_params_are_built_from_the_config():
+    assert vllm_sampling_kwargs(Sampling(temperature=0.55, top_p=0.9, max_new_tokens=64), 7) == \
+        {"temperature": 0.55, "top_p": 0.9, "max_tokens": 64, "seed": 7}

@@ -35,3 +35,14 @@ def binary_metrics(rows: list[dict]) -> dict[str, float]:
     return {"accuracy": correct / n if n else 0.0, "precision": precision, "recall": recall, "f1": f1,
             "yes_ratio": sum(r["pred"] == "yes" for r in rows) / n if n else 0.0,
             "unparsed": sum(r["pred"] is None for r in rows)}
+
+
+def task_image(doc: dict, utils_file: str):
+    """The PIL image of a demo-task document: ``doc["image"]`` relative to the data directory that
+    ``lit.evaluate.prepare_tasks`` wrote into ``data_dir.txt`` beside the task's utils.py."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    data_dir = Path(Path(utils_file).with_name("data_dir.txt").read_text().strip())
+    return Image.open(data_dir / doc["image"]).convert("RGB")

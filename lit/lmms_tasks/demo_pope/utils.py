@@ -1,19 +1,11 @@
 """Hooks of the demo_pope task (lmms-eval layout: YAML + utils.py)."""
 
-from pathlib import Path
+from lit.lmms_tasks.scoring import binary_metrics, task_image, yes_no
 
-from PIL import Image
-
-from lit.lmms_tasks.scoring import binary_metrics, yes_no
-
-
-
-def _data_dir() -> Path:
-    return Path(Path(__file__).with_name("data_dir.txt").read_text().strip())
 
 
 def doc_to_visual(doc):
-    return [Image.open(_data_dir() / doc["image"]).convert("RGB")]
+    return [task_image(doc, __file__)]
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):

@@ -1,18 +1,10 @@
 """Hooks of the demo_vqa task (lmms-eval layout: YAML + utils.py)."""
 
-from pathlib import Path
-
-from PIL import Image
-
-from lit.lmms_tasks.scoring import first_word
-
-
-def _data_dir() -> Path:
-    return Path(Path(__file__).with_name("data_dir.txt").read_text().strip())
+from lit.lmms_tasks.scoring import first_word, task_image
 
 
 def doc_to_visual(doc):
-    return [Image.open(_data_dir() / doc["image"]).convert("RGB")]
+    return [task_image(doc, __file__)]
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):

@@ -3,4 +3,5 @@
 #   bash scripts/demo_ablation.sh [--seeds 0 1 2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m lit.demo --scopes vit lit_all lit_nosys lit --out results/demo_ablation "${@:---seeds 0}"
+[ $# -eq 0 ] && set -- --seeds 0
+.venv/bin/python -m lit.demo --scopes vit lit_all lit_nosys lit --out results/demo_ablation "$@"

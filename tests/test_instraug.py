@@ -213,7 +213,9 @@ def test_transformers_backend_end_to_end(tiny_chat_model, tmp_path):
 def test_openai_backend_against_a_local_transformers_server(tiny_chat_model):
     import socket
     import subprocess
+    import sys
     import time
+    from pathlib import Path
 
     import httpx
 
@@ -222,7 +224,8 @@ def test_openai_backend_against_a_local_transformers_server(tiny_chat_model):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen(["transformers", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    cli = str(Path(sys.executable).with_name("transformers"))  # the venv's console script, PATH or not
+    server = subprocess.Popen([cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 90

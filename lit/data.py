@@ -22,7 +22,7 @@ from lit.chat_templates import ChatTemplate
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER, SPAN_KINDS
 from lit.mask import MaskScope, labels_for, supervised_counts
 from lit.records import RecordError, record_id
-from lit.render import encode, render
+from lit.render import encode, expand_image, render
 
 
 @dataclass
@@ -136,9 +136,8 @@ class SupervisedDataset(Dataset):
         ids, labels = ex.input_ids, ex.labels
         pixel_values = None
         if ex.image is not None:
-            pos = int(np.nonzero(ids == self.image_token_id)[0][0])
-            ids = np.concatenate([ids[:pos], np.full(self.n_image_tokens, self.image_token_id), ids[pos + 1:]])
-            labels = np.concatenate([labels[:pos], np.full(self.n_image_tokens, IGNORE_INDEX), labels[pos + 1:]])
+            labels = expand_image(labels, ids, self.image_token_id, self.n_image_tokens, IGNORE_INDEX)
+            ids = expand_image(ids, ids, self.image_token_id, self.n_image_tokens, self.image_token_id)
             pixel_values = self._pixels(ex)
         return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
                 "pixel_values": pixel_values, "kind_counts": torch.from_numpy(ex.kind_counts)}

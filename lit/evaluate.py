@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from importlib.metadata import version
 from pathlib import Path
@@ -42,14 +43,12 @@ def prepare_tasks(tasks: list[str], data_dir: str | Path, out_dir: str | Path) -
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         for yaml_file in dst.glob("*.yaml"):
-            text = yaml_file.read_text().replace("__DATA_DIR__", str(data_dir))
-            yaml_file.write_text(text)
-            for line in text.splitlines():
-                if line.strip().startswith("test:") and "data_files" in text:
-                    path = Path(line.split("test:", 1)[1].strip())
-                    if not path.exists():
-                        raise FileNotFoundError(f"task {task}: data file {path} is missing; generate or download "
-                                                f"it, or point eval.data_dir at the folder that holds it")
+            text = yaml_file.read_text()
+            for rel in re.findall(r"__DATA_DIR__/(\S+)", text):
+                if not (data_dir / rel).exists():
+                    raise FileNotFoundError(f"task {task}: data file {data_dir / rel} is missing; generate or "
+                                            "download it, or point eval.data_dir at the folder that holds it")
+            yaml_file.write_text(text.replace("__DATA_DIR__", str(data_dir)))
         (dst / "data_dir.txt").write_text(str(data_dir))
     return include
 

@@ -8,7 +8,6 @@ Registered in lmms-eval's model registry as ``lit_llava`` (entry point group ``l
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
@@ -16,7 +15,7 @@ from tqdm import tqdm
 from lit.chat_templates import get_template
 from lit.constants import IMAGE_MARKER
 from lit.model import load_pretrained, num_image_tokens
-from lit.render import encode, render
+from lit.render import encode, expand_image, render
 
 
 class LitLlava(lmms):
@@ -41,8 +40,7 @@ class LitLlava(lmms):
         spans = render(record, self.template, record_id="prompt", add_generation_prompt=True)
         ids = encode(spans, self.tokenizer, record_id="prompt", image_token_id=self.image_token_id).input_ids
         if has_image:
-            pos = int(np.nonzero(ids == self.image_token_id)[0][0])
-            ids = np.concatenate([ids[:pos], np.full(self.n_image_tokens, self.image_token_id), ids[pos + 1:]])
+            ids = expand_image(ids, ids, self.image_token_id, self.n_image_tokens, self.image_token_id)
         return torch.from_numpy(ids)[None]
 
     @torch.no_grad()

@@ -89,13 +89,14 @@ def _load_tokenizer(path: str):
 
 
 def _template_sentences(args, records) -> frozenset[str]:
-    from lit.templates import TemplateSet, mine, mine_file
+    """Templates for ``--loss lit``: from ``--templates``, else mined from the whole corpus (not only ``--n``)."""
+    from lit.templates import TemplateSet, mine
 
     if not get_scope(args.loss).uses_templates:
         return frozenset()
     if args.templates:
         return TemplateSet.load(args.templates).sentences
-    return (mine_file(args.data) if Path(args.data).exists() else mine(records)).sentences
+    return mine(records, progress=False).sentences
 
 
 def _encode_all(args):
@@ -103,9 +104,9 @@ def _encode_all(args):
     template = get_template(args.template)
     scope = get_scope(args.loss)
     records = load_records(args.data)
+    sentences = _template_sentences(args, records)
     if getattr(args, "n", None):
         records = records[: args.n]
-    sentences = _template_sentences(args, records)
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     for i, record in enumerate(records):
         rid = record_id(record, i)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import (AutoProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                          LlavaForConditionalGeneration, LlavaProcessor, Qwen2Config, SiglipVisionConfig)
+from transformers import (AutoProcessor, CLIPImageProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig,
+                          LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, Qwen2Config, SiglipVisionConfig)
+from transformers.utils import is_torchvision_available
 
 from lit.constants import IMAGE_MARKER
 
@@ -22,14 +23,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _image_processor(size: int):
-    try:  # the torchvision-backed processor where torchvision works (GPU machines)
-        from transformers import CLIPImageProcessor
-
-        proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-        proc(images=[__import__("PIL.Image").Image.new("RGB", (size, size))], return_tensors="pt")
-        return proc
-    except Exception:  # CPU machines: the PIL implementation of the same preprocessing
-        return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    """CLIP preprocessing: the torchvision backend where torchvision is installed (GPU machines), else its
+    PIL implementation (CPU machines, where PyPI's CUDA-only torchvision is removed)."""
+    cls = CLIPImageProcessor if is_torchvision_available() else CLIPImageProcessorPil
+    return cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
 def compose_tiny(cfg, tokenizer) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:

@@ -170,6 +170,13 @@ def encode(spans: list[Span], tokenizer, *, record_id: object, image_token_id: i
     return Encoded(ids, kinds)
 
 
+def expand_image(values: np.ndarray, ids: np.ndarray, image_token_id: int, n: int, fill: int) -> np.ndarray:
+    """``values`` (aligned with ``ids``) with the single image position repeated ``n`` times as ``fill``:
+    the model puts one feature vector on each of the ``n`` image positions."""
+    pos = int(np.nonzero(ids == image_token_id)[0][0])
+    return np.concatenate([values[:pos], np.full(n, fill, dtype=values.dtype), values[pos + 1:]])
+
+
 def _boundary_kind(spans, span_start, first, last, start, end, text, record_id) -> int:
     """Kind of a token whose characters cross span boundaries: that of its visible characters."""
     visible = set()

@@ -18,25 +18,13 @@ def process_results(doc, results):
                                  "pope_unparsed")}
 
 
-def agg_accuracy(rows):
-    return binary_metrics(rows)["accuracy"]
+def _aggregate(metric):
+    def aggregate(rows):
+        return binary_metrics(rows)[metric]
+
+    aggregate.__name__ = f"agg_{metric}"
+    return aggregate
 
 
-def agg_f1(rows):
-    return binary_metrics(rows)["f1"]
-
-
-def agg_precision(rows):
-    return binary_metrics(rows)["precision"]
-
-
-def agg_recall(rows):
-    return binary_metrics(rows)["recall"]
-
-
-def agg_yes_ratio(rows):
-    return binary_metrics(rows)["yes_ratio"]
-
-
-def agg_unparsed(rows):
-    return binary_metrics(rows)["unparsed"]
+agg_accuracy, agg_f1, agg_precision, agg_recall, agg_yes_ratio, agg_unparsed = (
+    _aggregate(m) for m in ("accuracy", "f1", "precision", "recall", "yes_ratio", "unparsed"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,8 +35,14 @@ def _train(run_dir: Path, data: Path, *extra: str, env_extra: dict | None = None
     return proc
 
 
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
 def test_zero3_cpu_run_saves_full_weights(tmp_path, demo_data):
-    ds_env = {"DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29531", "RANK": "0",
+    ds_env = {"DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": _free_port(), "RANK": "0",
               "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
     run_dir = tmp_path / "z3"
     _train(run_dir, demo_data, "deepspeed=zero3", "train.max_steps=2", "+train.ddp_backend=gloo", env_extra=ds_env)

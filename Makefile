@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help env demo test test-full clean
+.PHONY: help env demo demo-sweep test test-full clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -23,6 +23,9 @@ env: $(BIN)/.installed  ## create .venv with the CPU stack (torch 2.13 CPU, tran
 
 demo: env  ## synthetic data -> train VIT and LIT (3 seeds) -> lmms-eval -> results/demo/{table.md,plot.png}
 	$(BIN)/python -m lit.demo $(ARGS)
+
+demo-sweep: env  ## the mask-scope ladder (vit, lit_all, lit_nosys, lit) and a MIns+ epsilon sweep on the demo -> results/demo_sweep/
+	$(BIN)/python -m lit.demo --seeds 0 --scopes vit lit_all lit_nosys lit --epsilons 0 0.5 1 --out results/demo_sweep $(ARGS)
 
 test: env  ## the fast test suite (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow"

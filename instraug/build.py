@@ -19,7 +19,8 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from instraug.placeholders import UnsafePlaceholder, fill
+from instraug.placeholders import UnsafePlaceholder, fill, multiset
+from instraug.seeds import load_seeds
 
 DROPPED_TASKS = {"image_generation", "infilling", "im_region_extraction", "im_descriptive_infilling",
                  "image_completion_w_region_caption", "image_completion_w_image_caption",
@@ -32,6 +33,26 @@ def pools(pool_rows: list[dict]) -> dict[str, tuple[list[str], list[str]]]:
     for row in pool_rows:
         out[row["task"]][0 if row["origin"] == "seed" else 1].append(row["text"])
     return dict(out)
+
+
+def pool_from_files(seeds_path: str | Path, generated_path: str | Path, provenance: str) -> list[dict]:
+    """An instruction pool from a seed file and a file of already-written rewrites (same formats as seeds).
+
+    Every rewrite must carry the placeholder multiset of one of its task's seeds (rule R3), else it could
+    not be filled: a ``ValueError`` names it."""
+    seeds = load_seeds(seeds_path)
+    by_task: dict[str, list] = defaultdict(list)
+    for s in seeds:
+        by_task[s.task].append(s)
+    pool = [{"id": s.seed_id, "task": s.task, "text": s.text, "origin": "seed", "root_id": s.seed_id} for s in seeds]
+    for g in load_seeds(generated_path):
+        roots = [s for s in by_task.get(g.task, []) if multiset(s.text) == multiset(g.text)]
+        if not roots:
+            raise ValueError(f"{generated_path}: {g.seed_id} {g.text!r} has no seed of task {g.task!r} with the same "
+                             "placeholders")
+        pool.append({"id": f"gen:{g.seed_id}", "task": g.task, "text": g.text, "origin": "generated",
+                     "root_id": roots[0].seed_id, "provenance": provenance})
+    return pool
 
 
 def sample_instruction(rng: random.Random, seeds: list[str], generated: list[str], epsilon: float) -> tuple[str, str]:
@@ -86,3 +107,26 @@ def write(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
     paths["llava"].write_text(json.dumps(to_llava(rows), ensure_ascii=False, indent=0))
     paths["multiinstruct"].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return paths
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {lineno} is not JSON ({err})") from err
+    return rows
+
+
+def build_from_files(instances: str | Path, pool: str | Path, epsilon: float, out_dir: str | Path, seed: int = 0,
+                     generated: str | Path | None = None) -> dict[str, Path]:
+    """Build and write a MIns+ data set. ``pool`` is an ``augment.py`` pool.jsonl, or a seed file when
+    ``generated`` names a file of rewrites (see ``pool_from_files``)."""
+    for path in (instances, pool, generated):
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"MIns+ build input {path} does not exist")
+    rows = (pool_from_files(pool, generated, provenance=f"file:{Path(generated).name}") if generated
+            else read_jsonl(Path(pool)))
+    return write(build(read_jsonl(Path(instances)), rows, epsilon=epsilon, seed=seed), out_dir)

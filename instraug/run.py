@@ -38,8 +38,7 @@ def run(cfg: DictConfig) -> dict:
     log.info("instruction pool:\n%s", table)
     result = {"pool": str(out / "pool.jsonl"), "generated": sum(r["origin"] == "generated" for r in pool)}
     if a.get("instances"):
-        instances = [json.loads(line) for line in Path(a.instances).read_text().splitlines() if line.strip()]
-        rows = build.build(instances, pool, epsilon=a.epsilon, seed=cfg.seed)
+        rows = build.build(build.read_jsonl(Path(a.instances)), pool, epsilon=a.epsilon, seed=cfg.seed)
         paths = build.write(rows, out / f"mins_plus_eps{a.epsilon}")
         log.info("MIns+ data set (epsilon=%s): %s", a.epsilon, paths["llava"])
         result["dataset"] = str(paths["llava"])

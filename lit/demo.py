@@ -1,9 +1,11 @@
-"""The embedded demo: synthetic data -> train VIT and LIT (same seeds, same data) -> lmms-eval -> report.
+"""The embedded demo: synthetic data -> train each arm (same seeds, same data) -> lmms-eval -> report.
 
-``python -m lit.demo [--seeds 0 1 2] [--scopes vit lit] [overrides ...]``; ``make demo`` runs it.
-Each run composes the same Hydra config ``train.py`` uses (``experiment=demo_<scope>``) and goes
-through the same ``lit.train.run``; finished runs (checkpoint + scores present) are reused, so an
-interrupted demo resumes where it stopped (``--fresh`` retrains).
+``python -m lit.demo [--seeds 0 1 2] [--scopes vit lit] [--epsilons 0 0.5 1] [overrides ...]``;
+``make demo`` runs VIT vs LIT, ``make demo-sweep`` the mask-scope ladder and a MIns+ epsilon sweep.
+An arm is a mask scope (``experiment=demo_<scope>``) or an instruction ratio
+(``experiment=demo_mins_plus augmentation.epsilon=<e>``). Each run composes the same Hydra config
+``train.py`` uses and goes through the same ``lit.train.run``; finished runs (checkpoint + scores
+present) are reused, so an interrupted demo resumes where it stopped (``--fresh`` retrains).
 """
 
 from __future__ import annotations
@@ -20,18 +22,25 @@ from omegaconf import open_dict
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def compose_run(scope: str, seed: int, overrides: list[str]):
+def arm_overrides(arm: str) -> list[str]:
+    """``vit`` -> the demo with that mask scope; ``eps0.5`` -> the MIns+ demo at epsilon 0.5."""
+    if arm.startswith("eps"):
+        return ["experiment=demo_mins_plus", f"augmentation.epsilon={float(arm[3:])}"]
+    return [f"experiment=demo_{arm}"]
+
+
+def compose_run(arm: str, seed: int, overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"experiment=demo_{scope}", f"seed={seed}", f"model.init_seed={seed}",
+        return compose("train", overrides=[*arm_overrides(arm), f"seed={seed}", f"model.init_seed={seed}",
                                            *overrides])
 
 
-def run_one(scope: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bool) -> dict:
+def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bool) -> dict:
     from lit.evaluate import evaluate
     from lit.train import run
 
-    cfg = compose_run(scope, seed, overrides)
-    run_dir = runs_dir / f"{scope}-s{seed}"
+    cfg = compose_run(arm, seed, overrides)
+    run_dir = runs_dir / f"{arm}-s{seed}"
     scores_file = run_dir / "eval" / "scores.json"
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -39,20 +48,22 @@ def run_one(scope: str, seed: int, overrides: list[str], runs_dir: Path, fresh: 
         cfg.output_dir = str(run_dir)
     if not scores_file.exists():
         t0 = time.time()
-        print(f"\n=== training {scope} seed {seed} -> {run_dir}", flush=True)
+        print(f"\n=== training {arm} seed {seed} -> {run_dir}", flush=True)
         run(cfg, run_dir)
-        print(f"=== scoring {scope} seed {seed} with lmms-eval ({time.time() - t0:.0f}s so far)", flush=True)
+        print(f"=== scoring {arm} seed {seed} with lmms-eval ({time.time() - t0:.0f}s so far)", flush=True)
         evaluate(run_dir / "checkpoint", list(cfg.eval.tasks), cfg.eval.data_dir, run_dir / "eval",
                  chat_template=cfg.model.chat_template, device=cfg.eval.device, limit=cfg.eval.limit)
     scores = json.loads(scores_file.read_text())["scores"]
     history = json.loads((run_dir / "log_history.json").read_text())
-    return {"scope": scope, "seed": seed, "run_dir": str(run_dir), "scores": scores, "log_history": history}
+    return {"arm": arm, "seed": seed, "run_dir": str(run_dir), "scores": scores, "log_history": history}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lit.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scopes", nargs="+", default=["vit", "lit"], choices=["vit", "lit_all", "lit_nosys", "lit"])
+    parser.add_argument("--scopes", nargs="*", default=["vit", "lit"], choices=["vit", "lit_all", "lit_nosys", "lit"])
+    parser.add_argument("--epsilons", nargs="*", type=float, default=[],
+                        help="MIns+ arms: instruction ratios on the demo seeds and their rewrites")
     parser.add_argument("--runs-dir", default="outputs/demo")
     parser.add_argument("--out", default="results/demo")
     parser.add_argument("--fresh", action="store_true", help="retrain even if a finished run exists")
@@ -62,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     from lit.report import write_report
 
     start = time.time()
-    runs = [run_one(scope, seed, args.overrides, Path(args.runs_dir), args.fresh)
-            for seed in args.seeds for scope in args.scopes]
+    arms = [*args.scopes, *(f"eps{e}" for e in args.epsilons)]
+    runs = [run_one(arm, seed, args.overrides, Path(args.runs_dir), args.fresh) for seed in args.seeds for arm in arms]
     table = write_report(runs, args.out)
     print(f"\n{table}\n\nwritten: {args.out}/table.md, metrics.json, plot.png ({time.time() - start:.0f}s)")
 

@@ -10,7 +10,10 @@ Answering needs the image. Two language-prior traps make the prior answer wrong 
   test split is balanced, with "adversarial" negatives (right shape, wrong colour or vice versa).
 
 Written: ``<out>/images/{train,test}/*.png``, ``<out>/train.json`` (LLaVA list),
-``<out>/test_pope.jsonl`` and ``<out>/test_vqa.jsonl`` (one probe per line, for lmms-eval).
+``<out>/test_pope.jsonl``, ``<out>/test_vqa.jsonl`` and ``<out>/test_vqa_unseen.jsonl`` (one probe per line,
+for lmms-eval; the last asks the colour questions in held-out phrasings), and ``<out>/train_instances.jsonl``:
+the training turns as MultiInstruct-style single-turn instances (``task_name``, ``image_path``, fields,
+``target_txt``) from which ``instraug.build`` makes MIns+-style data sets.
 """
 
 from __future__ import annotations
@@ -83,23 +86,38 @@ def _absent_probe(rng: random.Random, scene) -> tuple[str, str]:
             return shape, colour
 
 
-def _train_turns(rng: random.Random, scene) -> list[tuple[str, str]]:
+def _train_turns(rng: random.Random, scene) -> list[dict]:
+    """1-3 single-turn tasks on a scene: ``{"task", "fields", "question", "answer"}`` (the question is the
+    fixed demo phrasing; ``task`` and ``fields`` are what MultiInstruct-style instances carry)."""
     turns = []
     for task in rng.sample(["colour", "count", "caption", "probe"], rng.randint(1, 3)):
         if task == "colour":
             shape, colour, _ = rng.choice(scene)
-            turns.append((f"What color is the {shape}? {SHORT}", colour))
+            turns.append({"task": "colour_vqa", "fields": {"shape": shape}, "answer": colour,
+                          "question": f"What color is the {shape}? {SHORT}"})
         elif task == "count":
-            turns.append((f"How many shapes are there? {SHORT}", NUMBERS[len(scene)]))
+            turns.append({"task": "counting", "fields": {}, "answer": NUMBERS[len(scene)],
+                          "question": f"How many shapes are there? {SHORT}"})
         elif task == "caption":
-            turns.append((CAPTION, _caption(scene)))
-        elif rng.random() < 0.7:
-            shape, colour, _ = rng.choice(scene)
-            turns.append((f"Is there a {colour} {shape} in the image? {YESNO}", "Yes"))
+            turns.append({"task": "captioning", "fields": {}, "answer": _caption(scene), "question": CAPTION})
         else:
-            shape, colour = _absent_probe(rng, scene)
-            turns.append((f"Is there a {colour} {shape} in the image? {YESNO}", "No"))
+            if rng.random() < 0.7:
+                (shape, colour, _), answer = rng.choice(scene), "Yes"
+            else:
+                (shape, colour), answer = _absent_probe(rng, scene), "No"
+            turns.append({"task": "object_probe", "fields": {"shape": shape, "colour": colour}, "answer": answer,
+                          "question": f"Is there a {colour} {shape} in the image? {YESNO}"})
     return turns
+
+
+# What ``generate`` writes besides the images (all present = the data set is complete).
+FILES = ("train.json", "train_instances.jsonl", "test_pope.jsonl", "test_vqa.jsonl", "test_vqa_unseen.jsonl")
+
+# Colour questions in phrasings that appear neither in the training data nor in the demo instruction
+# pool (instraug/demo/): the demo's test of robustness to unseen instructions (InstrAug's question).
+UNSEEN_COLOUR = ("Which colour does the {shape} have? Give one word.",
+                 "Name the colour of the {shape} shown here. Be brief.",
+                 "The {shape} in this picture: what colour is it? One word please.")
 
 
 def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size: int = 32, seed: int = 0,
@@ -109,19 +127,23 @@ def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size
     rng = random.Random(seed)
     for split in ("train", "test"):
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
-    records = []
+    records, instances = [], []
     for i in tqdm(range(n_train), desc="demo data: train images", disable=not progress):
         scene = _scene(rng, biased=True)
         rel = f"images/train/{i:06d}.png"
         _draw(scene, image_size).save(out / rel)
         conv = []
-        for k, (question, answer) in enumerate(_train_turns(rng, scene)):
-            conv.append({"from": "human", "value": f"<image>\n{question}" if k == 0 else question})
-            conv.append({"from": "gpt", "value": answer})
+        for k, turn in enumerate(_train_turns(rng, scene)):
+            conv.append({"from": "human", "value": f"<image>\n{turn['question']}" if k == 0 else turn["question"]})
+            conv.append({"from": "gpt", "value": turn["answer"]})
+            instances.append({"unique_id": f"train-{i}-{k}", "task_name": turn["task"], "image_path": rel,
+                              "target_txt": turn["answer"], **turn["fields"]})
         records.append({"id": f"train-{i}", "image": rel, "conversations": conv})
     (out / "train.json").write_text(json.dumps(records, indent=0))
 
-    pope, vqa = [], []
+    (out / "train_instances.jsonl").write_text("".join(json.dumps(r) + "\n" for r in instances))
+
+    pope, vqa, unseen = [], [], []
     for i in tqdm(range(n_test), desc="demo data: test images", disable=not progress):
         scene = _scene(rng, biased=False)
         rel = f"images/test/{i:06d}.png"
@@ -135,7 +157,10 @@ def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size
         shape, colour, _ = rng.choice(scene)
         vqa.append({"question_id": f"{i}-colour", "image": rel, "answer": colour, "shape": shape,
                     "question": f"What color is the {shape}? {SHORT}"})
-    paths = {"train": out / "train.json", "pope": out / "test_pope.jsonl", "vqa": out / "test_vqa.jsonl"}
-    for key, rows in (("pope", pope), ("vqa", vqa)):
+        unseen.append({**vqa[-1], "question_id": f"{i}-colour-unseen",
+                       "question": UNSEEN_COLOUR[i % len(UNSEEN_COLOUR)].format(shape=shape)})
+    paths = {"train": out / "train.json", "instances": out / "train_instances.jsonl",
+             "pope": out / "test_pope.jsonl", "vqa": out / "test_vqa.jsonl", "vqa_unseen": out / "test_vqa_unseen.jsonl"}
+    for key, rows in (("pope", pope), ("vqa", vqa), ("vqa_unseen", unseen)):
         paths[key].write_text("".join(json.dumps(r) + "\n" for r in rows))
     return paths

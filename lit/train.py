@@ -25,21 +25,35 @@ def _git_sha() -> str:
 
 
 def _prepare_data(cfg: DictConfig) -> None:
-    if cfg.data.get("generate") and not Path(cfg.data.path).exists():
-        from lit.synthetic import generate
+    """Generate the demo data if asked and missing; build the MIns+ data set at ``data.mins_plus.epsilon``
+    from MultiInstruct-style instances and an instruction pool if ``data.mins_plus`` is set and missing."""
+    from lit.synthetic import FILES, generate
 
+    if cfg.data.get("generate") and not all((Path(cfg.data.root) / name).exists() for name in FILES):
         log.info("generating the demo data set in %s", cfg.data.root)
         generate(cfg.data.root, n_train=cfg.data.n_train, n_test=cfg.data.n_test, image_size=cfg.data.image_size,
                  seed=cfg.data.seed)
+    spec = cfg.data.get("mins_plus")
+    if spec and not Path(cfg.data.path).exists():
+        from instraug.build import build_from_files
+
+        log.info("building MIns+ (epsilon=%s) from %s and %s", spec.epsilon, spec.instances, spec.pool)
+        build_from_files(spec.instances, spec.pool, spec.epsilon, Path(cfg.data.path).parent, seed=spec.seed,
+                         generated=spec.get("generated"))
 
 
 def _tokenizer(cfg: DictConfig, records: list[dict]):
+    from lit.records import load_records
     from lit.tokenizer import load_tokenizer, train_bpe
 
     path = cfg.model.tokenizer or cfg.model.pretrained
     if path and Path(path).exists() or not cfg.model.get("train_tokenizer"):
         return load_tokenizer(path)
-    log.info("training a %d-token BPE tokenizer on the corpus -> %s", cfg.model.vocab_size, path)
+    corpus = cfg.data.get("tokenizer_corpus")
+    if corpus:  # one tokenizer for every data variant built from the same base corpus (e.g. MIns+ arms)
+        records = load_records(corpus)
+    log.info("training a %d-token BPE tokenizer on %s -> %s", cfg.model.vocab_size, corpus or cfg.data.path,
+             path)
     texts = [t["value"] for r in records for t in r["conversations"]]
     tok = train_bpe(texts, vocab_size=cfg.model.vocab_size)
     tok.save_pretrained(path)

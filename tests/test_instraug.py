@@ -269,3 +269,27 @@ def test_augment_cli_builds_pool_report_and_dataset(tiny_chat_model, tmp_path):
     assert sum(report["kept"].values()) == sum(r["origin"] == "generated" for r in pool)
     records = json.loads((out / "mins_plus_eps0.5" / "train.json").read_text())
     assert len(records) == len(INSTANCES)
+
+
+def test_seeds_cli_summarises_the_demo_seed_set():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "instraug.seeds", "instraug/demo/seeds.yaml", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    info = json.loads(out)
+    assert info == {"tasks": 4, "seeds": 8, "augmentable_tasks": 4, "augmentable_seeds": 8,
+                    "placeholders": {"{shape}": 4, "{colour}": 2}}
+
+
+def test_demo_pool_from_files_checks_placeholders(tmp_path):
+    from instraug.build import pool_from_files
+
+    pool = pool_from_files("instraug/demo/seeds.yaml", "instraug/demo/paraphrases.yaml", provenance="test")
+    generated = [r for r in pool if r["origin"] == "generated"]
+    assert len(pool) - len(generated) == 8 and len(generated) == 19
+    assert all(r["root_id"].startswith(r["task"] + "#") for r in generated)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("colour_vqa:\n  - 'What colour is the {colour}?'\n")
+    with pytest.raises(ValueError, match="same placeholders"):
+        pool_from_files("instraug/demo/seeds.yaml", bad, provenance="test")

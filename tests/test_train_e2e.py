@@ -71,3 +71,29 @@ def test_evaluate_says_where_task_data_is_missing(trained, tmp_path):
         prepare_tasks(["demo_pope"], tmp_path, tmp_path / "eval")
     with pytest.raises(KeyError, match="known: demo_pope, demo_vqa"):
         prepare_tasks(["mme_full"], tmp_path, tmp_path / "eval")
+
+
+def test_mins_plus_data_is_built_at_epsilon_and_trained_on(demo_data, tmp_path):
+    """data=demo_mins_plus: the MultiInstruct-style instances get instructions from the pool at epsilon,
+    the LLaVA JSON is built once, and train.py trains on it (InstrAug data + any mask scope)."""
+    import yaml
+
+    from lit.train import run
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=demo_mins_plus", "augmentation.epsilon=0.0", "loss=lit",
+                                          f"data.root={demo_data}", "data.generate=false", f"paths.data_dir={tmp_path}",
+                                          "train.max_steps=2", "train.per_device_train_batch_size=4",
+                                          "train.disable_tqdm=true", "model.text.hidden_size=32",
+                                          "model.vision.hidden_size=32"])
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path / "run")
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["steps"] == 2
+    built = [json.loads(line) for line in (demo_data / "mins_plus" / "eps0.0-s0" / "train.jsonl").read_text().splitlines()]
+    instances = (demo_data / "train_instances.jsonl").read_text().splitlines()
+    rewrites = {t for texts in yaml.safe_load(open("instraug/demo/paraphrases.yaml")).values() for t in texts}
+    assert len(built) == len(instances)
+    assert all(r["instruction_origin"] == "generated" and r["instruction"] in rewrites for r in built)
+    audit = json.loads((tmp_path / "run" / "data_audit.json").read_text())
+    assert audit["n_used"] == len(instances)

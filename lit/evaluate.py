@@ -1,8 +1,14 @@
 """Score a checkpoint with lmms-eval, used as a library, on tasks kept in lmms-eval's own layout.
 
-Task folders live in ``lit/lmms_tasks/<task>/{<task>.yaml, utils.py}``; for a run they are copied
-into ``<out>/lmms_tasks/`` with ``__DATA_DIR__`` filled in and passed to lmms-eval as its include
-path, so the exact task files used are kept beside the scores.
+Task folders live in ``lit/lmms_tasks/<folder>/{*.yaml, utils.py}``; a folder may hold several tasks and
+a group. For a run the folders of the requested tasks are copied into ``<out>/lmms_tasks/`` with
+``__DATA_DIR__`` filled in and a ``settings.json`` (data directory, yes/no rule, ...) that the hooks read,
+and passed to lmms-eval as its include path, so the exact task files used are kept beside the scores.
+An aggregation may return a dict of metrics; they are flattened to ``<metric>/<key>``.
+
+Every evaluation writes ``scores.json`` in its output folder and, when ``results_dir`` is given, one
+``<results_dir>/<experiment>/<task>.json`` per task: scores, task version, prompt, generation settings,
+the run's resolved config, git SHA and lmms-eval version (the store ``make tables`` reads).
 """
 
 from __future__ import annotations
@@ -11,11 +17,47 @@ import json
 import logging
 import re
 import shutil
+import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
+import yaml
+
 TASKS_DIR = Path(__file__).with_name("lmms_tasks")
 MODEL_ID = "lit_llava"
+
+
+
+def _data_hint(rel: str, data_dir: Path) -> str:
+    from lit.eval_data import HUB
+
+    name = rel.split("/")[0]
+    if name in HUB:
+        how = f"run `python -m lit.eval_data fetch {name} --out {data_dir}` on a machine with hub access"
+    elif name == "multiinstruct":
+        how = "put MultiInstruct's test files and original instructions there (layout: `python -m lit.eval_data --help`)"
+    else:
+        how = "generate or download it"
+    return f"{how}, or point eval.data_dir at the folder that holds it"
+
+
+class _TaskLoader(yaml.SafeLoader):
+    """Reads lmms-eval task YAML without resolving ``!function`` tags."""
+
+
+_TaskLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def task_index() -> dict[str, dict]:
+    """lmms-eval task or group name -> {"folder", "yaml", "members"} over all shipped task folders."""
+    index: dict[str, dict] = {}
+    for path in sorted(TASKS_DIR.glob("*/*.yaml")):
+        spec = yaml.load(path.read_text(), Loader=_TaskLoader) or {}
+        if "task" in spec and isinstance(spec["task"], str):
+            index[spec["task"]] = {"folder": path.parent, "yaml": path, "members": [spec["task"]]}
+        elif "group" in spec:
+            index[spec["group"]] = {"folder": path.parent, "yaml": path, "members": list(spec["task"])}
+    return index
 
 
 def register_model() -> None:
@@ -30,51 +72,112 @@ def register_model() -> None:
         pass
 
 
-def prepare_tasks(tasks: list[str], data_dir: str | Path, out_dir: str | Path) -> Path:
-    """Copy the task folders into ``out_dir/lmms_tasks`` with the data directory filled in."""
+def prepare_tasks(tasks: list[str], data_dir: str | Path, out_dir: str | Path, settings: dict | None = None) -> Path:
+    """Copy the folders of ``tasks`` into ``out_dir/lmms_tasks`` with the data directory filled in; check
+    that every data file the requested tasks read exists, saying how to get it if not."""
     data_dir = Path(data_dir).resolve()
     include = Path(out_dir) / "lmms_tasks"
-    for task in tasks:
-        src = TASKS_DIR / task
-        if not src.is_dir():
-            known = sorted(p.name for p in TASKS_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
-            raise KeyError(f"unknown evaluation task {task!r}; known: {', '.join(known)}")
-        dst = include / task
+    index = task_index()
+    unknown = [t for t in tasks if t not in index]
+    if unknown:
+        known = sorted(n for n in index if not n.startswith("_"))
+        raise KeyError(f"unknown evaluation task {unknown[0]!r}; known: {', '.join(known)}")
+    members = {m for t in tasks for m in index[t]["members"]}
+    for folder in sorted({index[t]["folder"] for t in tasks}):
+        dst = include / folder.name
         shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("__pycache__"))
         for yaml_file in dst.glob("*.yaml"):
             text = yaml_file.read_text()
-            for rel in re.findall(r"__DATA_DIR__/(\S+)", text):
-                if not (data_dir / rel).exists():
-                    raise FileNotFoundError(f"task {task}: data file {data_dir / rel} is missing; generate or "
-                                            "download it, or point eval.data_dir at the folder that holds it")
+            name = (yaml.load(text, Loader=_TaskLoader) or {}).get("task")
+            if isinstance(name, str) and name in members:
+                for rel in re.findall(r"__DATA_DIR__/(\S+)", text):
+                    if not (data_dir / rel).exists():
+                        raise FileNotFoundError(
+                            f"task {name}: data {data_dir / rel} is missing; {_data_hint(rel, data_dir)}")
             yaml_file.write_text(text.replace("__DATA_DIR__", str(data_dir)))
-        (dst / "data_dir.txt").write_text(str(data_dir))
+        (dst / "settings.json").write_text(json.dumps({"data_dir": str(data_dir), **(settings or {})}, indent=1))
     return include
 
 
+def _flatten(metrics: dict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = key.split(",")[0]
+        if "stderr" in name or name == "alias":
+            continue
+        if isinstance(value, dict):
+            out.update({f"{name}/{k}": v for k, v in value.items() if isinstance(v, (int, float))})
+        elif isinstance(value, (int, float)):
+            out[name] = value
+    return out
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def evaluate(ckpt: str | Path, tasks: list[str], data_dir: str | Path, out_dir: str | Path, *,
-             chat_template: str = "vicuna_v1", device: str = "cpu", limit: int | None = None) -> dict:
-    """Run lmms-eval on ``ckpt`` and write ``out_dir/scores.json``; returns ``{task: {metric: value}}``."""
+             chat_template: str = "vicuna_v1", device: str = "cpu", limit: int | None = None,
+             settings: dict | None = None, experiment: str | None = None, results_dir: str | Path | None = None,
+             config: dict | None = None, builtin_tasks: list[str] = ()) -> dict:
+    """Run lmms-eval on ``ckpt``; returns ``{task: {metric: value}}`` and writes the files described above.
+    ``builtin_tasks`` are lmms-eval's own tasks (e.g. ``mmmu_val``), run as lmms-eval ships them."""
     ckpt = Path(ckpt)
     if not (ckpt / "config.json").is_file():
         raise FileNotFoundError(f"{ckpt} is not a checkpoint (no config.json); pass the 'checkpoint' folder "
                                 "that train.py writes in its run directory")
+    include = prepare_tasks(tasks, data_dir, out_dir, settings)
     from lmms_eval import evaluator
     from lmms_eval.tasks import TaskManager
 
     register_model()
-    include = prepare_tasks(tasks, data_dir, out_dir)
     logging.getLogger("lmms-eval").setLevel(logging.WARNING)
     manager = TaskManager("WARNING", include_path=str(include))
+    missing = [t for t in builtin_tasks if t not in manager.all_tasks]
+    if missing:
+        raise KeyError(f"lmms-eval {version('lmms_eval')} has no task {missing[0]!r}")
     raw = evaluator.simple_evaluate(model=MODEL_ID, model_args=f"pretrained={ckpt},chat_template={chat_template}",
-                                    tasks=tasks, task_manager=manager, batch_size=1, device=device, limit=limit)
-    scores = {task: {k.split(",")[0]: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k
-                     and k != "alias"}
-              for task, metrics in raw["results"].items()}
-    record = {"checkpoint": str(ckpt), "scores": scores, "lmms_eval_version": version("lmms_eval"),
-              "configs": {t: raw.get("configs", {}).get(t, {}).get("generation_kwargs") for t in tasks},
-              "n_samples": raw.get("n-samples", {})}
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "scores.json").write_text(json.dumps(record, indent=1, default=str))
+                                    tasks=[*tasks, *builtin_tasks], task_manager=manager, batch_size=1, device=device, limit=limit)
+    scores = {task: _flatten(metrics) for task, metrics in raw["results"].items() if task not in raw.get("groups", {})}
+    meta = {"checkpoint": str(ckpt), "lmms_eval_version": version("lmms_eval"), "git_sha": git_sha(),
+            "limit": limit, "settings": settings or {}}
+    task_meta = {}
+    for task in scores:
+        cfg = raw.get("configs", {}).get(task, {})
+        task_meta[task] = {"version": raw.get("versions", {}).get(task), "n_samples": raw.get("n-samples", {}).get(task),
+                           "generation_kwargs": cfg.get("generation_kwargs"),
+                           "prompt": cfg.get("lmms_eval_specific_kwargs")}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scores.json").write_text(json.dumps({**meta, "scores": scores, "tasks": task_meta}, indent=1,
+                                                    default=str))
+    if results_dir is not None:
+        store = Path(results_dir) / (experiment or ckpt.parent.name)
+        store.mkdir(parents=True, exist_ok=True)
+        for task, metrics in scores.items():
+            (store / f"{task}.json").write_text(json.dumps(
+                {**meta, "experiment": experiment or ckpt.parent.name, "task": task, "scores": metrics,
+                 **task_meta[task], "config": config}, indent=1, default=str))
     return scores
+
+
+def evaluate_from_config(cfg) -> dict:
+    """The ``evaluate.py`` job. The chat template and experiment name come from the training run that wrote
+    the checkpoint (``<run>/config.yaml``) when there is one, else from the eval config."""
+    from omegaconf import OmegaConf
+
+    ckpt = Path(cfg.ckpt)
+    run_cfg_file = ckpt.parent / "config.yaml"
+    run_cfg = OmegaConf.to_container(OmegaConf.load(run_cfg_file)) if run_cfg_file.is_file() else None
+    template = run_cfg["model"]["chat_template"] if run_cfg else cfg.model.chat_template
+    e = cfg.eval
+    settings = {"yes_no_rule": e.yes_no_rule, "multiinstruct_max_per_task": e.multiinstruct_max_per_task}
+    return evaluate(ckpt, list(e.tasks), e.data_dir, cfg.output_dir, chat_template=template, device=e.device,
+                    limit=e.limit, settings=settings, experiment=cfg.experiment or (run_cfg or {}).get("run_name"),
+                    results_dir=cfg.results_dir, config={"train": run_cfg, "eval": OmegaConf.to_container(e)},
+                    builtin_tasks=list(e.builtin_tasks))

@@ -58,3 +58,17 @@ def test_cli_cfg_job_prints_the_recipe():
 def test_unknown_option_names_it():
     with pytest.raises(ConfigCompositionException, match="loss"):
         _compose("loss=answer_only")
+
+
+@pytest.mark.parametrize("group", sorted(p.stem for p in (CONF / "eval").glob("*.yaml")))
+def test_every_eval_group_composes_and_names_known_tasks(group):
+    from lit.evaluate import task_index
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"eval={group}", "ckpt=x"])
+    e = OmegaConf.to_container(cfg.eval, resolve=True)
+    assert e["tasks"] or e["builtin_tasks"]
+    assert set(e["tasks"]) <= set(task_index())
+    from lit.lmms_tasks.scoring import YES_NO_RULES
+
+    assert e["yes_no_rule"] in YES_NO_RULES

@@ -13,23 +13,6 @@ from omegaconf import open_dict
 from test_configs import CONF
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, demo_data):
-    from lit.train import run
-
-    out = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=demo_lit", f"data.root={demo_data}", "data.generate=false",
-                                          f"paths.data_dir={out}", "train.max_steps=3", "train.logging_steps=1",
-                                          "train.per_device_train_batch_size=4", "train.disable_tqdm=true",
-                                          "model.text.hidden_size=32", "model.vision.hidden_size=32",
-                                          "loss.templates.min_share=0.3"])
-    with open_dict(cfg):
-        cfg.output_dir = str(out)
-    metrics = run(cfg, out)
-    return cfg, out, metrics
-
-
 def test_training_writes_a_loadable_checkpoint(trained):
     from transformers import LlavaForConditionalGeneration
 

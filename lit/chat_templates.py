@@ -11,6 +11,8 @@ Sources for the formats:
   with ``<|endoftext|>`` closing each assistant turn.
 - ``chatml``: Qwen2-Instruct's ``<|im_start|>role\\n...<|im_end|>\\n``.
 - ``mistral_instruct``: LLaVA-NeXT-Mistral's ``[INST] ... [/INST]`` with ``</s>`` after each answer.
+- ``plain``: LLaVA's stage-1 caption pretraining (``conv_llava_plain``): the human turn is reduced to the
+  image (its text is dropped, as ``preprocess_plain`` does), the caption follows and ends in ``\n``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ChatTemplate:
     generation_prompt: tuple[Piece, ...]
     eos: str
     image_first: bool = True  # LLaVA moves <image> to the front of its turn: "<image>\n" + text
+    image_only: bool = False  # the human turn keeps only the image (stage-1 ``plain``)
 
 
 def _vicuna_like(name: str, eos: str) -> ChatTemplate:
@@ -86,6 +89,16 @@ TEMPLATES: dict[str, ChatTemplate] = {
         assistant=((" ", "response"), ("{content}", "content"), ("</s>", "eos")),
         generation_prompt=(),
         eos="</s>",
+    ),
+    "plain": ChatTemplate(
+        name="plain",
+        system_prompt="",
+        system=(),
+        user=(("{content}", "content"),),
+        assistant=(("{content}", "content"), ("\n", "response")),
+        generation_prompt=(),
+        eos="",
+        image_only=True,
     ),
 }
 

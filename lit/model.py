@@ -1,9 +1,12 @@
 """Build a LLaVA model and its processor with Hugging Face classes (no forked model code).
 
-Two ways, chosen by the ``model`` config group:
-- ``pretrained: <hf id or path>``: ``LlavaForConditionalGeneration.from_pretrained`` + ``AutoProcessor``;
-- ``pretrained: null``: composed from ``text``/``vision`` configs with random weights (the CPU ``tiny``
-  model of the demo and tests, or a real-size architecture for throughput measurements).
+Three ways, chosen by the ``model`` config group:
+- ``pretrained: <hf id or path>``: ``LlavaForConditionalGeneration.from_pretrained`` + ``AutoProcessor``
+  (stage 2 from a stage-1 checkpoint, or a finished LLaVA);
+- ``compose: {text, vision}``: a pretrained LM and a pretrained vision tower (HF ids or paths) joined by
+  a new projector (stage 1, as LLaVA and TinyLLaVA build their models);
+- neither: composed from ``text``/``vision`` configs with random weights (the CPU ``tiny`` model of the
+  demo and tests, or a real-size architecture for throughput measurements).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import (AutoProcessor, CLIPImageProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig,
+from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoProcessor, AutoTokenizer,
+                          CLIPImageProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig,
                           LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, Qwen2Config, SiglipVisionConfig)
 from transformers.utils import is_torchvision_available
 
@@ -82,3 +86,38 @@ def apply_freeze(model: LlavaForConditionalGeneration, freeze) -> dict[str, int]
             module.requires_grad_(not bool(freeze.get(name, False)))
         counts[name] = sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
     return counts
+
+
+def compose_pretrained(text: str, vision: str, template, dtype: str = "float32", vision_feature_layer: int = -2) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A LLaVA from a pretrained causal LM and a pretrained vision tower (CLIP or SigLIP) with a new,
+    randomly initialised projector. LLaVA-1.5 takes the penultimate vision layer (``vision_feature_layer``
+    -2) and drops CLIP's CLS token; SigLIP has none, so all its patches are kept."""
+    from lit.tokenizer import ensure_special_tokens
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(text)
+        text_cfg = AutoConfig.from_pretrained(text)
+        vision_cfg = AutoConfig.from_pretrained(vision)
+        image_processor = AutoImageProcessor.from_pretrained(vision)
+    except OSError as err:
+        raise FileNotFoundError(f"cannot load {text!r} / {vision!r}: {err}. Offline? Download them first and set "
+                                "model.compose.text / model.compose.vision to local paths.") from err
+    ensure_special_tokens(tokenizer, template)
+    vision_cfg = getattr(vision_cfg, "vision_config", vision_cfg)
+    strategy = "default" if vision_cfg.model_type.startswith("clip") else "full"
+    config = LlavaConfig(text_config=text_cfg, vision_config=vision_cfg,
+                         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_MARKER),
+                         vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=strategy,
+                         projector_hidden_act="gelu", tie_word_embeddings=text_cfg.tie_word_embeddings)
+    model = LlavaForConditionalGeneration(config).to(DTYPES[dtype])
+    lm = AutoModelForCausalLM.from_pretrained(text, dtype=DTYPES[dtype])
+    model.model.language_model.load_state_dict(lm.get_decoder().state_dict())
+    model.lm_head.load_state_dict(lm.get_output_embeddings().state_dict())
+    tower = type(model.model.vision_tower).from_pretrained(vision, dtype=DTYPES[dtype])
+    model.model.vision_tower.load_state_dict(tower.state_dict())
+    if len(tokenizer) != model.config.text_config.vocab_size:
+        model.resize_token_embeddings(len(tokenizer))
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=vision_cfg.patch_size,
+                               vision_feature_select_strategy=strategy,
+                               num_additional_image_tokens=1 if strategy == "default" else 0, image_token=IMAGE_MARKER)
+    return model, processor

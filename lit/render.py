@@ -79,6 +79,8 @@ def _content_spans(text: str, templates: frozenset[str]) -> list[Span]:
 
 
 def _user_body(text: str, template: ChatTemplate, templates: frozenset[str]) -> list[Span]:
+    if template.image_only:
+        return [Span(IMAGE_MARKER, "image")] if IMAGE_MARKER in text else []
     if IMAGE_MARKER not in text:
         return _content_spans(text, templates)
     if template.image_first:

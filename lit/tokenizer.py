@@ -32,11 +32,11 @@ def ensure_special_tokens(tokenizer, template: ChatTemplate) -> list[str]:
     The model's embeddings must then be resized to ``len(tokenizer)``.
     """
     vocab = tokenizer.get_vocab()
-    missing = [t for t in (IMAGE_MARKER, template.eos) if t not in vocab]
+    missing = [t for t in (IMAGE_MARKER, template.eos) if t and t not in vocab]
     if missing:
         tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or template.eos
+        tokenizer.pad_token = tokenizer.eos_token or template.eos or tokenizer.unk_token
     return missing
 
 

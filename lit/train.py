@@ -92,7 +92,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     from lit.collate import Collator
     from lit.data import SupervisedDataset
     from lit.mask import get_scope
-    from lit.model import apply_freeze, compose_tiny, load_pretrained, num_image_tokens
+    from lit.model import apply_freeze, compose_pretrained, compose_tiny, load_pretrained, num_image_tokens
     from lit.records import load_records
     from lit.templates import TemplateSet, mine_file
     from lit.tokenizer import ensure_special_tokens
@@ -110,8 +110,16 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     records = load_records(cfg.data.path)
     template = get_template(cfg.model.chat_template)
     scope = get_scope(cfg.loss.name)
+    if cfg.get("stage") == "pretrain" and scope.name != "vit":
+        raise ValueError(f"stage=pretrain trains the projector on captions with the answer-only loss; loss={scope.name} "
+                         "does not apply there (L2T changes stage 2 only): drop the loss override")
     if cfg.model.pretrained:
         model, processor = load_pretrained(cfg.model.pretrained, dtype=cfg.model.dtype)
+        tokenizer = processor.tokenizer
+    elif cfg.model.get("compose"):
+        c = cfg.model.compose
+        model, processor = compose_pretrained(c.text, c.vision, template, dtype=cfg.model.dtype,
+                                              vision_feature_layer=c.get("vision_feature_layer", -2))
         tokenizer = processor.tokenizer
     else:
         tokenizer = _tokenizer(cfg, records)

@@ -40,7 +40,7 @@ def test_loss_group_selects_the_scope(scope):
 def test_llava7b_recipe_values():
     cfg = _compose("loss=lit", "model=llava7b")
     t = cfg.train
-    assert cfg.model.pretrained == "llava-hf/llava-1.5-7b-hf"
+    assert cfg.model.pretrained.endswith("llava7b_stage1/checkpoint") and cfg.stage == "sft"
     assert cfg.deepspeed.enabled and cfg.deepspeed.config.zero_optimization.stage == 3
     assert t.bf16 and t.learning_rate == 2e-5 and t.num_train_epochs == 1 and t.lr_scheduler_type == "cosine"
     assert t.warmup_steps == 0.03 and t.gradient_checkpointing and cfg.data.max_length == 2048
@@ -51,7 +51,7 @@ def test_llava7b_recipe_values():
 def test_cli_cfg_job_prints_the_recipe():
     out = subprocess.run([sys.executable, "train.py", "loss=lit", "model=llava7b", "--cfg", "job"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    for needle in ("llava-hf/llava-1.5-7b-hf", "stage: 3", "learning_rate: 2.0e-05", "bf16: true", "max_length: 2048"):
+    for needle in ("llava7b_stage1/checkpoint", "stage: 3", "learning_rate: 2.0e-05", "bf16: true", "max_length: 2048"):
         assert needle in out
 
 
@@ -72,3 +72,15 @@ def test_every_eval_group_composes_and_names_known_tasks(group):
     from lit.lmms_tasks.scoring import YES_NO_RULES
 
     assert e["yes_no_rule"] in YES_NO_RULES
+
+
+@pytest.mark.parametrize("model", ["llava7b", "llava13b", "tinyllava05b", "tinyllava3b"])
+def test_stage1_recipes_compose_pretrained_parts_and_train_only_the_projector(model):
+    cfg = _compose(f"model={model}_stage1", "loss=lit")
+    assert cfg.stage == "pretrain" and cfg.model.chat_template == "plain" and cfg.model.compose.text
+    assert cfg.model.freeze.vision and cfg.model.freeze.lm and not cfg.model.freeze.projector
+    assert cfg.deepspeed.config.zero_optimization.stage == 2 and cfg.train.learning_rate == 1e-3
+    assert cfg.data.name == "llava558k"
+    sft = _compose(f"model={model}", "loss=lit")
+    assert sft.stage == "sft" and sft.model.pretrained.endswith(f"{model}_stage1/checkpoint")
+    assert sft.train.learning_rate == 2e-5 and sft.global_batch_size == 128

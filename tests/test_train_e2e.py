@@ -80,3 +80,60 @@ def test_mins_plus_data_is_built_at_epsilon_and_trained_on(demo_data, tmp_path):
     assert all(r["instruction_origin"] == "generated" and r["instruction"] in rewrites for r in built)
     audit = json.loads((tmp_path / "run" / "data_audit.json").read_text())
     assert audit["n_used"] == len(instances)
+
+
+@pytest.fixture(scope="module")
+def pretrained_parts(tmp_path_factory, tokenizers):
+    """A tiny 'pretrained' causal LM and CLIP vision tower, saved as HF checkpoints (no hub)."""
+    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    bpe_tokenizer = tokenizers["bpe"]
+    root = tmp_path_factory.mktemp("parts")
+    torch.manual_seed(0)
+    bpe_tokenizer.save_pretrained(root / "lm")
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, bos_token_id=bpe_tokenizer.bos_token_id,
+                                 eos_token_id=bpe_tokenizer.eos_token_id)).save_pretrained(root / "lm")
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                     image_size=32, patch_size=8)).save_pretrained(root / "vision")
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "vision")
+    return root
+
+
+def _stage1_cfg(parts, demo_data, out, *extra):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["model=llava7b_stage1", "deepspeed=none", "data=demo", f"data.root={demo_data}",
+                                          "data.generate=false", f"model.compose.text={parts / 'lm'}",
+                                          f"model.compose.vision={parts / 'vision'}", "model.dtype=float32",
+                                          "train.bf16=false", "train.tf32=false", "train.use_cpu=true",
+                                          "train.max_steps=2", "train.per_device_train_batch_size=4",
+                                          "train.gradient_checkpointing=false", "train.dataloader_num_workers=0",
+                                          "train.save_strategy=no", "train.disable_tqdm=true", "logger=none", *extra])
+    with open_dict(cfg):
+        cfg.output_dir = str(out)
+    return cfg
+
+
+def test_stage1_composes_pretrained_lm_and_vision_and_trains_only_the_projector(pretrained_parts, demo_data, tmp_path):
+    from transformers import CLIPVisionModel, LlamaForCausalLM, LlavaForConditionalGeneration
+
+    from lit.train import run
+
+    metrics = run(_stage1_cfg(pretrained_parts, demo_data, tmp_path), tmp_path)
+    assert metrics["steps"] == 2 and metrics.get("instruction", 0) == 0  # plain template: captions only
+    model = LlavaForConditionalGeneration.from_pretrained(tmp_path / "checkpoint")
+    lm = LlamaForCausalLM.from_pretrained(pretrained_parts / "lm")
+    vision = CLIPVisionModel.from_pretrained(pretrained_parts / "vision")
+    n = lm.config.vocab_size  # rows added for <image> are new
+    assert torch.equal(model.model.language_model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight)
+    assert torch.equal(model.lm_head.weight[:n], lm.lm_head.weight)
+    tower, ref = model.model.vision_tower.state_dict(), vision.state_dict()
+    assert tower.keys() == ref.keys() and all(torch.equal(tower[k], ref[k]) for k in ref)
+    assert model.config.vision_feature_layer == -2 and model.config.vision_feature_select_strategy == "default"
+
+
+def test_stage1_refuses_the_lit_loss(pretrained_parts, demo_data, tmp_path):
+    from lit.train import run
+
+    with pytest.raises(ValueError, match="answer-only loss"):
+        run(_stage1_cfg(pretrained_parts, demo_data, tmp_path, "loss=lit"), tmp_path)

@@ -88,3 +88,39 @@ def test_resume_without_checkpoint_says_what_to_do(tmp_path, demo_data):
                            f"hydra.run.dir={tmp_path / 'fresh'}", "train.max_steps=1"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "holds no complete checkpoint-* folder" in proc.stderr
+
+
+def _ds_env() -> dict:
+    return {"DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": _free_port(), "RANK": "0",
+            "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+
+
+def test_stage2_under_zero3_starts_from_the_stage1_projector(tmp_path, demo_data, trained):
+    """Pitfall: a stage-1 projector loaded into a ZeRO-3-partitioned model silently stays random. Our stage 2
+    loads the whole stage-1 checkpoint before DeepSpeed partitions it; with lr 0 the saved projector must
+    be the stage-1 projector bit for bit."""
+    _, stage1, _ = trained
+    run_dir = tmp_path / "sft"
+    _train(run_dir, demo_data, "deepspeed=zero3", "train.max_steps=1", "+train.ddp_backend=gloo",
+           f"model.pretrained={stage1 / 'checkpoint'}", "train.learning_rate=0", env_extra=_ds_env())
+    before = load_file(stage1 / "checkpoint" / "model.safetensors")
+    after = load_file(run_dir / "checkpoint" / "model.safetensors")
+    keys = [k for k in before if "multi_modal_projector" in k]
+    assert keys and all(after[k].shape == before[k].shape and after[k].equal(before[k]) for k in keys)
+
+
+def test_zero3_save_after_resume_writes_full_weights(tmp_path, demo_data):
+    """Pitfall: the final save of a resumed ZeRO-3 run (engine re-created from a checkpoint) must still gather
+    every parameter."""
+    run_dir = tmp_path / "z3r"
+    args = ("deepspeed=zero3", "+train.ddp_backend=gloo", "train.save_strategy=steps", "+train.save_steps=2")
+    _train(run_dir, demo_data, *args, "train.max_steps=2", env_extra=_ds_env())
+    _train(run_dir, demo_data, *args, "train.max_steps=3", "resume=true", env_extra=_ds_env())
+    metrics = json.loads((run_dir / "train_metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["zero_stage"] == 3
+    saved = load_file(run_dir / "checkpoint" / "model.safetensors")
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    fresh = LlavaForConditionalGeneration(LlavaConfig.from_pretrained(run_dir / "checkpoint"))
+    assert all(t.numel() > 0 for t in saved.values())
+    assert sum(t.numel() for t in saved.values()) == sum(p.numel() for p in fresh.parameters())

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help env demo demo-sweep test test-full clean
+.PHONY: help env demo demo-sweep repro tables test test-full clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -26,6 +26,12 @@ demo: env  ## synthetic data -> train VIT and LIT (3 seeds) -> lmms-eval -> resu
 
 demo-sweep: env  ## the mask-scope ladder (vit, lit_all, lit_nosys, lit) and a MIns+ epsilon sweep on the demo -> results/demo_sweep/
 	$(BIN)/python -m lit.demo --seeds 0 --scopes vit lit_all lit_nosys lit --epsilons 0 0.5 1 --out results/demo_sweep $(ARGS)
+
+repro: env  ## one paper table's jobs: make repro TABLE=l2t_t4 [DRY=1 | LOCAL=1] (else sbatch with dependencies)
+	$(BIN)/python -m lit.recipes $(TABLE) $(if $(DRY),--dry,$(if $(LOCAL),--local,--submit)) $(ARGS)
+
+tables: env  ## every paper table from results/runs/ next to the paper's numbers -> results/tables/
+	$(BIN)/python -m lit.tables $(ARGS)
 
 test: env  ## the fast test suite (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -35,8 +35,9 @@ def pools(pool_rows: list[dict]) -> dict[str, tuple[list[str], list[str]]]:
     return dict(out)
 
 
-def pool_from_files(seeds_path: str | Path, generated_path: str | Path, provenance: str) -> list[dict]:
-    """An instruction pool from a seed file and a file of already-written rewrites (same formats as seeds).
+def pool_from_files(seeds_path: str | Path, generated_path: str | Path | None, provenance: str) -> list[dict]:
+    """An instruction pool from a seed file and a file of already-written rewrites (same formats as seeds;
+    without one, the seeds alone: the un-augmented MIns).
 
     Every rewrite must carry the placeholder multiset of one of its task's seeds (rule R3), else it could
     not be filled: a ``ValueError`` names it."""
@@ -45,7 +46,7 @@ def pool_from_files(seeds_path: str | Path, generated_path: str | Path, provenan
     for s in seeds:
         by_task[s.task].append(s)
     pool = [{"id": s.seed_id, "task": s.task, "text": s.text, "origin": "seed", "root_id": s.seed_id} for s in seeds]
-    for g in load_seeds(generated_path):
+    for g in load_seeds(generated_path) if generated_path else []:
         roots = [s for s in by_task.get(g.task, []) if multiset(s.text) == multiset(g.text)]
         if not roots:
             raise ValueError(f"{generated_path}: {g.seed_id} {g.text!r} has no seed of task {g.task!r} with the same "
@@ -122,11 +123,13 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def build_from_files(instances: str | Path, pool: str | Path, epsilon: float, out_dir: str | Path, seed: int = 0,
                      generated: str | Path | None = None) -> dict[str, Path]:
-    """Build and write a MIns+ data set. ``pool`` is an ``augment.py`` pool.jsonl, or a seed file when
-    ``generated`` names a file of rewrites (see ``pool_from_files``)."""
+    """Build and write a MIns+ data set. ``pool`` is an ``augment.py`` pool.jsonl, or a seed file (plus
+    optionally ``generated``, a file of rewrites; see ``pool_from_files``)."""
     for path in (instances, pool, generated):
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"MIns+ build input {path} does not exist")
-    rows = (pool_from_files(pool, generated, provenance=f"file:{Path(generated).name}") if generated
-            else read_jsonl(Path(pool)))
+    if str(pool).endswith(".jsonl"):  # an augment.py pool
+        rows = read_jsonl(Path(pool))
+    else:  # a seed file, with or without a file of rewrites
+        rows = pool_from_files(pool, generated, provenance=f"file:{Path(generated).name}" if generated else "")
     return write(build(read_jsonl(Path(instances)), rows, epsilon=epsilon, seed=seed), out_dir)

@@ -178,6 +178,6 @@ def evaluate_from_config(cfg) -> dict:
     e = cfg.eval
     settings = {"yes_no_rule": e.yes_no_rule, "multiinstruct_max_per_task": e.multiinstruct_max_per_task}
     return evaluate(ckpt, list(e.tasks), e.data_dir, cfg.output_dir, chat_template=template, device=e.device,
-                    limit=e.limit, settings=settings, experiment=cfg.experiment or (run_cfg or {}).get("run_name"),
+                    limit=e.limit, settings=settings, experiment=cfg.result_name or (run_cfg or {}).get("run_name"),
                     results_dir=cfg.results_dir, config={"train": run_cfg, "eval": OmegaConf.to_container(e)},
                     builtin_tasks=list(e.builtin_tasks))

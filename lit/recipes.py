@@ -1,0 +1,158 @@
+"""Reproduction recipes: one per paper table, each a list of jobs with explicit dependencies.
+
+``conf/recipe/<table>.yaml`` lists jobs (``augment`` / ``train`` / ``evaluate``), each with Hydra overrides
+for its entry point, resources, and ``after`` (the jobs it needs). ``matrix`` expands one job over values
+(``{scope}`` in ids and overrides); ``{run:<job id>}`` is that job's run directory. Every job runs in
+``<output_root>/repro/<job id>`` (shared by tables, so a stage-1 model is trained once), and a job whose
+outputs exist is skipped. Runnable three ways:
+
+- ``--dry``: print every job (command, resources, dependencies); no cluster needed;
+- ``--submit``: ``sbatch`` each job (``slurm/train.sbatch`` for multi-GPU training, ``slurm/single.sbatch``
+  for the rest) with ``--dependency=afterok`` on the jobs it needs;
+- ``--local``: run the jobs one after another here (the tiny demo recipe, CI).
+
+wandb: every job gets ``WANDB_RUN_GROUP=<table>``, ``WANDB_JOB_TYPE=<kind>``, ``WANDB_NAME=<job id>``.
+
+    python -m lit.recipes l2t_t4 --dry        (make repro TABLE=l2t_t4 DRY=1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "conf" / "recipe"
+ENTRY = {"augment": "augment.py", "train": "train.py", "evaluate": "evaluate.py"}
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    overrides: list[str]
+    after: list[str] = field(default_factory=list)
+    resources: dict = field(default_factory=dict)
+
+    def run_dir(self, output_root: Path) -> Path:
+        return output_root / "repro" / self.id
+
+    def command(self, output_root: Path, python: str = "python") -> list[str]:
+        return [python, ENTRY[self.kind], f"hydra.run.dir={self.run_dir(output_root)}", *self.overrides]
+
+    def done(self, output_root: Path) -> bool:
+        d = self.run_dir(output_root)
+        return {"train": d / "train_metrics.json", "evaluate": d / "scores.json",
+                "augment": d / "pool.jsonl"}[self.kind].exists()
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+def load(name: str) -> dict:
+    path = RECIPES / f"{name}.yaml"
+    if not path.exists():
+        raise KeyError(f"unknown recipe {name!r}; known: {', '.join(available())}")
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def _subst(text: str, values: dict) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), m.group(0))), text)
+
+
+def jobs(recipe: dict, output_root: Path) -> list[Job]:
+    """Expand the recipe's matrices and resolve ``{run:<id>}``; checks that every dependency exists."""
+    out: list[Job] = []
+    for spec in recipe["jobs"]:
+        matrix = spec.get("matrix") or {}
+        keys = list(matrix)
+        for combo in itertools.product(*(matrix[k] for k in keys)) if keys else [()]:
+            values = dict(zip(keys, combo))
+            out.append(Job(id=_subst(spec["id"], values), kind=spec["kind"],
+                           overrides=[_subst(o, values) for o in spec.get("overrides", [])],
+                           after=[_subst(a, values) for a in spec.get("after", [])],
+                           resources=spec.get("resources", {})))
+    ids = {j.id for j in out}
+    if len(ids) != len(out):
+        raise ValueError(f"recipe {recipe['name']}: duplicate job ids")
+    for job in out:
+        missing = [a for a in job.after if a not in ids]
+        if missing:
+            raise ValueError(f"recipe {recipe['name']}: job {job.id} depends on unknown job {missing[0]}")
+        job.overrides = [re.sub(r"\{run:([\w.-]+)\}", lambda m: str(Job(m.group(1), "train", []).run_dir(output_root)), o)
+                         for o in job.overrides]
+    return out
+
+
+def _env(recipe: dict, job: Job) -> dict:
+    return {"WANDB_RUN_GROUP": recipe["name"], "WANDB_JOB_TYPE": job.kind, "WANDB_NAME": job.id}
+
+
+def _sbatch(job: Job, output_root: Path, deps: list[str]) -> list[str]:
+    r = job.resources
+    args = ["sbatch", "--parsable", f"--job-name={job.id}", f"--time={int(r.get('hours', 24))}:00:00"]
+    if deps:
+        args.append("--dependency=afterok:" + ":".join(deps))
+    if job.kind == "train" and r.get("gpus", 1) > 1:
+        args += [f"--nodes={r.get('nodes', 1)}", "slurm/train.sbatch"]
+        return args + [a for a in job.command(output_root)[2:] if not a.startswith("hydra.run.dir=")]
+    return args + [f"--gpus-per-node={r.get('gpus', 1)}", "slurm/single.sbatch", ENTRY[job.kind],
+                   *[a for a in job.command(output_root)[2:] if not a.startswith("hydra.run.dir=")]]
+
+
+def run(name: str, mode: str, output_root: Path, extra: list[str] = (), out=sys.stdout) -> list[Job]:
+    recipe = load(name)
+    todo = jobs(recipe, output_root)
+    for job in todo:  # "train:train.max_steps=2" goes to train jobs only; an unprefixed override to all
+        job.overrides += [o.split(":", 1)[1] if o.split(":", 1)[0] in ENTRY else o for o in extra
+                          if o.split(":", 1)[0] not in ENTRY or o.split(":", 1)[0] == job.kind]
+    print(f"# {recipe['title']}: {len(todo)} jobs", file=out)
+    for note in recipe.get("not_runnable", []):
+        print(f"# not runnable here: {note}", file=out)
+    slurm_ids: dict[str, str] = {}
+    for job in todo:
+        status = "done, skipped" if job.done(output_root) else "to run"
+        r = job.resources
+        print(f"[{job.kind}] {job.id} ({status}; after: {', '.join(job.after) or '-'}; "
+              f"{r.get('nodes', 1)} node(s) x {r.get('gpus', 0)} GPU, ~{r.get('hours', '?')} h)", file=out)
+        print("  " + " ".join(shlex.quote(a) for a in job.command(output_root)), file=out)
+        if mode == "dry" or job.done(output_root):
+            continue
+        env = {**os.environ, **_env(recipe, job), "RUN_DIR": str(job.run_dir(output_root))}
+        if mode == "local":
+            subprocess.run(job.command(output_root, sys.executable), cwd=ROOT, env=env, check=True)
+        elif mode == "submit":
+            deps = [slurm_ids[a] for a in job.after if a in slurm_ids]
+            res = subprocess.run(_sbatch(job, output_root, deps), cwd=ROOT, env=env, check=True,
+                                 capture_output=True, text=True)
+            slurm_ids[job.id] = res.stdout.strip().split(";")[0]
+            print(f"  submitted: {slurm_ids[job.id]}", file=out)
+    return todo
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lit.recipes", description=__doc__.split("\n")[0])
+    parser.add_argument("table", choices=available())
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry", action="store_const", dest="mode", const="dry", help="print the jobs (default)")
+    mode.add_argument("--submit", action="store_const", dest="mode", const="submit", help="sbatch with dependencies")
+    mode.add_argument("--local", action="store_const", dest="mode", const="local", help="run the jobs here, in order")
+    parser.add_argument("--output-root", default=os.environ.get("LIT_OUTPUT_DIR", str(ROOT / "outputs")))
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides added to every job, or to one kind: train:train.max_steps=10")
+    args = parser.parse_args(argv)
+    run(args.table, args.mode or "dry", Path(args.output_root), args.overrides)
+
+
+if __name__ == "__main__":
+    main()

@@ -151,3 +151,30 @@ def test_evaluate_cli_files_scores_under_the_training_run_name(trained, demo_dat
                     f"hydra.run.dir={tmp_path / 'out'}"], check=True, capture_output=True, text=True)
     stored = json.loads((tmp_path / "runs" / cfg.run_name / "demo_pope.json").read_text())
     assert stored["config"]["train"]["loss"]["name"] == "lit" and stored["n_samples"]["effective"] == 2
+
+
+def test_visual_contribution_analysis(trained, demo_data, tmp_path):
+    import math
+    import subprocess
+    import sys
+
+    import torch
+
+    from lit import vc
+    from lit.records import load_records
+
+    _, run_dir, _ = trained
+    ckpt = str(run_dir / "checkpoint")
+    model, ds = vc._dataset(ckpt, load_records(demo_data / "train.json")[:4], str(demo_data), "vicuna_v1")
+    item = ds[0]
+    total, share = vc._answer_logprob(model, item["input_ids"], item["labels"], item["pixel_values"])
+    with torch.no_grad():  # the summed answer log-prob is minus HF's mean loss times the answer tokens
+        loss = model(input_ids=item["input_ids"][None], pixel_values=item["pixel_values"][None],
+                     labels=item["labels"][None]).loss.item()
+    n_answer = int((item["labels"][1:] != -100).sum())
+    assert total == pytest.approx(-loss * n_answer, rel=1e-4) and 0 < share < 1
+    subprocess.run([sys.executable, "-m", "lit.vc", "--ckpt", ckpt, "--data", str(demo_data / "train.json"),
+                    "--image-root", str(demo_data), "--n", "3", "--out", str(tmp_path)], check=True, capture_output=True)
+    (result,) = json.loads((tmp_path / "vc.json").read_text())
+    assert result["n"] == 3 and len(result["vc"]) == 3 and all(math.isfinite(v) for v in result["vc"])
+    assert result["vc_mean"] == pytest.approx(sum(result["vc"]) / 3) and (tmp_path / "vc.png").exists()

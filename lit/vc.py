@@ -1,0 +1,122 @@
+"""L2T's visual-contribution analysis: how much the image, rather than the text, drives the answer.
+
+Per image record (its answer tokens, as the answer-only mask selects them):
+
+- ``vc = log p(answer | image, instruction) − log p(answer | noise image, instruction)``, the noise image
+  being uniform random pixels of the same size (L2T's "no image", shared spec 1.2), summed over the
+  answer tokens;
+- ``attention_to_image``: the share of attention the answer tokens' queries put on the image tokens,
+  averaged over layers, heads and answer tokens (eager attention, so the weights are returned).
+
+``python -m lit.vc --ckpt outputs/demo/vit-s0/checkpoint --ckpt outputs/demo/lit-s0/checkpoint
+--data data/demo/train.json --image-root data/demo --n 200 --out results/vc`` writes ``vc.json`` (per
+checkpoint: mean, sd, n, and the per-sample values) and ``vc.png`` (histograms, one per checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lit.constants import IGNORE_INDEX
+
+
+def _dataset(ckpt: str, records: list[dict], image_root: str, template: str):
+    from lit.chat_templates import get_template
+    from lit.data import SupervisedDataset
+    from lit.mask import get_scope
+    from lit.model import load_pretrained, num_image_tokens
+
+    model, processor = load_pretrained(ckpt)
+    model.set_attn_implementation("eager")
+    model.eval()
+    ds = SupervisedDataset(records, image_root=image_root, tokenizer=processor.tokenizer, template=get_template(template),
+                           scope=get_scope("vit"), image_processor=processor.image_processor,
+                           n_image_tokens=num_image_tokens(model), max_length=4096, progress=False)
+    return model, ds
+
+
+@torch.no_grad()
+def _answer_logprob(model, ids, labels, pixels) -> tuple[float, float]:
+    out = model(input_ids=ids[None], pixel_values=pixels[None], output_attentions=True)
+    logp = torch.log_softmax(out.logits[0, :-1].float(), -1)
+    target = labels[1:]
+    keep = target != IGNORE_INDEX
+    total = logp[keep].gather(1, target[keep][:, None]).sum().item()
+    image = ids == model.config.image_token_index
+    queries = torch.nonzero(keep).squeeze(1)  # positions predicting an answer token
+    att = torch.stack([a[0].mean(0) for a in out.attentions])  # (layers, T, T), mean over heads
+    share = att[:, queries][:, :, image].sum(-1).mean().item()
+    return total, share
+
+
+def analyse(ckpt: str, records: list[dict], image_root: str, template: str = "vicuna_v1", n: int = 200,
+            seed: int = 0) -> dict:
+    model, ds = _dataset(ckpt, records[: n * 2], image_root, template)
+    gen = torch.Generator().manual_seed(seed)
+    vcs, shares = [], []
+    for i in range(len(ds)):
+        if len(vcs) == n:
+            break
+        item = ds[i]
+        if item["pixel_values"] is None or not (item["labels"] != IGNORE_INDEX).any():
+            continue
+        pixels = item["pixel_values"].to(model.dtype)
+        noise = torch.rand(pixels.shape, generator=gen) * (pixels.max() - pixels.min()) + pixels.min()
+        with_image, share = _answer_logprob(model, item["input_ids"], item["labels"], pixels)
+        without, _ = _answer_logprob(model, item["input_ids"], item["labels"], noise.to(model.dtype))
+        vcs.append(with_image - without)
+        shares.append(share)
+    if not vcs:
+        raise ValueError("no image record with answer tokens among the records given")
+    return {"checkpoint": ckpt, "n": len(vcs), "vc_mean": statistics.fmean(vcs),
+            "vc_sd": statistics.pstdev(vcs), "attention_to_image_mean": statistics.fmean(shares), "vc": vcs,
+            "attention_to_image": shares}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.histogram_bin_edges(np.concatenate([r["vc"] for r in results]), bins=30)
+    for r in results:
+        ax.hist(r["vc"], bins=bins, alpha=0.5, label=f"{Path(r['checkpoint']).parent.name} (mean {r['vc_mean']:.3f})")
+    ax.set(xlabel="visual contribution: log p(a | image) − log p(a | noise)", ylabel="samples")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    from lit.records import load_records
+
+    parser = argparse.ArgumentParser(prog="python -m lit.vc", description=__doc__.split("\n")[0])
+    parser.add_argument("--ckpt", action="append", required=True, help="a checkpoint; repeat to compare (VIT, LIT)")
+    parser.add_argument("--data", required=True, help="LLaVA-format JSON with image records")
+    parser.add_argument("--image-root", required=True)
+    parser.add_argument("--template", default="vicuna_v1")
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--out", default="results/vc")
+    args = parser.parse_args(argv)
+    records = load_records(args.data)
+    results = [analyse(c, records, args.image_root, args.template, args.n) for c in args.ckpt]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vc.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "vc.png")
+    for r in results:
+        print(f"{r['checkpoint']}: VC {r['vc_mean']:.4f} ± {r['vc_sd']:.4f} (n={r['n']}), "
+              f"attention to image {r['attention_to_image_mean']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -45,7 +45,11 @@ def run(seeds: list[Seed], backend, cache_path, cfg: AugmentConfig, filt: Filter
     kept: list[dict] = []
     for round_no in range(1 + (cfg.rounds if cfg.variant == "iter" else 0)):
         jobs = jobs_for(parents, cfg.meta_prompts, temps, cfg.samples, backend.name)
-        rows = candidate_rows(run_jobs(jobs, backend, cache_path, sampling, cfg.batch_size, progress))
+        replies = run_jobs(jobs, backend, cache_path, sampling, cfg.batch_size, progress)
+        for reply in replies:  # a reply with nothing parsable is counted, not silently lost
+            if not reply["candidates"]:
+                report.rejected[reply["task"]]["unparsable_reply"] += 1
+        rows = candidate_rows(replies)
         new = apply(rows, roots, filt, report, kept_before=kept)
         for row in new:
             row["round"] = round_no

@@ -56,7 +56,6 @@ def main() -> None:
     from instraug.generate import jobs_for, run_jobs
     from instraug.seeds import augmentable, load_seeds
 
-    torch.set_num_threads(torch.get_num_threads())
     work = Path(tempfile.mkdtemp(prefix="bench_instraug_"))
     build_model(work / "model", args.hidden, args.layers)
     seeds = augmentable(load_seeds("instraug/demo/seeds.yaml"))

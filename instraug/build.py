@@ -21,6 +21,7 @@ from pathlib import Path
 
 from instraug.placeholders import UnsafePlaceholder, fill, multiset
 from instraug.seeds import load_seeds
+from lit.records import read_jsonl
 
 DROPPED_TASKS = {"image_generation", "infilling", "im_region_extraction", "im_descriptive_infilling",
                  "image_completion_w_region_caption", "image_completion_w_image_caption",
@@ -45,7 +46,7 @@ def pool_from_files(seeds_path: str | Path, generated_path: str | Path | None, p
     by_task: dict[str, list] = defaultdict(list)
     for s in seeds:
         by_task[s.task].append(s)
-    pool = [{"id": s.seed_id, "task": s.task, "text": s.text, "origin": "seed", "root_id": s.seed_id} for s in seeds]
+    pool = [s.pool_row() for s in seeds]
     for g in load_seeds(generated_path) if generated_path else []:
         roots = [s for s in by_task.get(g.task, []) if multiset(s.text) == multiset(g.text)]
         if not roots:
@@ -108,17 +109,6 @@ def write(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
     paths["llava"].write_text(json.dumps(to_llava(rows), ensure_ascii=False, indent=0))
     paths["multiinstruct"].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return paths
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {lineno} is not JSON ({err})") from err
-    return rows
 
 
 def build_from_files(instances: str | Path, pool: str | Path, epsilon: float, out_dir: str | Path, seed: int = 0,

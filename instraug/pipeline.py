@@ -57,7 +57,7 @@ def run(seeds: list[Seed], backend, cache_path, cfg: AugmentConfig, filt: Filter
         # the next round rewrites this round's outputs; pure-placeholder texts give the LLM nothing to rewrite
         parents = [{"id": r["id"], "task": r["task"], "text": r["text"], "root_id": r["root_id"]} for r in new
                    if PLACEHOLDER.sub("", r["text"]).strip()]
-    pool = [{"id": s.seed_id, "task": s.task, "text": s.text, "origin": "seed", "root_id": s.seed_id} for s in seeds]
+    pool = [s.pool_row() for s in seeds]
     pool += [{**r, "origin": "generated"} for r in kept]
     return pool, report
 

@@ -13,6 +13,7 @@ from instraug import build, pipeline, report
 from instraug.backends import build_backend
 from instraug.filter import FilterConfig
 from instraug.seeds import load_seeds
+from lit.records import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def run(cfg: DictConfig) -> dict:
     log.info("instruction pool:\n%s", table)
     result = {"pool": str(out / "pool.jsonl"), "generated": sum(r["origin"] == "generated" for r in pool)}
     if a.get("instances"):
-        rows = build.build(build.read_jsonl(Path(a.instances)), pool, epsilon=a.epsilon, seed=cfg.seed)
+        rows = build.build(read_jsonl(Path(a.instances)), pool, epsilon=a.epsilon, seed=cfg.seed)
         paths = build.write(rows, out / f"mins_plus_eps{a.epsilon}")
         log.info("MIns+ data set (epsilon=%s): %s", a.epsilon, paths["llava"])
         result["dataset"] = str(paths["llava"])

@@ -33,6 +33,10 @@ class Seed:
     task: str
     text: str
 
+    def pool_row(self) -> dict:
+        """This seed as a row of an instruction pool (its own root)."""
+        return {"id": self.seed_id, "task": self.task, "text": self.text, "origin": "seed", "root_id": self.seed_id}
+
 
 def _from_pairs(pairs) -> list[Seed]:
     counts: Counter = Counter()

@@ -46,20 +46,21 @@ def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bo
         shutil.rmtree(run_dir, ignore_errors=True)
     with open_dict(cfg):
         cfg.output_dir = str(run_dir)
+    def score(tasks, out):
+        return evaluate(run_dir / "checkpoint", tasks, cfg.eval.data_dir, out, chat_template=cfg.model.chat_template,
+                        device=cfg.eval.device, limit=cfg.eval.limit)
+
     if not scores_file.exists():
         t0 = time.time()
         print(f"\n=== training {arm} seed {seed} -> {run_dir}", flush=True)
         run(cfg, run_dir)
         print(f"=== scoring {arm} seed {seed} with lmms-eval ({time.time() - t0:.0f}s so far)", flush=True)
-        evaluate(run_dir / "checkpoint", list(cfg.eval.tasks), cfg.eval.data_dir, run_dir / "eval",
-                 chat_template=cfg.model.chat_template, device=cfg.eval.device, limit=cfg.eval.limit)
+        score(list(cfg.eval.tasks), run_dir / "eval")
     record = json.loads(scores_file.read_text())
     missing = [t for t in cfg.eval.tasks if t not in record["scores"]]
     if missing:  # a run finished before a task was added to the demo: score only what it lacks
         print(f"=== scoring {arm} seed {seed} on {missing}", flush=True)
-        extra = evaluate(run_dir / "checkpoint", missing, cfg.eval.data_dir, run_dir / "eval_extra",
-                         chat_template=cfg.model.chat_template, device=cfg.eval.device, limit=cfg.eval.limit)
-        record["scores"].update(extra)
+        record["scores"].update(score(missing, run_dir / "eval_extra"))
         scores_file.write_text(json.dumps(record, indent=1, default=str))
     scores = record["scores"]
     history = json.loads((run_dir / "log_history.json").read_text())

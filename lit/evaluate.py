@@ -82,19 +82,18 @@ def prepare_tasks(tasks: list[str], data_dir: str | Path, out_dir: str | Path, s
     if unknown:
         known = sorted(n for n in index if not n.startswith("_"))
         raise KeyError(f"unknown evaluation task {unknown[0]!r}; known: {', '.join(known)}")
-    members = {m for t in tasks for m in index[t]["members"]}
+    requested = {index[m]["yaml"].name: m for t in tasks for m in index[t]["members"]}  # yaml file -> task
     for folder in sorted({index[t]["folder"] for t in tasks}):
         dst = include / folder.name
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("__pycache__"))
         for yaml_file in dst.glob("*.yaml"):
             text = yaml_file.read_text()
-            name = (yaml.load(text, Loader=_TaskLoader) or {}).get("task")
-            if isinstance(name, str) and name in members:
+            if yaml_file.name in requested:
                 for rel in re.findall(r"__DATA_DIR__/(\S+)", text):
                     if not (data_dir / rel).exists():
-                        raise FileNotFoundError(
-                            f"task {name}: data {data_dir / rel} is missing; {_data_hint(rel, data_dir)}")
+                        raise FileNotFoundError(f"task {requested[yaml_file.name]}: data {data_dir / rel} is missing; "
+                                                f"{_data_hint(rel, data_dir)}")
             yaml_file.write_text(text.replace("__DATA_DIR__", str(data_dir)))
         (dst / "settings.json").write_text(json.dumps({"data_dir": str(data_dir), **(settings or {})}, indent=1))
     return include

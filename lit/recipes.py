@@ -44,7 +44,7 @@ class Job:
     resources: dict = field(default_factory=dict)
 
     def run_dir(self, output_root: Path) -> Path:
-        return output_root / "repro" / self.id
+        return run_dir(output_root, self.id)
 
     def command(self, output_root: Path, python: str = "python") -> list[str]:
         return [python, ENTRY[self.kind], f"hydra.run.dir={self.run_dir(output_root)}", *self.overrides]
@@ -53,6 +53,10 @@ class Job:
         d = self.run_dir(output_root)
         return {"train": d / "train_metrics.json", "evaluate": d / "scores.json",
                 "augment": d / "pool.jsonl"}[self.kind].exists()
+
+
+def run_dir(output_root: Path, job_id: str) -> Path:
+    return output_root / "repro" / job_id
 
 
 def available() -> list[str]:
@@ -89,7 +93,7 @@ def jobs(recipe: dict, output_root: Path) -> list[Job]:
         missing = [a for a in job.after if a not in ids]
         if missing:
             raise ValueError(f"recipe {recipe['name']}: job {job.id} depends on unknown job {missing[0]}")
-        job.overrides = [re.sub(r"\{run:([\w.-]+)\}", lambda m: str(Job(m.group(1), "train", []).run_dir(output_root)), o)
+        job.overrides = [re.sub(r"\{run:([\w.-]+)\}", lambda m: str(run_dir(output_root, m.group(1))), o)
                          for o in job.overrides]
     return out
 
@@ -104,18 +108,16 @@ def _sbatch(job: Job, output_root: Path, deps: list[str]) -> list[str]:
     if deps:
         args.append("--dependency=afterok:" + ":".join(deps))
     if job.kind == "train" and r.get("gpus", 1) > 1:
-        args += [f"--nodes={r.get('nodes', 1)}", "slurm/train.sbatch"]
-        return args + [a for a in job.command(output_root)[2:] if not a.startswith("hydra.run.dir=")]
-    return args + [f"--gpus-per-node={r.get('gpus', 1)}", "slurm/single.sbatch", ENTRY[job.kind],
-                   *[a for a in job.command(output_root)[2:] if not a.startswith("hydra.run.dir=")]]
+        return args + [f"--nodes={r.get('nodes', 1)}", "slurm/train.sbatch", *job.overrides]
+    return args + [f"--gpus-per-node={r.get('gpus', 1)}", "slurm/single.sbatch", ENTRY[job.kind], *job.overrides]
 
 
 def run(name: str, mode: str, output_root: Path, extra: list[str] = (), out=sys.stdout) -> list[Job]:
     recipe = load(name)
     todo = jobs(recipe, output_root)
+    scoped = [(o.split(":", 1) if o.split(":", 1)[0] in ENTRY else [None, o]) for o in extra]
     for job in todo:  # "train:train.max_steps=2" goes to train jobs only; an unprefixed override to all
-        job.overrides += [o.split(":", 1)[1] if o.split(":", 1)[0] in ENTRY else o for o in extra
-                          if o.split(":", 1)[0] not in ENTRY or o.split(":", 1)[0] == job.kind]
+        job.overrides += [o for kind, o in scoped if kind in (None, job.kind)]
     print(f"# {recipe['title']}: {len(todo)} jobs", file=out)
     for note in recipe.get("not_runnable", []):
         print(f"# not runnable here: {note}", file=out)

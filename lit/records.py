@@ -24,6 +24,24 @@ def record_id(record: dict, index: int) -> object:
     return record.get("id", f"#{index}") if isinstance(record, dict) else f"#{index}"
 
 
+def _json_lines(text: str, path: Path) -> list:
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {lineno} is not valid JSON ({err.msg}); fix or remove that line") from err
+    return rows
+
+
+def read_jsonl(path: str | Path) -> list:
+    """The objects of a JSON-lines file (blank lines skipped); a malformed line raises naming it."""
+    path = Path(path)
+    return _json_lines(path.read_text(encoding="utf-8"), path)
+
+
 def load_records(path: str | Path) -> list[dict]:
     """Load a LLaVA JSON list or a JSONL file; malformed input raises naming the line or record."""
     path = Path(path)
@@ -36,14 +54,7 @@ def load_records(path: str | Path) -> list[dict]:
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
     else:
-        records = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {lineno} is not valid JSON ({err.msg}); fix or remove that line") from err
+        records = _json_lines(text, path)
     for i, record in enumerate(records):
         if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
             raise RecordError(record_id(record, i), f"in {path}: expected an object with a 'conversations' list")

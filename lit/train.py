@@ -9,19 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from lit.evaluate import git_sha
+
 log = logging.getLogger(__name__)
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _prepare_data(cfg: DictConfig) -> None:
@@ -101,7 +95,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     output_dir = Path(output_dir or cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    (output_dir / "git_sha.txt").write_text(_git_sha() + "\n")
+    (output_dir / "git_sha.txt").write_text(git_sha() + "\n")
     for key, value in cfg.logger.get("env", {}).items():
         os.environ.setdefault(key, str(value))
     set_seed(cfg.seed)

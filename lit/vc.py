@@ -57,14 +57,12 @@ def _answer_logprob(model, ids, labels, pixels) -> tuple[float, float]:
 
 def analyse(ckpt: str, records: list[dict], image_root: str, template: str = "vicuna_v1", n: int = 200,
             seed: int = 0) -> dict:
-    model, ds = _dataset(ckpt, records[: n * 2], image_root, template)
+    model, ds = _dataset(ckpt, [r for r in records if "image" in r][:n], image_root, template)
     gen = torch.Generator().manual_seed(seed)
     vcs, shares = [], []
     for i in range(len(ds)):
-        if len(vcs) == n:
-            break
         item = ds[i]
-        if item["pixel_values"] is None or not (item["labels"] != IGNORE_INDEX).any():
+        if not (item["labels"] != IGNORE_INDEX).any():  # an answer fully truncated away
             continue
         pixels = item["pixel_values"].to(model.dtype)
         noise = torch.rand(pixels.shape, generator=gen) * (pixels.max() - pixels.min()) + pixels.min()

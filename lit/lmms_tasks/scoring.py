@@ -13,6 +13,7 @@ Anything not parsed is *unparsed*: scored as wrong and counted, never dropped.
 
 from __future__ import annotations
 
+import functools
 import re
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -59,11 +60,31 @@ def binary_metrics(rows: list[dict]) -> dict[str, float]:
 
 def task_settings(utils_file: str) -> dict:
     """The run's settings that ``lit.evaluate.prepare_tasks`` wrote into ``settings.json`` beside a task's
-    utils.py (data directory, yes/no rule, ...): lmms-eval passes no options to ``process_results``."""
+    utils.py (data directory, yes/no rule, ...): lmms-eval passes no options to ``process_results``.
+    Parsed once per task folder (and again only if the file is rewritten), not once per document."""
+    from pathlib import Path
+
+    path = Path(utils_file).with_name("settings.json")
+    return _read_settings(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_settings(path: str, mtime_ns: int) -> dict:
     import json
     from pathlib import Path
 
-    return json.loads(Path(utils_file).with_name("settings.json").read_text())
+    return json.loads(Path(path).read_text())
+
+
+def task_yes_no(text: str, utils_file: str) -> str | None:
+    """``yes_no`` under the run's ``yes_no_rule`` (``eval.yes_no_rule``)."""
+    return yes_no(text, task_settings(utils_file).get("yes_no_rule", "first_word"))
+
+
+def with_prompt(question: str, lmms_eval_specific_kwargs: dict | None) -> str:
+    """The question between the task's ``pre_prompt`` and ``post_prompt``."""
+    kw = lmms_eval_specific_kwargs or {}
+    return f"{kw.get('pre_prompt', '')}{question}{kw.get('post_prompt', '')}"
 
 
 def task_image(doc: dict, utils_file: str):

@@ -1,6 +1,6 @@
 """Hooks of the demo_pope task (lmms-eval layout: YAML + utils.py)."""
 
-from lit.lmms_tasks.scoring import binary_metrics, task_image, yes_no
+from lit.lmms_tasks.scoring import binary_metrics, task_image, task_yes_no
 
 
 
@@ -13,7 +13,7 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
 
 
 def process_results(doc, results):
-    row = {"pred": yes_no(results[0]), "answer": doc["answer"].lower()}
+    row = {"pred": task_yes_no(results[0], __file__), "answer": doc["answer"].lower()}
     return {key: row for key in ("pope_accuracy", "pope_f1", "pope_precision", "pope_recall", "pope_yes_ratio",
                                  "pope_unparsed")}
 

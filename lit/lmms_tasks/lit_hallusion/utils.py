@@ -1,6 +1,6 @@
 """Hooks of lit_hallusion (lmms-eval layout); scoring in ``lit.lmms_tasks.scoring.hallusion_scores``."""
 
-from lit.lmms_tasks.scoring import hallusion_scores, task_image, task_settings, yes_no
+from lit.lmms_tasks.scoring import hallusion_scores, task_image, task_yes_no
 
 KEYS = ("category", "subcategory", "set_id", "figure_id", "question_id")
 
@@ -16,8 +16,7 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
 
 
 def process_results(doc, results):
-    rule = task_settings(__file__).get("yes_no_rule", "first_word")
-    pred = yes_no(results[0], rule)
+    pred = task_yes_no(results[0], __file__)
     truth = "yes" if str(doc["gt_answer"]) == "1" else "no"
     return {"hallusion": {**{k: doc[k] for k in KEYS}, "correct": pred == truth, "unparsed": pred is None}}
 

@@ -1,7 +1,7 @@
 """Hooks of lit_mme (lmms-eval layout). MME's questions end in "Please answer yes or no."; the post-prompt
 replaces that sentence, as LLaVA's evaluation does."""
 
-from lit.lmms_tasks.scoring import mme_scores, task_image, task_settings, yes_no
+from lit.lmms_tasks.scoring import mme_scores, task_image, task_yes_no, with_prompt
 
 SUFFIX = "Please answer yes or no."
 
@@ -11,16 +11,14 @@ def doc_to_visual(doc):
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    kw = lmms_eval_specific_kwargs or {}
     question = doc["question"].strip()
-    if kw.get("post_prompt") and question.endswith(SUFFIX):
+    if (lmms_eval_specific_kwargs or {}).get("post_prompt") and question.endswith(SUFFIX):
         question = question[: -len(SUFFIX)].strip()
-    return f"{kw.get('pre_prompt', '')}{question}{kw.get('post_prompt', '')}"
+    return with_prompt(question, lmms_eval_specific_kwargs)
 
 
 def process_results(doc, results):
-    rule = task_settings(__file__).get("yes_no_rule", "first_word")
-    pred = yes_no(results[0], rule)
+    pred = task_yes_no(results[0], __file__)
     return {"mme": {"category": doc["category"], "image_id": doc["question_id"],
                     "correct": pred is not None and pred == doc["answer"].strip().lower().rstrip(".")}}
 

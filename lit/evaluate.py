@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -156,13 +157,27 @@ def evaluate(ckpt: str | Path, tasks: list[str], data_dir: str | Path, out_dir: 
     (out_dir / "scores.json").write_text(json.dumps({**meta, "scores": scores, "tasks": task_meta}, indent=1,
                                                     default=str))
     if results_dir is not None:
-        store = Path(results_dir) / (experiment or ckpt.parent.name)
-        store.mkdir(parents=True, exist_ok=True)
         for task, metrics in scores.items():
-            (store / f"{task}.json").write_text(json.dumps(
-                {**meta, "experiment": experiment or ckpt.parent.name, "task": task, "scores": metrics,
-                 **task_meta[task], "config": config}, indent=1, default=str))
+            store_result(results_dir, experiment or ckpt.parent.name, task, metrics,
+                         {**meta, **task_meta[task], "config": config})
     return scores
+
+
+def store_result(results_dir: str | Path, experiment: str, task: str, scores: dict, meta: dict) -> Path:
+    """Write ``<results_dir>/<experiment>/<task>.json``: the scores with what produced them."""
+    path = Path(results_dir) / experiment / f"{task}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, "experiment": experiment, "task": task, "scores": scores}, indent=1,
+                               default=str))
+    return path
+
+
+def run_config(ckpt: str | Path) -> dict | None:
+    """The resolved config of the training run that wrote ``ckpt`` (``<run>/config.yaml``), if there is one."""
+    from omegaconf import OmegaConf
+
+    path = Path(ckpt).parent / "config.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
 
 
 def evaluate_from_config(cfg) -> dict:
@@ -171,12 +186,20 @@ def evaluate_from_config(cfg) -> dict:
     from omegaconf import OmegaConf
 
     ckpt = Path(cfg.ckpt)
-    run_cfg_file = ckpt.parent / "config.yaml"
-    run_cfg = OmegaConf.to_container(OmegaConf.load(run_cfg_file)) if run_cfg_file.is_file() else None
+    run_cfg = run_config(ckpt)
     template = run_cfg["model"]["chat_template"] if run_cfg else cfg.model.chat_template
     e = cfg.eval
     settings = {"yes_no_rule": e.yes_no_rule, "multiinstruct_max_per_task": e.multiinstruct_max_per_task}
-    return evaluate(ckpt, list(e.tasks), e.data_dir, cfg.output_dir, chat_template=template, device=e.device,
-                    limit=e.limit, settings=settings, experiment=cfg.result_name or (run_cfg or {}).get("run_name"),
-                    results_dir=cfg.results_dir, config={"train": run_cfg, "eval": OmegaConf.to_container(e)},
-                    builtin_tasks=list(e.builtin_tasks))
+    experiment = cfg.result_name or (run_cfg or {}).get("run_name")
+    scores = evaluate(ckpt, list(e.tasks), e.data_dir, cfg.output_dir, chat_template=template, device=e.device,
+                      limit=e.limit, settings=settings, experiment=experiment, results_dir=cfg.results_dir,
+                      config={"train": run_cfg, "eval": OmegaConf.to_container(e)}, builtin_tasks=list(e.builtin_tasks))
+    if "wandb" in cfg.logger.report_to:
+        from lit.dashboard import log_summary
+
+        for key, value in cfg.logger.get("env", {}).items():
+            os.environ.setdefault(key, str(value))
+        log_summary(experiment or ckpt.parent.name, "evaluate",
+                    {f"{task}/{k}": v for task, metrics in scores.items() for k, v in metrics.items()},
+                    config={"checkpoint": str(ckpt), "eval": OmegaConf.to_container(e), "train": run_cfg})
+    return scores

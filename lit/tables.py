@@ -7,7 +7,9 @@ empty, never invented) follow as their own block, since the papers' base models 
 Written per table: ``results/tables/<table>.md`` (markdown), ``.tex`` (LaTeX tabular) and ``.png``
 (bars per row, VIT vs LIT per benchmark, or the epsilon curve, as the recipe's ``plot`` says).
 
-    python -m lit.tables [--runs results/runs] [--tables demo_t4 l2t_t4 ...]   (make tables)
+With ``--wandb`` each table is also a wandb run in the table's group (``lit.dashboard``).
+
+    python -m lit.tables [--runs results/runs] [--tables demo_t4 l2t_t4 ...] [--wandb]   (make tables)
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def plot(kind: str, title: str, columns: list[str], rows: list[dict], path: Path
     plt.close(fig)
 
 
-def render(name: str, runs_dir: Path, out_dir: Path, paper_dir: Path) -> str:
+def render(name: str, runs_dir: Path, out_dir: Path, paper_dir: Path, wandb: bool = False) -> str:
     recipe = recipes.load(name)
     table = recipe["table"]
     columns = [c["label"] for c in table["columns"]]
@@ -99,6 +101,12 @@ def render(name: str, runs_dir: Path, out_dir: Path, paper_dir: Path) -> str:
     (out_dir / f"{name}.md").write_text(md)
     (out_dir / f"{name}.tex").write_text(latex(columns, rows))
     plot(table.get("plot", "bars"), recipe["title"], columns, rows, out_dir / f"{name}.png")
+    if wandb:
+        from lit.dashboard import log_summary
+
+        log_summary(f"{name}-table", "table", {f"{r['label']}/{c}": v for r in rows for c, v in zip(columns, r["values"])},
+                    group=name, table=(["row", *columns], [[r["label"], *r["values"]] for r in rows]),
+                    images={"plot": out_dir / f"{name}.png"}, config={"recipe": recipe}, directory=out_dir)
     return md
 
 
@@ -108,9 +116,12 @@ def main(argv=None) -> None:
     parser.add_argument("--paper", default=str(ROOT / "results" / "paper"))
     parser.add_argument("--out", default=str(ROOT / "results" / "tables"))
     parser.add_argument("--tables", nargs="*", default=recipes.available())
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log each table as a wandb run (group=<table>, job_type=table; WANDB_MODE, "
+                             "default offline)")
     args = parser.parse_args(argv)
     for name in args.tables:
-        print(render(name, Path(args.runs), Path(args.out), Path(args.paper)))
+        print(render(name, Path(args.runs), Path(args.out), Path(args.paper), wandb=args.wandb))
     print(f"written: {args.out}/<table>.md, .tex, .png")
 
 

@@ -8,14 +8,13 @@ Per image record (its answer tokens, as the answer-only mask selects them):
 - ``attention_to_image``: the share of attention the answer tokens' queries put on the image tokens,
   averaged over layers, heads and answer tokens (eager attention, so the weights are returned).
 
-``python -m lit.vc --ckpt outputs/demo/vit-s0/checkpoint --ckpt outputs/demo/lit-s0/checkpoint
---data data/demo/train.json --image-root data/demo --n 200 --out results/vc`` writes ``vc.json`` (per
-checkpoint: mean, sd, n, and the per-sample values) and ``vc.png`` (histograms, one per checkpoint).
+``python vc.py "ckpt=[outputs/demo/vit-s0/checkpoint,outputs/demo/lit-s0/checkpoint]" data=demo n=200``
+(config ``conf/vc.yaml``) writes ``vc.json`` (per checkpoint: mean, sd, n, and the per-sample values) and
+``vc.png`` (histograms, one per checkpoint) in its run directory, and the means to the results store.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -94,27 +93,42 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> None:
+def run_from_config(cfg) -> list[dict]:
+    """The ``vc.py`` job: analyse each of ``cfg.ckpt`` (one path or a list, e.g. VIT and LIT) on the first
+    ``cfg.n`` image records of ``cfg.data`` (optionally those whose image path starts with
+    ``cfg.image_prefix``); writes ``vc.json`` and ``vc.png`` in the run directory and, per checkpoint,
+    ``<results_dir>/<result name>/lit_vc.json`` with ``vc/mean``, ``vc/sd``, ``vc/attention_to_image``."""
+    from omegaconf import OmegaConf
+
+    from lit.evaluate import git_sha, run_config, store_result
     from lit.records import load_records
 
-    parser = argparse.ArgumentParser(prog="python -m lit.vc", description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", action="append", required=True, help="a checkpoint; repeat to compare (VIT, LIT)")
-    parser.add_argument("--data", required=True, help="LLaVA-format JSON with image records")
-    parser.add_argument("--image-root", required=True)
-    parser.add_argument("--template", default="vicuna_v1")
-    parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--out", default="results/vc")
-    args = parser.parse_args(argv)
-    records = load_records(args.data)
-    results = [analyse(c, records, args.image_root, args.template, args.n) for c in args.ckpt]
-    out = Path(args.out)
+    ckpts = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
+    names = cfg.result_name if cfg.result_name is not None else [None] * len(ckpts)
+    names = [names] if isinstance(names, str) else list(names)
+    if len(names) != len(ckpts):
+        raise ValueError(f"result_name lists {len(names)} names for {len(ckpts)} checkpoints; give one per ckpt")
+    records = [r for r in load_records(cfg.data.path) if "image" in r and str(r["image"]).startswith(cfg.image_prefix)]
+    if not records:
+        raise ValueError(f"{cfg.data.path} has no image record whose image path starts with {cfg.image_prefix!r}")
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for ckpt, name in zip(ckpts, names):
+        if not (Path(ckpt) / "config.json").is_file():
+            raise FileNotFoundError(f"{ckpt} is not a checkpoint (no config.json)")
+        run_cfg = run_config(ckpt)
+        template = run_cfg["model"]["chat_template"] if run_cfg else cfg.chat_template
+        r = analyse(ckpt, records, cfg.data.image_root, template, cfg.n, cfg.seed)
+        results.append(r)
+        if cfg.results_dir:
+            store_result(cfg.results_dir, name or (run_cfg or {}).get("run_name") or Path(ckpt).parent.name, "lit_vc",
+                         {"vc/mean": r["vc_mean"], "vc/sd": r["vc_sd"], "vc/attention_to_image":
+                          r["attention_to_image_mean"], "vc/n": r["n"]},
+                         {"checkpoint": str(ckpt), "git_sha": git_sha(), "data": cfg.data.path,
+                          "config": {"train": run_cfg, "vc": OmegaConf.to_container(cfg, resolve=True)}})
+        print(f"{ckpt}: VC {r['vc_mean']:.4f} ± {r['vc_sd']:.4f} (n={r['n']}), "
+              f"attention to image {r['attention_to_image_mean']:.4f}")
     (out / "vc.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "vc.png")
-    for r in results:
-        print(f"{r['checkpoint']}: VC {r['vc_mean']:.4f} ± {r['vc_sd']:.4f} (n={r['n']}), "
-              f"attention to image {r['attention_to_image_mean']:.4f}")
-
-
-if __name__ == "__main__":
-    main()
+    return results

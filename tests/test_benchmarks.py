@@ -4,11 +4,16 @@ the hub data sets (exact hub fields, saved with `datasets`) with a tiny trained 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from bench_fixtures import write_all
+from wandb_records import read_offline_run
 from lit.lmms_tasks import scoring
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("text, rule, expected", [
@@ -148,9 +153,13 @@ def test_evaluate_cli_files_scores_under_the_training_run_name(trained, demo_dat
     cfg, run_dir, _ = trained
     subprocess.run([sys.executable, "evaluate.py", f"ckpt={run_dir / 'checkpoint'}", "eval=demo", "eval.limit=2",
                     "eval.tasks=[demo_pope]", f"eval.data_dir={demo_data}", f"results_dir={tmp_path / 'runs'}",
-                    f"hydra.run.dir={tmp_path / 'out'}"], check=True, capture_output=True, text=True)
+                    f"hydra.run.dir={tmp_path / 'out'}", f"logger.env.WANDB_DIR={tmp_path / 'wb'}"], check=True,
+                   capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_GROUP": "t4"})
     stored = json.loads((tmp_path / "runs" / cfg.run_name / "demo_pope.json").read_text())
     assert stored["config"]["train"]["loss"]["name"] == "lit" and stored["n_samples"]["effective"] == 2
+    run, summary = read_offline_run(tmp_path / "wb")  # the scores also land in a wandb run of the table's group
+    assert run.run_group == "t4" and run.job_type == "evaluate" and run.display_name == cfg.run_name
+    assert summary["demo_pope/pope_f1"] == pytest.approx(stored["scores"]["pope_f1"])
 
 
 def test_visual_contribution_analysis(trained, demo_data, tmp_path):
@@ -173,8 +182,12 @@ def test_visual_contribution_analysis(trained, demo_data, tmp_path):
                      labels=item["labels"][None]).loss.item()
     n_answer = int((item["labels"][1:] != -100).sum())
     assert total == pytest.approx(-loss * n_answer, rel=1e-4) and 0 < share < 1
-    subprocess.run([sys.executable, "-m", "lit.vc", "--ckpt", ckpt, "--data", str(demo_data / "train.json"),
-                    "--image-root", str(demo_data), "--n", "3", "--out", str(tmp_path)], check=True, capture_output=True)
-    (result,) = json.loads((tmp_path / "vc.json").read_text())
-    assert result["n"] == 3 and len(result["vc"]) == 3 and all(math.isfinite(v) for v in result["vc"])
-    assert result["vc_mean"] == pytest.approx(sum(result["vc"]) / 3) and (tmp_path / "vc.png").exists()
+    subprocess.run([sys.executable, "vc.py", f"ckpt=[{ckpt},{ckpt}]", "result_name=[a,b]", f"data.root={demo_data}",
+                    "n=3", f"results_dir={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path}"], check=True,
+                   capture_output=True, cwd=ROOT)
+    first, second = json.loads((tmp_path / "vc.json").read_text())
+    assert first["n"] == 3 and len(first["vc"]) == 3 and all(math.isfinite(v) for v in first["vc"])
+    assert first["vc_mean"] == pytest.approx(sum(first["vc"]) / 3) and (tmp_path / "vc.png").exists()
+    assert second["vc"] == pytest.approx(first["vc"])  # same checkpoint, same noise seed
+    stored = json.loads((tmp_path / "runs" / "b" / "lit_vc.json").read_text())
+    assert stored["scores"]["vc/mean"] == pytest.approx(first["vc_mean"]) and stored["config"]["train"]["loss"]

@@ -14,12 +14,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lit import recipes, tables
+from wandb_records import read_offline_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-EXPECTED_JOBS = {"demo_t4": 4, "l2t_t1": 20, "l2t_t2": 5, "l2t_t4": 9, "instraug_t1": 20, "instraug_t2": 12,
+EXPECTED_JOBS = {"demo_t4": 5, "l2t_vc": 4, "l2t_t1": 20, "l2t_t2": 5, "l2t_t4": 9, "instraug_t1": 20, "instraug_t2": 12,
                  "instraug_t4": 12, "instraug_eps": 12}
-CONFIG_OF = {"train": "train", "evaluate": "eval", "augment": "augment"}
+CONFIG_OF = {"train": "train", "evaluate": "eval", "augment": "augment", "vc": "vc"}
 
 
 def test_every_table_has_a_recipe():
@@ -39,8 +40,9 @@ def test_dry_run_lists_every_job_and_each_composes(name, tmp_path):
             cfg = compose(CONFIG_OF[job.kind], overrides=job.overrides)
         if job.kind == "train":
             assert cfg.run_name and cfg.loss.name
-        if job.kind == "evaluate":
-            assert cfg.ckpt.startswith(str(tmp_path / "repro")) and cfg.result_name
+        if job.kind in ("evaluate", "vc"):
+            ckpts = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
+            assert all(c.startswith(str(tmp_path / "repro")) for c in ckpts) and cfg.result_name
     table = recipes.load(name)["table"]
     train_ids = {j.id for j in jobs if j.kind == "train"}
     assert all(row["experiment"] in train_ids for row in table["rows"])
@@ -61,12 +63,13 @@ def test_submit_builds_sbatch_with_dependencies(tmp_path):
     assert "slurm/single.sbatch" in cmd and "evaluate.py" in cmd and "eval=l2t_core" in cmd
 
 
-def test_demo_recipe_runs_locally_and_its_table_renders(tmp_path, demo_data):
+def test_demo_recipe_runs_locally_and_its_table_renders(tmp_path, demo_data, monkeypatch):
     runs = tmp_path / "runs"
     extra = ["train:train.max_steps=2", "train:train.per_device_train_batch_size=4", "train:train.disable_tqdm=true",
              f"train:data.root={demo_data}", "train:data.generate=false", "train:model.text.hidden_size=32",
              "train:model.vision.hidden_size=32", "evaluate:eval.limit=2",
-             f"evaluate:eval.data_dir={demo_data}", f"evaluate:results_dir={runs}"]
+             f"evaluate:eval.data_dir={demo_data}", f"evaluate:results_dir={runs}", f"vc:data.root={demo_data}",
+             "vc:n=3", f"vc:results_dir={runs}"]
     recipes.run("demo_t4", "local", tmp_path / "out", extra, out=StringIO())
     assert json.loads((runs / "demo_lit" / "demo_pope.json").read_text())["scores"]
     md = tables.render("demo_t4", runs, tmp_path / "tables", ROOT / "results" / "paper")
@@ -74,9 +77,16 @@ def test_demo_recipe_runs_locally_and_its_table_renders(tmp_path, demo_data):
     assert "| VIT |" in ours and "| LIT |" in ours and "–" not in ours
     assert (tmp_path / "tables" / "demo_t4.png").stat().st_size > 0
     assert "\\begin{tabular}" in (tmp_path / "tables" / "demo_t4.tex").read_text()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tables.render("demo_t4", runs, tmp_path / "tables", ROOT / "results" / "paper", wandb=True)
+    run, summary = read_offline_run(tmp_path / "tables")
+    assert run.run_group == "demo_t4" and run.job_type == "table"
+    vit_f1 = json.loads((runs / "demo_vit" / "demo_pope.json").read_text())["scores"]["pope_f1"] * 100
+    assert summary["VIT/POPE F1"] == pytest.approx(vit_f1) and "LIT/mean VC" in summary and "table" in summary
     again = StringIO()
     recipes.run("demo_t4", "local", tmp_path / "out", extra, out=again)
-    assert again.getvalue().count("done, skipped") == 4
+    assert again.getvalue().count("done, skipped") == 5
 
 
 def test_tables_show_paper_numbers_with_their_source(tmp_path):

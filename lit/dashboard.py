@@ -1,0 +1,46 @@
+"""wandb summaries that a dashboard reads: one run per scored checkpoint and one per paper table.
+
+Runs share ``group = <table>`` (``WANDB_RUN_GROUP``, set by ``lit.recipes`` for every job), so one wandb
+group holds a table's training runs (loss, lr, supervised tokens per span kind), its evaluation runs
+(``job_type=evaluate``: every score in the summary) and its table run (``job_type=table``: a
+``wandb.Table`` of our cells, the plot, and ``<row>/<column>`` summary keys for bar-chart panels). Offline by default (``WANDB_MODE=offline``); ``wandb sync <dir>/wandb/offline-run-*``
+uploads later. Without wandb installed these calls log a warning and return None.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+PROJECT = "lit-instraug"
+
+
+def log_summary(name: str, job_type: str, summary: dict[str, float], *, group: str | None = None,
+                table: tuple[list[str], list[list]] | None = None, images: dict[str, Path] = {},
+                config: dict | None = None, directory: str | Path | None = None) -> Path | None:
+    """One wandb run holding ``summary`` (flat metric -> value), optionally a table ``(columns, rows)``
+    and images; returns the run's local directory."""
+    try:
+        import wandb
+    except ImportError:
+        log.warning("wandb is not installed: no dashboard run for %s", name)
+        return None
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode == "disabled":
+        return None
+    run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), group=group or os.environ.get("WANDB_RUN_GROUP"),
+                     job_type=job_type, name=name, config=config, mode=mode,
+                     dir=str(directory or os.environ.get("WANDB_DIR", ".")), reinit="create_new")
+    logged = {key: wandb.Image(str(path)) for key, path in images.items() if Path(path).exists()}
+    if table is not None:
+        logged["table"] = wandb.Table(columns=table[0], data=table[1])
+    if logged:
+        run.log(logged)
+    for key, value in summary.items():
+        if value is not None:
+            run.summary[key] = value
+    run_dir = Path(run.dir).parent
+    run.finish()
+    return run_dir

@@ -131,6 +131,7 @@ def evaluate(ckpt: str | Path, tasks: list[str], data_dir: str | Path, out_dir: 
     if not (ckpt / "config.json").is_file():
         raise FileNotFoundError(f"{ckpt} is not a checkpoint (no config.json); pass the 'checkpoint' folder "
                                 "that train.py writes in its run directory")
+    _check_judge(tasks, settings or {})
     include = prepare_tasks(tasks, data_dir, out_dir, settings)
     from lmms_eval import evaluator
     from lmms_eval.tasks import TaskManager
@@ -163,6 +164,19 @@ def evaluate(ckpt: str | Path, tasks: list[str], data_dir: str | Path, out_dir: 
     return scores
 
 
+def _check_judge(tasks: list[str], settings: dict) -> None:
+    """Fail before any generation if HallusionBench is to be judged by GPT and no API key is set."""
+    spec = dict(settings.get("hallusion_judge") or {"kind": "string_match"})
+    kind = spec.pop("kind")
+    if kind not in ("gpt", "string_match"):
+        raise ValueError(f"eval.hallusion_judge.kind must be string_match or gpt, not {kind!r}")
+    index = task_index()
+    if kind == "gpt" and any("lit_hallusion" in index[t]["members"] for t in tasks if t in index):
+        from lit.judge import ChatJudge
+
+        ChatJudge(**spec).api_key()
+
+
 def store_result(results_dir: str | Path, experiment: str, task: str, scores: dict, meta: dict) -> Path:
     """Write ``<results_dir>/<experiment>/<task>.json``: the scores with what produced them."""
     path = Path(results_dir) / experiment / f"{task}.json"
@@ -189,7 +203,9 @@ def evaluate_from_config(cfg) -> dict:
     run_cfg = run_config(ckpt)
     template = run_cfg["model"]["chat_template"] if run_cfg else cfg.model.chat_template
     e = cfg.eval
-    settings = {"yes_no_rule": e.yes_no_rule, "multiinstruct_max_per_task": e.multiinstruct_max_per_task}
+    settings = {"yes_no_rule": e.yes_no_rule, "multiinstruct_max_per_task": e.multiinstruct_max_per_task,
+                "hallusion_judge": {**OmegaConf.to_container(e.hallusion_judge),
+                                    "cache": str(Path(cfg.output_dir) / "judge_cache.jsonl")}}
     experiment = cfg.result_name or (run_cfg or {}).get("run_name")
     scores = evaluate(ckpt, list(e.tasks), e.data_dir, cfg.output_dir, chat_template=template, device=e.device,
                       limit=e.limit, settings=settings, experiment=experiment, results_dir=cfg.results_dir,

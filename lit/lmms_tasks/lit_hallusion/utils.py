@@ -1,8 +1,25 @@
-"""Hooks of lit_hallusion (lmms-eval layout); scoring in ``lit.lmms_tasks.scoring.hallusion_scores``."""
+"""Hooks of lit_hallusion (lmms-eval layout); scoring in ``lit.lmms_tasks.scoring.hallusion_scores``.
 
-from lit.lmms_tasks.scoring import hallusion_scores, task_image, task_yes_no
+Correctness comes from the yes/no string match (``eval.hallusion_judge.kind=string_match``, no key) or
+from an LLM judge (``kind=gpt``, ``lit.judge``): a prediction is right if the judge says correct, or, for a
+question without a visual supplement (VS, figure 0), also if it says unclear (HallusionBench's rule).
+"""
+
+import functools
+import json
+
+from lit.lmms_tasks.scoring import hallusion_scores, task_image, task_settings, task_yes_no
 
 KEYS = ("category", "subcategory", "set_id", "figure_id", "question_id")
+
+
+@functools.lru_cache(maxsize=4)
+def _judge(spec: str):
+    from lit.judge import ChatJudge
+
+    options = json.loads(spec)
+    options.pop("kind")
+    return ChatJudge(**options)
 
 
 def doc_to_visual(doc):
@@ -16,9 +33,16 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
 
 
 def process_results(doc, results):
-    pred = task_yes_no(results[0], __file__)
     truth = "yes" if str(doc["gt_answer"]) == "1" else "no"
-    return {"hallusion": {**{k: doc[k] for k in KEYS}, "correct": pred == truth, "unparsed": pred is None}}
+    spec = task_settings(__file__).get("hallusion_judge") or {"kind": "string_match"}
+    row = {k: doc[k] for k in KEYS}
+    if spec["kind"] == "gpt":
+        reference = doc.get("gt_answer_details") or truth.capitalize()
+        verdict = _judge(json.dumps(spec, sort_keys=True)).verdict(doc["question"], reference, results[0])
+        no_figure = doc["category"] == "VS" and str(doc["figure_id"]) == "0"
+        return {"hallusion": {**row, "correct": verdict == 1 or (no_figure and verdict == 2), "unparsed": verdict == 2}}
+    pred = task_yes_no(results[0], __file__)
+    return {"hallusion": {**row, "correct": pred == truth, "unparsed": pred is None}}
 
 
 def aggregate(rows):

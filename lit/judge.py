@@ -1,0 +1,98 @@
+"""An LLM judge over an OpenAI-compatible chat-completions endpoint (HallusionBench's GPT path).
+
+HallusionBench's official scoring asks GPT-4 whether a free-form prediction agrees with the reference
+answer: *correct*, *incorrect* or *unclear* (codes 1, 0, 2 as in its evaluation script; for questions
+without a visual supplement "unclear" counts as right). The prompt below is ours, written to that rubric.
+
+The API key is read from an environment variable (``api_key_env``) at call time and never written to a
+config or result file. Verdicts are cached in a JSONL file keyed by model and prompt, so a rerun or a
+resumed evaluation pays each call once. A call that still fails after ``retries`` raises: a judge
+outage is never recorded as a verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VERDICTS = {"incorrect": 0, "correct": 1, "unclear": 2}
+
+PROMPT = ("You grade answers to a question about an image. Compare the prediction with the reference answer.\n"
+          "Reply with one word: correct if the prediction agrees with the reference, incorrect if it contradicts "
+          "it, unclear if the prediction does not commit to an answer.\n\n"
+          "Question: {question}\nReference answer: {reference}\nPrediction: {prediction}\nVerdict:")
+
+
+def parse_verdict(reply: str) -> int:
+    """The verdict code of a judge reply ("incorrect" is tested first: it contains "correct")."""
+    text = reply.lower()
+    if "incorrect" in text:
+        return VERDICTS["incorrect"]
+    if "correct" in text:
+        return VERDICTS["correct"]
+    return VERDICTS["unclear"]
+
+
+@dataclass
+class ChatJudge:
+    api_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    cache: str | None = None
+    timeout: float = 60.0
+    retries: int = 3
+    max_tokens: int = 16
+    _memo: dict | None = field(default=None, init=False, repr=False)
+
+    def api_key(self) -> str:
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise RuntimeError(f"the GPT judge needs an API key in ${self.api_key_env} (eval.hallusion_judge.api_key_env); "
+                               "set it, or score without a key: eval.hallusion_judge.kind=string_match")
+        return key
+
+    def verdict(self, question: str, reference: str, prediction: str) -> int:
+        prompt = PROMPT.format(question=question, reference=reference, prediction=prediction)
+        digest = hashlib.sha256(f"{self.model}\n{prompt}".encode()).hexdigest()
+        cached = self._cached().get(digest)
+        if cached is not None:
+            return cached["verdict"]
+        reply = self._ask(prompt)
+        code = parse_verdict(reply)
+        if self.cache:
+            with open(self.cache, "a") as fh:
+                fh.write(json.dumps({"key": digest, "verdict": code, "reply": reply}) + "\n")
+        self._memo[digest] = {"verdict": code}
+        return code
+
+    def _cached(self) -> dict:
+        if self._memo is None:
+            self._memo = {}
+            if self.cache and Path(self.cache).exists():
+                for line in Path(self.cache).read_text().splitlines():
+                    row = json.loads(line)
+                    self._memo[row["key"]] = row
+        return self._memo
+
+    def _ask(self, prompt: str) -> str:
+        import requests
+
+        payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+                   "max_tokens": self.max_tokens}
+        headers = {"Authorization": f"Bearer {self.api_key()}"}
+        error = None
+        for attempt in range(self.retries):
+            try:
+                response = requests.post(self.api_url, json=payload, headers=headers, timeout=self.timeout)
+                if response.status_code in (400, 401, 403, 404):  # not worth retrying
+                    raise RuntimeError(f"judge API {self.api_url} answered {response.status_code}: {response.text[:300]}")
+                response.raise_for_status()
+                return response.json()["choices"][0]["message"]["content"]
+            except (requests.RequestException, KeyError, IndexError, ValueError) as exc:
+                error = exc
+                time.sleep(min(30.0, 2.0 ** attempt))
+        raise RuntimeError(f"judge API {self.api_url} failed {self.retries} times; last error: {error}")

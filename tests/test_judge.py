@@ -1,0 +1,122 @@
+"""HallusionBench's GPT-judge path against a local OpenAI-compatible endpoint (a stand-in for the API,
+served over real HTTP): verdict parsing, the cache, missing keys, API errors, and lmms-eval end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bench_fixtures import write_all
+from lit.judge import ChatJudge, parse_verdict
+from lit.lmms_tasks import scoring
+
+
+class _Judge(BaseHTTPRequestHandler):
+    """Grades the prediction's first yes/no word against the reference's, unless ``server.script`` fixes the
+    verdict for a reference answer."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append({"auth": self.headers.get("Authorization"), "body": body})
+        if self.server.status != 200:
+            self.send_response(self.server.status)
+            self.end_headers()
+            self.wfile.write(b'{"error": "no"}')
+            return
+        prompt = body["messages"][0]["content"]
+        reference = re.search(r"Reference answer: (.*)", prompt).group(1)
+        prediction = re.search(r"Prediction: (.*)", prompt).group(1)
+        said = scoring.yes_no(prediction)
+        verdict = "unclear" if said is None else "correct" if said == scoring.yes_no(reference) else "incorrect"
+        verdict = self.server.script.get(reference, verdict)
+        self.server.verdicts.append((prompt, verdict))
+        reply = {"choices": [{"message": {"role": "assistant", "content": verdict.capitalize() + "."}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def judge_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    server.requests, server.verdicts, server.status, server.script = [], [], 200, {}
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    server.shutdown()
+
+
+def test_parse_verdict_checks_incorrect_before_correct():
+    assert parse_verdict("Incorrect.") == 0 and parse_verdict("correct") == 1 and parse_verdict("I am not sure") == 2
+
+
+def test_judge_calls_the_api_once_per_prompt_and_caches(judge_server, tmp_path, monkeypatch):
+    server, url = judge_server
+    monkeypatch.setenv("TEST_JUDGE_KEY", "sk-test")
+    cache = tmp_path / "cache.jsonl"
+    judge = ChatJudge(api_url=url, model="gpt-4", api_key_env="TEST_JUDGE_KEY", cache=str(cache))
+    assert judge.verdict("Is it red?", "Yes, it is red.", "yes") == 1
+    assert judge.verdict("Is it red?", "Yes, it is red.", "No.") == 0
+    assert judge.verdict("Is it red?", "Yes, it is red.", "It depends") == 2
+    assert judge.verdict("Is it red?", "Yes, it is red.", "yes") == 1
+    assert len(server.requests) == 3 and server.requests[0]["auth"] == "Bearer sk-test"
+    assert server.requests[0]["body"]["model"] == "gpt-4" and server.requests[0]["body"]["temperature"] == 0
+    again = ChatJudge(api_url=url, model="gpt-4", api_key_env="TEST_JUDGE_KEY", cache=str(cache))
+    assert again.verdict("Is it red?", "Yes, it is red.", "No.") == 0 and len(server.requests) == 3
+    assert "sk-test" not in cache.read_text()
+
+
+def test_judge_without_a_key_or_with_a_refused_key_says_so(judge_server, monkeypatch):
+    server, url = judge_server
+    monkeypatch.delenv("TEST_JUDGE_KEY", raising=False)
+    with pytest.raises(RuntimeError, match=r"\$TEST_JUDGE_KEY.*kind=string_match"):
+        ChatJudge(api_url=url, model="gpt-4", api_key_env="TEST_JUDGE_KEY").verdict("q", "Yes", "yes")
+    monkeypatch.setenv("TEST_JUDGE_KEY", "bad")
+    server.status = 401
+    with pytest.raises(RuntimeError, match="answered 401"):
+        ChatJudge(api_url=url, model="gpt-4", api_key_env="TEST_JUDGE_KEY").verdict("q", "Yes", "yes")
+
+
+def test_hallusion_scored_by_the_judge_end_to_end(trained, judge_server, tmp_path, monkeypatch):
+    from lit.evaluate import evaluate
+
+    server, url = judge_server
+    monkeypatch.setenv("TEST_JUDGE_KEY", "sk-secret")
+    root = write_all(tmp_path / "bench")
+    _, run_dir, _ = trained
+    settings = {"hallusion_judge": {"kind": "gpt", "api_url": url, "model": "gpt-4", "api_key_env": "TEST_JUDGE_KEY",
+                                    "cache": str(tmp_path / "judge.jsonl")}}
+    # the fixture's references: VD fig0 "No", VD fig1 "Yes", VS fig0 (no figure) "Yes", VS fig1 "No"
+    server.script = {"Yes": "unclear", "No": "correct"}
+    scores = evaluate(run_dir / "checkpoint", ["lit_hallusion"], root, tmp_path / "eval", settings=settings)
+    assert len(server.verdicts) == 4  # one call per HallusionBench question
+    got = scores["lit_hallusion"]
+    # unclear is right only for the VS question without a figure: 3/4 right; figures: VD0 ok, VD1 wrong, VS1 ok;
+    # question groups: VD (one wrong) and VS (both right)
+    assert got["hallusion/aAcc"] == 75 and got["hallusion/fAcc"] == pytest.approx(200 / 3)
+    assert got["hallusion/qAcc"] == 50 and got["hallusion/unparsed"] == 2
+    assert "sk-secret" not in (tmp_path / "eval" / "scores.json").read_text()
+    assert "sk-secret" not in "".join(p.read_text() for p in (tmp_path / "eval").rglob("settings.json"))
+
+
+def test_gpt_judge_without_a_key_fails_before_generation(trained, tmp_path, monkeypatch):
+    from lit.evaluate import evaluate
+
+    monkeypatch.delenv("TEST_JUDGE_KEY", raising=False)
+    _, run_dir, _ = trained
+    settings = {"hallusion_judge": {"kind": "gpt", "api_url": "http://127.0.0.1:9/x", "model": "gpt-4",
+                                    "api_key_env": "TEST_JUDGE_KEY"}}
+    with pytest.raises(RuntimeError, match="TEST_JUDGE_KEY"):
+        evaluate(run_dir / "checkpoint", ["lit_hallusion"], tmp_path, tmp_path / "eval",
+                 settings=settings)
+    assert not (tmp_path / "eval").exists()

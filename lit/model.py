@@ -90,7 +90,8 @@ def apply_freeze(model: LlavaForConditionalGeneration, freeze) -> dict[str, int]
 
 def compose_pretrained(text: str, vision: str, template, dtype: str = "float32", vision_feature_layer: int = -2) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """A LLaVA from a pretrained causal LM and a pretrained vision tower (CLIP or SigLIP) with a new,
-    randomly initialised projector. LLaVA-1.5 takes the penultimate vision layer (``vision_feature_layer``
+    randomly initialised projector. The LLaVA skeleton is built on the meta device and the loaded modules
+    are put into it, so a 7B/13B model is held once in memory, not a random copy plus the loaded one. LLaVA-1.5 takes the penultimate vision layer (``vision_feature_layer``
     -2) and drops CLIP's CLS token; SigLIP has none, so all its patches are kept."""
     from lit.tokenizer import ensure_special_tokens
 
@@ -109,12 +110,17 @@ def compose_pretrained(text: str, vision: str, template, dtype: str = "float32",
                          image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_MARKER),
                          vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=strategy,
                          projector_hidden_act="gelu", tie_word_embeddings=text_cfg.tie_word_embeddings)
-    model = LlavaForConditionalGeneration(config).to(DTYPES[dtype])
+    with torch.device("meta"):  # the skeleton takes no memory and no init time; its parts are put in below
+        model = LlavaForConditionalGeneration(config)
     lm = AutoModelForCausalLM.from_pretrained(text, dtype=DTYPES[dtype])
-    model.model.language_model.load_state_dict(lm.get_decoder().state_dict())
-    model.lm_head.load_state_dict(lm.get_output_embeddings().state_dict())
-    tower = type(model.model.vision_tower).from_pretrained(vision, dtype=DTYPES[dtype])
-    model.model.vision_tower.load_state_dict(tower.state_dict())
+    model.model.language_model = lm.get_decoder()
+    model.lm_head = lm.get_output_embeddings()
+    model.model.vision_tower = type(model.model.vision_tower).from_pretrained(vision, dtype=DTYPES[dtype])
+    projector = type(model.model.multi_modal_projector)(config)  # the only new weights, initialised as HF does
+    model.model.multi_modal_projector = projector.to(DTYPES[dtype])
+    on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if on_meta:
+        raise RuntimeError(f"composed model has uninitialised tensors: {on_meta[:3]}")
     if len(tokenizer) != model.config.text_config.vocab_size:
         model.resize_token_embeddings(len(tokenizer))
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=vision_cfg.patch_size,

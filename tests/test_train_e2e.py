@@ -132,6 +132,31 @@ def test_stage1_composes_pretrained_lm_and_vision_and_trains_only_the_projector(
     assert model.config.vision_feature_layer == -2 and model.config.vision_feature_select_strategy == "default"
 
 
+def test_compose_builds_no_random_copy_of_the_pretrained_parts(pretrained_parts, monkeypatch):
+    """The skeleton is built on the meta device: no LLaVA-sized random initialisation, nothing left on meta."""
+    from transformers import LlamaForCausalLM
+
+    from lit import model as model_module
+    from lit.chat_templates import get_template
+
+    built = []
+    real_init = model_module.LlavaForConditionalGeneration.__init__
+
+    def spy(self, config, *args, **kwargs):
+        real_init(self, config, *args, **kwargs)
+        built.append(next(self.parameters()).device.type)
+
+    monkeypatch.setattr(model_module.LlavaForConditionalGeneration, "__init__", spy)
+    model, _ = model_module.compose_pretrained(str(pretrained_parts / "lm"), str(pretrained_parts / "vision"),
+                                               get_template("plain"))
+    assert built == ["meta"]
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    lm = LlamaForCausalLM.from_pretrained(pretrained_parts / "lm")
+    assert torch.equal(model.model.language_model.rotary_emb.inv_freq, lm.model.rotary_emb.inv_freq)
+    out = model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert torch.isfinite(out.logits).all()
+
+
 def test_stage1_refuses_the_lit_loss(pretrained_parts, demo_data, tmp_path):
     from lit.train import run
 

@@ -25,6 +25,14 @@ from lit.records import RecordError, record_id
 from lit.render import encode, expand_image, render
 
 
+def check_image_root(records: list[dict], image_root: str | Path | None) -> None:
+    """A clear error, before anything is built, if image records point into a folder that is not there."""
+    if image_root and not Path(image_root).is_dir() and any("image" in r for r in records):
+        n = sum("image" in r for r in records)
+        raise FileNotFoundError(f"image root {image_root} does not exist but {n} records have images "
+                                "(set data.image_root, or LIT_DATA_DIR for the default layout)")
+
+
 @dataclass
 class Example:
     record_id: object
@@ -72,8 +80,7 @@ class SupervisedDataset(Dataset):
         self.pad_token_id = tokenizer.pad_token_id
         self.audit = Audit(n_records=len(records))
         self.examples: list[Example] = []
-        if self.image_root is not None and not self.image_root.is_dir() and any("image" in r for r in records):
-            raise FileNotFoundError(f"image root {self.image_root} does not exist (set data.image_root)")
+        check_image_root(records, self.image_root)
         for i, record in enumerate(tqdm(records, desc=f"building labels ({scope.name})", disable=not progress,
                                         mininterval=1.0)):
             rid = record_id(record, i)

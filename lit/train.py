@@ -84,7 +84,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     from lit.chat_templates import get_template
     from lit.collate import Collator
-    from lit.data import SupervisedDataset
+    from lit.data import SupervisedDataset, check_image_root
     from lit.mask import get_scope
     from lit.model import apply_freeze, compose_pretrained, compose_tiny, load_pretrained, num_image_tokens
     from lit.records import load_records
@@ -102,6 +102,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     _prepare_data(cfg)
     records = load_records(cfg.data.path)
+    check_image_root(records, cfg.data.image_root)  # before any model is loaded
     template = get_template(cfg.model.chat_template)
     scope = get_scope(cfg.loss.name)
     if cfg.get("stage") == "pretrain" and scope.name != "vit":

@@ -90,21 +90,10 @@ def demo_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, demo_data):
     """A tiny LIT model trained 3 steps on the demo data: (cfg, run dir, metrics)."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
     from lit.train import run
-
-    CONF = Path(__file__).resolve().parent.parent / "conf"
+    from tiny_runs import tiny_cfg
 
     out = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=demo_lit", f"data.root={demo_data}", "data.generate=false",
-                                          f"paths.data_dir={out}", "train.max_steps=3", "train.logging_steps=1",
-                                          "train.per_device_train_batch_size=4", "train.disable_tqdm=true",
-                                          "model.text.hidden_size=32", "model.vision.hidden_size=32",
-                                          "loss.templates.min_share=0.3"])
-    with open_dict(cfg):
-        cfg.output_dir = str(out)
+    cfg = tiny_cfg(demo_data, out, "train.max_steps=3")
     metrics = run(cfg, out)
     return cfg, out, metrics

@@ -104,3 +104,47 @@ def test_template_without_single_eos_token_is_reported(bpe_tokenizer):
     spans = render(_rec(("human", "hello"), ("gpt", "there")), get_template("phi"))
     with pytest.raises(RecordError, match="eos text '<\\|endoftext\\|>' is not a single token"):
         encode(spans, plain, record_id="bad-1", image_token_id=None)
+
+
+def test_run_with_a_missing_image_root_stops_before_loading_a_model(demo_data, tmp_path, monkeypatch):
+    from lit import model as model_module
+    from lit.train import run
+    from tiny_runs import tiny_cfg
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("a model was built before the data was checked")
+
+    monkeypatch.setattr(model_module, "compose_tiny", must_not_build)
+    cfg = tiny_cfg(demo_data, tmp_path, f"data.image_root={tmp_path / 'no-images'}")
+    with pytest.raises(FileNotFoundError, match=r"image root .*no-images does not exist but \d+ records have images"):
+        run(cfg, tmp_path)
+    assert not (tmp_path / "checkpoint").exists()
+
+
+def test_run_on_a_corpus_with_zero_usable_records_says_why(demo_data, tmp_path):
+    from lit.train import run
+    from tiny_runs import tiny_cfg
+
+    bad = [_rec(("gpt", "x"), ("human", "y"), rid=f"gpt-first-{i}") for i in range(3)]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    cfg = tiny_cfg(demo_data, tmp_path, f"data.path={tmp_path / 'bad.json'}", "data.on_invalid=skip",
+                   f"data.tokenizer_corpus={demo_data / 'train.json'}", "loss=vit")
+    with pytest.raises(ValueError, match=r"no usable records out of 3.*starts with a gpt turn"):
+        run(cfg, tmp_path)
+    assert not (tmp_path / "checkpoint").exists()
+
+
+def test_run_with_a_model_id_that_is_not_available_offline_says_what_to_do(demo_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tiny_runs import ROOT, TINY
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "train.py", *TINY, f"data.root={demo_data}", f"paths.data_dir={tmp_path}",
+                           f"hydra.run.dir={tmp_path}", "model.pretrained=no-such-org/no-such-llava"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "cannot load model 'no-such-org/no-such-llava'" in proc.stderr and "set model.pretrained to the local path" in proc.stderr
+    assert not (tmp_path / "checkpoint").exists()

@@ -18,10 +18,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ["experiment=demo_lit", "train.logging_steps=1", "train.per_device_train_batch_size=4",
-        "train.disable_tqdm=true", "model.text.hidden_size=32", "model.vision.hidden_size=32",
-        "loss.templates.min_share=0.3", "data.generate=false"]
+from tiny_runs import ROOT, TINY
 
 
 def _train(run_dir: Path, data: Path, *extra: str, env_extra: dict | None = None, wait: bool = True):

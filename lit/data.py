@@ -130,6 +130,10 @@ class SupervisedDataset(Dataset):
         """Token lengths after image expansion (for length-grouped sampling)."""
         return [len(e.input_ids) + (self.n_image_tokens - 1 if e.image else 0) for e in self.examples]
 
+    def has_image(self) -> list[bool]:
+        """Whether each example carries an image (for modality-grouped sampling)."""
+        return [e.image is not None for e in self.examples]
+
     def _pixels(self, ex: Example) -> torch.Tensor:
         try:
             with Image.open(ex.image) as img:

@@ -127,10 +127,10 @@ def evaluate(ckpt: str | Path, tasks: list[str], data_dir: str | Path, out_dir: 
              config: dict | None = None, builtin_tasks: list[str] = ()) -> dict:
     """Run lmms-eval on ``ckpt``; returns ``{task: {metric: value}}`` and writes the files described above.
     ``builtin_tasks`` are lmms-eval's own tasks (e.g. ``mmmu_val``), run as lmms-eval ships them."""
+    from lit.model import check_checkpoint
+
     ckpt = Path(ckpt)
-    if not (ckpt / "config.json").is_file():
-        raise FileNotFoundError(f"{ckpt} is not a checkpoint (no config.json); pass the 'checkpoint' folder "
-                                "that train.py writes in its run directory")
+    check_checkpoint(ckpt)
     _check_judge(tasks, settings or {})
     include = prepare_tasks(tasks, data_dir, out_dir, settings)
     from lmms_eval import evaluator

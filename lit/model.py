@@ -54,14 +54,26 @@ def compose_tiny(cfg, tokenizer) -> tuple[LlavaForConditionalGeneration, LlavaPr
     return model, processor
 
 
+def check_checkpoint(path: str | Path) -> None:
+    """A clear error unless ``path`` is a folder that train.py (or HF) wrote: a model or a LoRA adapter."""
+    from lit.adapter import is_adapter_checkpoint
+
+    if not ((Path(path) / "config.json").is_file() or is_adapter_checkpoint(path)):
+        raise FileNotFoundError(f"{path} is not a checkpoint (no config.json or adapter_config.json); point to the "
+                                "'checkpoint' folder train.py writes in its run directory, or to an HF model id")
+
+
 def load_pretrained(path: str, dtype: str = "float32") -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """Load a full checkpoint (HF id or directory); a clear error if it is not there (e.g. offline)."""
-    local = Path(path)
-    if local.exists() and not (local / "config.json").exists():
-        raise FileNotFoundError(f"{path} is a directory but not a checkpoint (no config.json); "
-                                "point to the folder train.py wrote (…/checkpoint) or an HF model id")
+    """Load a full checkpoint (HF id or directory) or a LoRA adapter checkpoint (merged on load); a clear
+    error if it is not there (e.g. offline)."""
+    from lit.adapter import is_adapter_checkpoint, load_adapter_checkpoint
+
+    if Path(path).exists():
+        check_checkpoint(path)
     try:
         processor = AutoProcessor.from_pretrained(path)
+        if is_adapter_checkpoint(path):  # a LoRA run saved with adapter.save=adapter
+            return load_adapter_checkpoint(path, DTYPES[dtype]), processor
         model = LlavaForConditionalGeneration.from_pretrained(path, dtype=DTYPES[dtype])
     except OSError as err:
         raise FileNotFoundError(f"cannot load model {path!r}: {err}. Offline? Download it first "

@@ -120,9 +120,19 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         tokenizer = _tokenizer(cfg, records)
         ensure_special_tokens(tokenizer, template)
         model, processor = compose_tiny(cfg.model, tokenizer)
-    if ensure_special_tokens(tokenizer, template):
+    resized = ensure_special_tokens(tokenizer, template)
+    if resized:
         model.resize_token_embeddings(len(tokenizer))
     trainable = apply_freeze(model, cfg.model.freeze)
+    lora = cfg.adapter.name == "lora"
+    if lora:
+        from lit.adapter import apply_lora
+
+        if not cfg.model.pretrained:
+            raise ValueError("adapter=lora adds LoRA to a saved model: set model.pretrained (e.g. the stage-1 checkpoint)")
+        model = apply_lora(model, cfg.adapter, train_projector=not cfg.model.freeze.projector,
+                           extra_trainable=["embed_tokens", "lm_head"] if resized else [])
+        trainable = {"lora+full": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     log.info("trainable parameters: %s", trainable)
 
     templates = frozenset()
@@ -143,12 +153,21 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
              audit["supervised_tokens_by_kind"])
 
     trainer = LitTrainer(model=model, args=_training_args(cfg, output_dir), train_dataset=dataset,
-                         data_collator=Collator(tokenizer.pad_token_id))
+                         data_collator=Collator(tokenizer.pad_token_id),
+                         group_by_modality_length=cfg.group_by_modality_length,
+                         projector_lr=cfg.adapter.get("projector_lr"))
     resume = _last_complete_checkpoint(output_dir) if cfg.get("resume") else None
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(output_dir / "checkpoint"))
+    merge = lora and cfg.adapter.save == "merged"
+    saved = output_dir / ("checkpoint_adapter" if merge else "checkpoint")
+    trainer.save_model(str(saved))
     if trainer.is_world_process_zero():
-        processor.save_pretrained(str(output_dir / "checkpoint"))
+        processor.save_pretrained(str(saved))
+        if merge:
+            from lit.adapter import save_merged
+            from lit.model import DTYPES
+
+            save_merged(saved, output_dir / "checkpoint", processor, DTYPES[cfg.model.dtype])
     (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     metrics = {"train_loss": result.training_loss, "steps": result.global_step,

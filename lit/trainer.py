@@ -13,9 +13,40 @@ class LitTrainer(Trainer):
     """Adds ``n_tokens/<kind>`` (supervised tokens per span kind since the last log) to every log line,
     so VIT and LIT runs can be compared on how much they supervise."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, group_by_modality_length: bool = False, projector_lr: float | None = None, **kwargs):
         super().__init__(*args, compute_loss_func=supervised_token_loss, **kwargs)
         self._kind_tokens = torch.zeros(len(SPAN_KINDS), dtype=torch.long)
+        self.group_by_modality_length = group_by_modality_length
+        self.projector_lr = projector_lr
+
+    def _get_train_sampler(self, train_dataset=None):
+        """LLaVA's modality-grouped, length-sorted order (``lit.sampler``) when asked, else the default."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.group_by_modality_length:
+            return super()._get_train_sampler(train_dataset)
+        from lit.sampler import ModalityLengthGroupedSampler
+
+        args = self.args
+        megabatch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return ModalityLengthGroupedSampler(dataset.lengths(), dataset.has_image(), megabatch, seed=args.seed)
+
+    def create_optimizer(self, model=None):
+        """The default optimizer, except that the projector's parameters get ``projector_lr`` (LLaVA's
+        ``mm_projector_lr``, e.g. 2e-5 beside LoRA's 2e-4) when it is set."""
+        if self.projector_lr is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, param in opt_model.named_parameters():
+            if param.requires_grad:
+                groups.setdefault(("multi_modal_projector" in name, name in decay), []).append(param)
+        param_groups = [{"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0,
+                         **({"lr": self.projector_lr} if projector else {})}
+                        for (projector, decayed), params in sorted(groups.items())]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         counts = inputs.pop("kind_counts", None)
@@ -34,7 +65,7 @@ class LitTrainer(Trainer):
         ``strict=True``. DeepSpeed runs resume through the engine's own checkpoint and keep the default path.
         """
         model = model if model is not None else self.model
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not hasattr(model, "config"):
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(model, "peft_config"):  # peft: adapter only
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
         model.load_state_dict(loaded.state_dict(), strict=True)

@@ -101,6 +101,7 @@ def run_from_config(cfg) -> list[dict]:
     from omegaconf import OmegaConf
 
     from lit.evaluate import git_sha, run_config, store_result
+    from lit.model import check_checkpoint
     from lit.records import load_records
 
     ckpts = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
@@ -115,8 +116,7 @@ def run_from_config(cfg) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for ckpt, name in zip(ckpts, names):
-        if not (Path(ckpt) / "config.json").is_file():
-            raise FileNotFoundError(f"{ckpt} is not a checkpoint (no config.json)")
+        check_checkpoint(ckpt)
         run_cfg = run_config(ckpt)
         template = run_cfg["model"]["chat_template"] if run_cfg else cfg.chat_template
         r = analyse(ckpt, records, cfg.data.image_root, template, cfg.n, cfg.seed)

@@ -121,3 +121,20 @@ def test_zero3_save_after_resume_writes_full_weights(tmp_path, demo_data):
     fresh = LlavaForConditionalGeneration(LlavaConfig.from_pretrained(run_dir / "checkpoint"))
     assert all(t.numel() > 0 for t in saved.values())
     assert sum(t.numel() for t in saved.values()) == sum(p.numel() for p in fresh.parameters())
+
+
+def test_lora_under_zero3_saves_a_full_adapter_and_a_merged_model(tmp_path, demo_data, trained):
+    """LoRA + ZeRO-3: the adapter (and the projector trained beside it) must be gathered on save, not written
+    as empty partitions, and the merged checkpoint must hold every weight."""
+    _, stage1, _ = trained
+    run_dir = tmp_path / "lora_z3"
+    _train(run_dir, demo_data, "deepspeed=zero3", "train.max_steps=2", "+train.ddp_backend=gloo", "adapter=lora",
+           "adapter.r=4", "adapter.alpha=8", f"model.pretrained={stage1 / 'checkpoint'}", env_extra=_ds_env())
+    adapter = load_file(run_dir / "checkpoint_adapter" / "adapter_model.safetensors")
+    assert any("lora_B" in k for k in adapter) and any("multi_modal_projector" in k for k in adapter)
+    assert all(t.numel() > 0 for t in adapter.values())
+    assert any(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)  # trained (B starts at zero)
+    from transformers import LlavaForConditionalGeneration
+
+    merged, info = LlavaForConditionalGeneration.from_pretrained(run_dir / "checkpoint", output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]

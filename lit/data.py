@@ -1,6 +1,7 @@
 """The supervised data set: LLaVA records -> (input_ids, labels, pixel_values), labels by mask scope.
 
-Labels are built once, up front, with a progress bar; images are read lazily in ``__getitem__``.
+Labels are built once, up front, with a progress bar (or read back from the on-disk label cache,
+``lit.label_cache``); images are read lazily in ``__getitem__``.
 Bad records raise a ``RecordError`` naming the record, or, with ``on_invalid: skip``, are skipped and
 counted with their reason in the audit report (``data_audit.json`` in the run directory).
 """
@@ -123,15 +124,50 @@ class SupervisedDataset(Dataset):
             self.audit.truncated.append(rid)
         return Example(rid, enc.input_ids.astype(np.int64), labels.astype(np.int64), supervised_counts(enc, labels), image)
 
+    def save_labels(self, folder: str | Path) -> None:
+        """Write the labelled examples (Arrow, via ``datasets``) and the audit; ``load_labels`` reads them."""
+        from datasets import Dataset as ArrowDataset
+
+        folder = Path(folder)
+        columns = {"record_id": [json.dumps(e.record_id) for e in self.examples],
+                   "input_ids": [e.input_ids.astype(np.int32) for e in self.examples],
+                   "labels": [e.labels.astype(np.int32) for e in self.examples],
+                   "kind_counts": [e.kind_counts for e in self.examples],
+                   "image": [str(e.image) if e.image is not None else "" for e in self.examples],
+                   "length": self.lengths()}
+        ArrowDataset.from_dict(columns).save_to_disk(str(folder / "data"))
+        (folder / "audit.json").write_text(json.dumps(self.audit.to_json(), default=str))
+
+    @classmethod
+    def load_labels(cls, folder: str | Path, *, tokenizer, image_processor, n_image_tokens: int,
+                    image_root: str | Path | None) -> "SupervisedDataset":
+        """A data set whose examples are read (memory-mapped) from ``save_labels``' folder."""
+        from datasets import load_from_disk
+
+        self = cls.__new__(cls)
+        self.image_root = Path(image_root) if image_root else None
+        self.image_processor, self.n_image_tokens = image_processor, n_image_tokens
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+        self.pad_token_id = tokenizer.pad_token_id
+        report = json.loads((Path(folder) / "audit.json").read_text())
+        self.audit = Audit(n_records=report["n_records"], skipped=report["skipped"], truncated=report["truncated"],
+                           supervised_by_kind=Counter(report["supervised_tokens_by_kind"]))
+        self.examples = _ArrowExamples(load_from_disk(str(Path(folder) / "data")))
+        return self
+
     def __len__(self) -> int:
         return len(self.examples)
 
     def lengths(self) -> list[int]:
         """Token lengths after image expansion (for length-grouped sampling)."""
+        if isinstance(self.examples, _ArrowExamples):
+            return list(self.examples.table["length"])
         return [len(e.input_ids) + (self.n_image_tokens - 1 if e.image else 0) for e in self.examples]
 
     def has_image(self) -> list[bool]:
         """Whether each example carries an image (for modality-grouped sampling)."""
+        if isinstance(self.examples, _ArrowExamples):
+            return [bool(path) for path in self.examples.table["image"]]
         return [e.image is not None for e in self.examples]
 
     def _pixels(self, ex: Example) -> torch.Tensor:
@@ -157,3 +193,19 @@ class SupervisedDataset(Dataset):
         report = self.audit.to_json()
         Path(path).write_text(json.dumps(report, indent=1, default=str))
         return report
+
+
+class _ArrowExamples:
+    """``Example``s read row by row from a memory-mapped Arrow table (the label cache)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, idx: int) -> Example:
+        row = self.table[int(idx)]
+        return Example(json.loads(row["record_id"]), np.asarray(row["input_ids"], dtype=np.int64),
+                       np.asarray(row["labels"], dtype=np.int64), np.asarray(row["kind_counts"], dtype=np.int64),
+                       Path(row["image"]) if row["image"] else None)

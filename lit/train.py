@@ -84,7 +84,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     from lit.chat_templates import get_template
     from lit.collate import Collator
-    from lit.data import SupervisedDataset, check_image_root
+    from lit.data import check_image_root
+    from lit.label_cache import labelled_dataset
     from lit.mask import get_scope
     from lit.model import apply_freeze, compose_pretrained, compose_tiny, load_pretrained, num_image_tokens
     from lit.records import load_records
@@ -144,10 +145,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         templates = tset.sentences
         log.info("%d template sentences masked: %s", len(templates), sorted(templates)[:5])
 
-    dataset = SupervisedDataset(records, image_root=cfg.data.image_root, tokenizer=tokenizer, template=template,
-                                scope=scope, image_processor=processor.image_processor,
-                                n_image_tokens=num_image_tokens(model), max_length=cfg.data.max_length,
-                                templates=templates, on_invalid=cfg.data.on_invalid, too_long=cfg.data.too_long)
+    dataset = labelled_dataset(records, cfg.data.path, cfg.label_cache_dir, image_root=cfg.data.image_root,
+                               tokenizer=tokenizer, template=template, scope=scope,
+                               image_processor=processor.image_processor, n_image_tokens=num_image_tokens(model),
+                               max_length=cfg.data.max_length, templates=templates, on_invalid=cfg.data.on_invalid,
+                               too_long=cfg.data.too_long)
     audit = dataset.write_audit(output_dir / "data_audit.json")
     log.info("records used %d / %d; supervised tokens by kind %s", audit["n_used"], audit["n_records"],
              audit["supervised_tokens_by_kind"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from transformers import Trainer
 
@@ -10,12 +12,14 @@ from lit.loss import supervised_token_loss
 
 
 class LitTrainer(Trainer):
-    """Adds ``n_tokens/<kind>`` (supervised tokens per span kind since the last log) to every log line,
-    so VIT and LIT runs can be compared on how much they supervise."""
+    """Adds ``n_tokens/<kind>`` (supervised tokens per span kind since the last log) and this rank's
+    ``throughput/tokens_per_s`` / ``supervised_tokens_per_s`` to every log line, so VIT and LIT runs can be
+    compared on how much they supervise and how fast they go."""
 
     def __init__(self, *args, group_by_modality_length: bool = False, projector_lr: float | None = None, **kwargs):
         super().__init__(*args, compute_loss_func=supervised_token_loss, **kwargs)
         self._kind_tokens = torch.zeros(len(SPAN_KINDS), dtype=torch.long)
+        self._tokens_seen, self._last_log = 0, time.perf_counter()
         self.group_by_modality_length = group_by_modality_length
         self.projector_lr = projector_lr
 
@@ -52,6 +56,8 @@ class LitTrainer(Trainer):
         counts = inputs.pop("kind_counts", None)
         if counts is not None and model.training:
             self._kind_tokens += counts.detach().cpu()
+        if model.training and "attention_mask" in inputs:
+            self._tokens_seen += int(inputs["attention_mask"].sum())
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -75,5 +81,9 @@ class LitTrainer(Trainer):
             for kind, n in zip(SPAN_KINDS, self._kind_tokens.tolist()):
                 if n:
                     logs[f"n_tokens/{kind}"] = n
+            now = time.perf_counter()
+            logs["throughput/tokens_per_s"] = self._tokens_seen / max(now - self._last_log, 1e-9)  # this rank's
+            logs["throughput/supervised_tokens_per_s"] = int(self._kind_tokens.sum()) / max(now - self._last_log, 1e-9)
             self._kind_tokens.zero_()
+            self._tokens_seen, self._last_log = 0, now
         super().log(logs, start_time)

@@ -21,6 +21,7 @@ def test_training_writes_a_loadable_checkpoint(trained):
     history = json.loads((out / "log_history.json").read_text())
     logged = [h for h in history if "loss" in h]
     assert len(logged) == 3 and all(h["n_tokens/instruction"] > 0 for h in logged)
+    assert all(h["throughput/tokens_per_s"] > h["throughput/supervised_tokens_per_s"] > 0 for h in logged)
     model = LlavaForConditionalGeneration.from_pretrained(out / "checkpoint")
     assert model.config.text_config.hidden_size == 32
     assert torch.isfinite(next(model.parameters())).all()

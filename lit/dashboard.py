@@ -18,7 +18,7 @@ PROJECT = "lit-instraug"
 
 
 def log_summary(name: str, job_type: str, summary: dict[str, float], *, group: str | None = None,
-                table: tuple[list[str], list[list]] | None = None, images: dict[str, Path] = {},
+                table: tuple[list[str], list[list]] | None = None, images: dict[str, Path] | None = None,
                 config: dict | None = None, directory: str | Path | None = None) -> Path | None:
     """One wandb run holding ``summary`` (flat metric -> value), optionally a table ``(columns, rows)``
     and images; returns the run's local directory."""
@@ -33,7 +33,7 @@ def log_summary(name: str, job_type: str, summary: dict[str, float], *, group: s
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), group=group or os.environ.get("WANDB_RUN_GROUP"),
                      job_type=job_type, name=name, config=config, mode=mode,
                      dir=str(directory or os.environ.get("WANDB_DIR", ".")), reinit="create_new")
-    logged = {key: wandb.Image(str(path)) for key, path in images.items() if Path(path).exists()}
+    logged = {key: wandb.Image(str(path)) for key, path in (images or {}).items() if Path(path).exists()}
     if table is not None:
         logged["table"] = wandb.Table(columns=table[0], data=table[1])
     if logged:

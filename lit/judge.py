@@ -94,5 +94,6 @@ class ChatJudge:
                 return response.json()["choices"][0]["message"]["content"]
             except (requests.RequestException, KeyError, IndexError, ValueError) as exc:
                 error = exc
-                time.sleep(min(30.0, 2.0 ** attempt))
+                if attempt + 1 < self.retries:
+                    time.sleep(min(30.0, 2.0 ** attempt))
         raise RuntimeError(f"judge API {self.api_url} failed {self.retries} times; last error: {error}")

@@ -17,6 +17,12 @@ log = logging.getLogger(__name__)
 PROJECT = "lit-instraug"
 
 
+def set_logger_env(logger_cfg) -> None:
+    """Export the ``logger`` group's ``env`` (WANDB_MODE, WANDB_PROJECT, WANDB_DIR) unless already set."""
+    for key, value in (logger_cfg.get("env") or {}).items():
+        os.environ.setdefault(key, str(value))
+
+
 def log_summary(name: str, job_type: str, summary: dict[str, float], *, group: str | None = None,
                 table: tuple[list[str], list[list]] | None = None, images: dict[str, Path] | None = None,
                 config: dict | None = None, directory: str | Path | None = None) -> Path | None:

@@ -74,11 +74,7 @@ class SupervisedDataset(Dataset):
                  progress: bool = True):
         if on_invalid not in ("raise", "skip") or too_long not in ("error", "truncate"):
             raise ValueError("data.on_invalid must be raise|skip and data.too_long must be error|truncate")
-        self.image_root = Path(image_root) if image_root else None
-        self.image_processor = image_processor
-        self.n_image_tokens = n_image_tokens
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
-        self.pad_token_id = tokenizer.pad_token_id
+        self._set_inputs(tokenizer, image_processor, n_image_tokens, image_root)
         self.audit = Audit(n_records=len(records))
         self.examples: list[Example] = []
         check_image_root(records, self.image_root)
@@ -98,6 +94,13 @@ class SupervisedDataset(Dataset):
                     self.audit.supervised_by_kind[k] += n
         if not self.examples:
             raise ValueError(f"no usable records out of {len(records)}; first problems: {self.audit.skipped[:3]}")
+
+    def _set_inputs(self, tokenizer, image_processor, n_image_tokens: int, image_root: str | Path | None) -> None:
+        """What ``__getitem__`` needs besides the examples: image root and processor, image token id and count."""
+        self.image_root = Path(image_root) if image_root else None
+        self.image_processor, self.n_image_tokens = image_processor, n_image_tokens
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+        self.pad_token_id = tokenizer.pad_token_id
 
     def _build(self, record, rid, tokenizer, template, scope, templates, max_length, too_long) -> Example:
         image = None
@@ -145,10 +148,7 @@ class SupervisedDataset(Dataset):
         from datasets import load_from_disk
 
         self = cls.__new__(cls)
-        self.image_root = Path(image_root) if image_root else None
-        self.image_processor, self.n_image_tokens = image_processor, n_image_tokens
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
-        self.pad_token_id = tokenizer.pad_token_id
+        self._set_inputs(tokenizer, image_processor, n_image_tokens, image_root)
         report = json.loads((Path(folder) / "audit.json").read_text())
         self.audit = Audit(n_records=report["n_records"], skipped=report["skipped"], truncated=report["truncated"],
                            supervised_by_kind=Counter(report["supervised_tokens_by_kind"]))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -166,15 +165,15 @@ def evaluate(ckpt: str | Path, tasks: list[str], data_dir: str | Path, out_dir: 
 
 def _check_judge(tasks: list[str], settings: dict) -> None:
     """Fail before any generation if HallusionBench is to be judged by GPT and no API key is set."""
-    spec = dict(settings.get("hallusion_judge") or {"kind": "string_match"})
-    kind = spec.pop("kind")
-    if kind not in ("gpt", "string_match"):
-        raise ValueError(f"eval.hallusion_judge.kind must be string_match or gpt, not {kind!r}")
-    index = task_index()
-    if kind == "gpt" and any("lit_hallusion" in index[t]["members"] for t in tasks if t in index):
+    spec = settings.get("hallusion_judge") or {"kind": "string_match"}
+    if spec["kind"] not in ("gpt", "string_match"):
+        raise ValueError(f"eval.hallusion_judge.kind must be string_match or gpt, not {spec['kind']!r}")
+    if spec["kind"] == "gpt":
         from lit.judge import ChatJudge
 
-        ChatJudge(**spec).api_key()
+        index = task_index()
+        if any("lit_hallusion" in index[t]["members"] for t in tasks if t in index):
+            ChatJudge.from_spec(spec).api_key()
 
 
 def store_result(results_dir: str | Path, experiment: str, task: str, scores: dict, meta: dict) -> Path:
@@ -186,12 +185,17 @@ def store_result(results_dir: str | Path, experiment: str, task: str, scores: di
     return path
 
 
-def run_config(ckpt: str | Path) -> dict | None:
-    """The resolved config of the training run that wrote ``ckpt`` (``<run>/config.yaml``), if there is one."""
+def trained_run(ckpt: str | Path, fallback_template: str) -> tuple[dict | None, str, str]:
+    """What the training run that wrote ``ckpt`` says of it: its resolved config (``<run>/config.yaml``, None
+    if there is none), its chat template (else ``fallback_template``) and its name (``run_name``, else the
+    run folder's name)."""
     from omegaconf import OmegaConf
 
     path = Path(ckpt).parent / "config.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
+    run_cfg = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
+    if run_cfg is None:
+        return None, fallback_template, Path(ckpt).parent.name
+    return run_cfg, run_cfg["model"]["chat_template"], run_cfg.get("run_name") or Path(ckpt).parent.name
 
 
 def evaluate_from_config(cfg) -> dict:
@@ -200,22 +204,20 @@ def evaluate_from_config(cfg) -> dict:
     from omegaconf import OmegaConf
 
     ckpt = Path(cfg.ckpt)
-    run_cfg = run_config(ckpt)
-    template = run_cfg["model"]["chat_template"] if run_cfg else cfg.model.chat_template
+    run_cfg, template, run_name = trained_run(ckpt, cfg.model.chat_template)
     e = cfg.eval
     settings = {"yes_no_rule": e.yes_no_rule, "multiinstruct_max_per_task": e.multiinstruct_max_per_task,
                 "hallusion_judge": {**OmegaConf.to_container(e.hallusion_judge),
                                     "cache": str(Path(cfg.output_dir) / "judge_cache.jsonl")}}
-    experiment = cfg.result_name or (run_cfg or {}).get("run_name")
+    experiment = cfg.result_name or run_name
     scores = evaluate(ckpt, list(e.tasks), e.data_dir, cfg.output_dir, chat_template=template, device=e.device,
                       limit=e.limit, settings=settings, experiment=experiment, results_dir=cfg.results_dir,
                       config={"train": run_cfg, "eval": OmegaConf.to_container(e)}, builtin_tasks=list(e.builtin_tasks))
     if "wandb" in cfg.logger.report_to:
-        from lit.dashboard import log_summary
+        from lit.dashboard import log_summary, set_logger_env
 
-        for key, value in cfg.logger.get("env", {}).items():
-            os.environ.setdefault(key, str(value))
-        log_summary(experiment or ckpt.parent.name, "evaluate",
+        set_logger_env(cfg.logger)
+        log_summary(experiment, "evaluate",
                     {f"{task}/{k}": v for task, metrics in scores.items() for k, v in metrics.items()},
                     config={"checkpoint": str(ckpt), "eval": OmegaConf.to_container(e), "train": run_cfg})
     return scores

@@ -48,6 +48,11 @@ class ChatJudge:
     max_tokens: int = 16
     _memo: dict | None = field(default=None, init=False, repr=False)
 
+    @classmethod
+    def from_spec(cls, spec: dict) -> "ChatJudge":
+        """From the ``eval.hallusion_judge`` settings (their ``kind`` says whether a judge is used at all)."""
+        return cls(**{k: v for k, v in spec.items() if k != "kind"})
+
     def api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
         if not key:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -84,6 +83,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     from lit.chat_templates import get_template
     from lit.collate import Collator
+    from lit.dashboard import set_logger_env
     from lit.data import check_image_root
     from lit.label_cache import labelled_dataset
     from lit.mask import get_scope
@@ -97,8 +97,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     (output_dir / "git_sha.txt").write_text(git_sha() + "\n")
-    for key, value in cfg.logger.get("env", {}).items():
-        os.environ.setdefault(key, str(value))
+    set_logger_env(cfg.logger)
     set_seed(cfg.seed)
 
     _prepare_data(cfg)

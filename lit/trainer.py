@@ -25,10 +25,11 @@ class LitTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         """LLaVA's modality-grouped, length-sorted order (``lit.sampler``) when asked, else the default."""
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self.group_by_modality_length:
             return super()._get_train_sampler(train_dataset)
         from lit.sampler import ModalityLengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
 
         args = self.args
         megabatch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size

@@ -100,7 +100,7 @@ def run_from_config(cfg) -> list[dict]:
     ``<results_dir>/<result name>/lit_vc.json`` with ``vc/mean``, ``vc/sd``, ``vc/attention_to_image``."""
     from omegaconf import OmegaConf
 
-    from lit.evaluate import git_sha, run_config, store_result
+    from lit.evaluate import git_sha, store_result, trained_run
     from lit.model import check_checkpoint
     from lit.records import load_records
 
@@ -117,12 +117,11 @@ def run_from_config(cfg) -> list[dict]:
     results = []
     for ckpt, name in zip(ckpts, names):
         check_checkpoint(ckpt)
-        run_cfg = run_config(ckpt)
-        template = run_cfg["model"]["chat_template"] if run_cfg else cfg.chat_template
+        run_cfg, template, run_name = trained_run(ckpt, cfg.chat_template)
         r = analyse(ckpt, records, cfg.data.image_root, template, cfg.n, cfg.seed)
         results.append(r)
         if cfg.results_dir:
-            store_result(cfg.results_dir, name or (run_cfg or {}).get("run_name") or Path(ckpt).parent.name, "lit_vc",
+            store_result(cfg.results_dir, name or run_name, "lit_vc",
                          {"vc/mean": r["vc_mean"], "vc/sd": r["vc_sd"], "vc/attention_to_image":
                           r["attention_to_image_mean"], "vc/n": r["n"]},
                          {"checkpoint": str(ckpt), "git_sha": git_sha(), "data": cfg.data.path,

@@ -17,9 +17,7 @@ KEYS = ("category", "subcategory", "set_id", "figure_id", "question_id")
 def _judge(spec: str):
     from lit.judge import ChatJudge
 
-    options = json.loads(spec)
-    options.pop("kind")
-    return ChatJudge(**options)
+    return ChatJudge.from_spec(json.loads(spec))
 
 
 def doc_to_visual(doc):

@@ -31,6 +31,7 @@ def main() -> None:
     from lit.chat_templates import get_template
     from lit.label_cache import labelled_dataset
     from lit.mask import get_scope
+    from lit.image_inputs import ImageInputs
     from lit.model import _image_processor
     from lit.tokenizer import ensure_special_tokens, load_tokenizer
 
@@ -47,7 +48,7 @@ def main() -> None:
         path = tmp / "corpus.json"
         path.write_text(json.dumps(records))
         kwargs = dict(image_root=tmp, tokenizer=tok, template=template, scope=get_scope("lit"),
-                      image_processor=_image_processor(32), n_image_tokens=576, max_length=1 << 20, progress=False)
+                      image_inputs=ImageInputs(_image_processor(32), 576), max_length=1 << 20, progress=False)
         times = {}
         for label in ("build_and_write", "read_back"):
             t0 = time.perf_counter()

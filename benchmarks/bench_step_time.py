@@ -34,7 +34,8 @@ def main() -> None:
     from lit.data import SupervisedDataset
     from lit.loss import supervised_token_loss
     from lit.mask import get_scope
-    from lit.model import compose_tiny, num_image_tokens
+    from lit.image_inputs import image_inputs_for
+    from lit.model import compose_tiny
     from lit.records import load_records
     from lit.templates import mine
     from lit.tokenizer import ensure_special_tokens, load_tokenizer
@@ -49,11 +50,11 @@ def main() -> None:
     models, loaders, opts = {}, {}, {}
     for scope in ("vit", "lit"):
         ds = SupervisedDataset(records, image_root=args.data, tokenizer=tok, template=template, scope=get_scope(scope),
-                               image_processor=processor.image_processor, n_image_tokens=num_image_tokens(model),
+                               image_inputs=image_inputs_for(model.config, processor),
                                max_length=512, templates=templates, progress=False)
         gen = torch.Generator().manual_seed(0)  # same order for both scopes: the same batches
         loaders[scope] = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, generator=gen,
-                                                     collate_fn=Collator(tok.pad_token_id))
+                                                     collate_fn=Collator(tok.pad_token_id, ds.image_inputs))
         models[scope] = copy.deepcopy(model).to(args.device).train()
         opts[scope] = torch.optim.AdamW(models[scope].parameters(), lr=5e-4)
     iters = {s: iter(loaders[s]) for s in loaders}

@@ -26,8 +26,10 @@ def lm_linear_pattern(model) -> str:
     """A peft ``target_modules`` regex for every ``nn.Linear`` inside the language model (LLaVA's
     ``find_all_linear_names`` minus the projector, vision tower and LM head), whatever the LM calls them
     (Llama/Qwen2: q_proj ... down_proj; Phi-2: q_proj, dense, fc1, fc2)."""
-    leaves = sorted({name.rsplit(".", 1)[-1] for name, module in model.model.language_model.named_modules()
-                     if isinstance(module, nn.Linear)})
+    from lit.model import part_of
+
+    leaves = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if isinstance(module, nn.Linear) and "lm_head" not in name and part_of(f"{name}.weight") == "lm"})
     if not leaves:
         raise ValueError("the language model has no nn.Linear layers to put LoRA on")
     return rf".*language_model\..*\.({'|'.join(map(re.escape, leaves))})"
@@ -40,21 +42,26 @@ def apply_lora(model, cfg, train_projector: bool, extra_trainable: list[str] = (
 
     if getattr(model, "is_gradient_checkpointing", False) or cfg.get("gradient_checkpointing"):
         model.enable_input_require_grads()  # frozen embeddings + checkpointing would cut the graph
-    full = (["multi_modal_projector"] if train_projector else []) + list(extra_trainable)
+    from lit.model import PARTS
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    # modules_to_save takes modules: NeXT's image_newline (a bare parameter) stays as stage 1 left it under LoRA
+    projector = [m for m in PARTS["projector"] if m in present]
+    full = (projector if train_projector else []) + list(extra_trainable)
     config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
                         target_modules=lm_linear_pattern(model), modules_to_save=full or None, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 
 def load_adapter_checkpoint(path: str | Path, dtype):
-    """Base model + adapter, merged: an ``LlavaForConditionalGeneration`` ready for evaluation."""
+    """Base model + adapter, merged: a full model (LLaVA, NeXT or InstructBLIP) ready for evaluation."""
     from peft import PeftConfig, PeftModel
-    from transformers import LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     base_path = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
     if not base_path:
         raise FileNotFoundError(f"{path}: adapter_config.json names no base model (base_model_name_or_path)")
-    base = LlavaForConditionalGeneration.from_pretrained(base_path, dtype=dtype)
+    base = AutoModelForImageTextToText.from_pretrained(base_path, dtype=dtype)
     return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
 
 

@@ -11,6 +11,9 @@ Sources for the formats:
   with ``<|endoftext|>`` closing each assistant turn.
 - ``chatml``: Qwen2-Instruct's ``<|im_start|>role\\n...<|im_end|>\\n``.
 - ``mistral_instruct``: LLaVA-NeXT-Mistral's ``[INST] ... [/INST]`` with ``</s>`` after each answer.
+- ``instructblip``: InstructBLIP-Vicuna as LAVIS trains it (``blip2_vicuna_instruct``): no system prompt
+  and no roles, the instruction, then the answer and ``</s>`` (LAVIS tokenizes the two apart, so the answer
+  starts a new word); the query tokens sit where ``<image>`` is.
 - ``plain``: LLaVA's stage-1 caption pretraining (``conv_llava_plain``): the human turn is reduced to the
   image (its text is dropped, as ``preprocess_plain`` does), the caption follows and ends in ``\n``.
 """
@@ -86,6 +89,15 @@ TEMPLATES: dict[str, ChatTemplate] = {
         system=(),
         user=(("[INST]", "role"), (" ", "format"), ("{content}", "content"), (" ", "format"),
               ("[/INST]", "role")),
+        assistant=((" ", "response"), ("{content}", "content"), ("</s>", "eos")),
+        generation_prompt=(),
+        eos="</s>",
+    ),
+    "instructblip": ChatTemplate(
+        name="instructblip",
+        system_prompt="",
+        system=(),
+        user=(("{content}", "content"),),
         assistant=((" ", "response"), ("{content}", "content"), ("</s>", "eos")),
         generation_prompt=(),
         eos="</s>",

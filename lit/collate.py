@@ -1,22 +1,25 @@
-"""Batch collation: right padding, labels padded with IGNORE_INDEX, images stacked in order."""
+"""Batch collation: right padding, labels padded with IGNORE_INDEX, image inputs batched in order."""
 
 from __future__ import annotations
 
 import torch
 
 from lit.constants import IGNORE_INDEX
+from lit.image_inputs import ImageInputs
 
 
 class Collator:
-    """Collate ``SupervisedDataset`` items into a LLaVA batch.
+    """Collate ``SupervisedDataset`` items into a batch for the model.
 
-    Output: ``input_ids``/``labels``/``attention_mask`` (B, T); ``pixel_values`` (N_img, 3, H, W) for the
-    items that have an image, in batch order (LLaVA scatters features onto image positions in
-    order), absent for text-only batches; ``kind_counts`` (K,) supervised tokens per span kind.
+    Output: ``input_ids``/``labels``/``attention_mask`` (B, T); the image inputs of the items that have an
+    image, in batch order (the model scatters image features onto image positions in order), as
+    ``image_inputs`` batches them (``pixel_values`` (N_img, 3, H, W); LLaVA-NeXT adds a tile axis and
+    ``image_sizes``), absent for text-only batches; InstructBLIP's ``qformer_input_ids``/``_attention_mask``;
+    ``kind_counts`` (K,) supervised tokens per span kind.
     """
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    def __init__(self, pad_token_id: int, image_inputs: ImageInputs):
+        self.pad_token_id, self.image_inputs = pad_token_id, image_inputs
 
     def __call__(self, items: list[dict]) -> dict:
         longest = max(len(it["input_ids"]) for it in items)
@@ -28,7 +31,8 @@ class Collator:
             ids[row, :n], labels[row, :n], mask[row, :n] = it["input_ids"], it["labels"], 1
         batch = {"input_ids": ids, "labels": labels, "attention_mask": mask,
                  "kind_counts": torch.stack([it["kind_counts"] for it in items]).sum(0)}
-        images = [it["pixel_values"] for it in items if it["pixel_values"] is not None]
+        images = [it["image"] for it in items if it["image"] is not None]
         if images:
-            batch["pixel_values"] = torch.stack(images)
+            batch.update(self.image_inputs.collate(images))
+        batch.update(self.image_inputs.collate_text(items))
         return batch

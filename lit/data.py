@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from lit.chat_templates import ChatTemplate
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER, SPAN_KINDS
+from lit.image_inputs import ImageInputs, image_size
 from lit.mask import MaskScope, labels_for, supervised_counts
 from lit.records import RecordError, record_id
 from lit.render import encode, expand_image, render
@@ -41,6 +42,8 @@ class Example:
     labels: np.ndarray  # (T,)
     kind_counts: np.ndarray  # (len(SPAN_KINDS),) supervised tokens per kind
     image: Path | None
+    n_image_tokens: int = 0  # positions the image takes in the model's input (0: no image)
+    extra: dict = field(default_factory=dict)  # other token inputs, e.g. InstructBLIP's qformer_input_ids
 
 
 @dataclass
@@ -63,18 +66,19 @@ class Audit:
 class SupervisedDataset(Dataset):
     """LLaVA-format records tokenized with ``template`` and labelled by ``scope``.
 
-    Each item: ``input_ids``/``labels`` (T',) with the image placeholder expanded to
-    ``n_image_tokens`` positions (labels IGNORE_INDEX there), ``pixel_values`` (3, H, W) or None,
-    and ``kind_counts`` (len(SPAN_KINDS),).
+    Each item: ``input_ids``/``labels`` (T',) with the image placeholder expanded to as many positions
+    as ``image_inputs`` says the image takes (labels IGNORE_INDEX there), ``image``: the per-image model
+    inputs (``pixel_values``, and ``image_sizes`` for LLaVA-NeXT) or None, ``kind_counts``
+    (len(SPAN_KINDS),), and any per-record token inputs (InstructBLIP's ``qformer_input_ids``).
     """
 
     def __init__(self, records: list[dict], *, image_root: str | Path | None, tokenizer, template: ChatTemplate,
-                 scope: MaskScope, image_processor, n_image_tokens: int, max_length: int,
+                 scope: MaskScope, image_inputs: ImageInputs, max_length: int,
                  templates: frozenset[str] = frozenset(), on_invalid: str = "raise", too_long: str = "error",
                  progress: bool = True):
         if on_invalid not in ("raise", "skip") or too_long not in ("error", "truncate"):
             raise ValueError("data.on_invalid must be raise|skip and data.too_long must be error|truncate")
-        self._set_inputs(tokenizer, image_processor, n_image_tokens, image_root)
+        self._set_inputs(tokenizer, image_inputs, image_root)
         self.audit = Audit(n_records=len(records))
         self.examples: list[Example] = []
         check_image_root(records, self.image_root)
@@ -95,10 +99,10 @@ class SupervisedDataset(Dataset):
         if not self.examples:
             raise ValueError(f"no usable records out of {len(records)}; first problems: {self.audit.skipped[:3]}")
 
-    def _set_inputs(self, tokenizer, image_processor, n_image_tokens: int, image_root: str | Path | None) -> None:
-        """What ``__getitem__`` needs besides the examples: image root and processor, image token id and count."""
+    def _set_inputs(self, tokenizer, image_inputs: ImageInputs, image_root: str | Path | None) -> None:
+        """What ``__getitem__`` needs besides the examples: image root, image inputs, image token id."""
         self.image_root = Path(image_root) if image_root else None
-        self.image_processor, self.n_image_tokens = image_processor, n_image_tokens
+        self.image_inputs = image_inputs
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
         self.pad_token_id = tokenizer.pad_token_id
 
@@ -108,10 +112,16 @@ class SupervisedDataset(Dataset):
             image = (self.image_root / record["image"]) if self.image_root else Path(record["image"])
             if not image.is_file():
                 raise RecordError(rid, f"missing image: {image} does not exist (check data.image_root)")
+        elif self.image_inputs.requires_image:
+            raise RecordError(rid, "text-only record: this model (InstructBLIP) needs an image in every record")
+        n_image = 0
+        if image is not None:
+            n_image = self.image_inputs.n_tokens(*image_size(image, rid)) if self.image_inputs.sized \
+                else self.image_inputs.n_tokens()
         enc = encode(render(record, template, templates=templates, record_id=rid), tokenizer, record_id=rid,
                      image_token_id=self.image_token_id)
         labels = labels_for(enc, scope)
-        extra = (self.n_image_tokens - 1) if image is not None else 0
+        extra = (n_image - 1) if image is not None else 0
         truncated = len(labels) + extra > max_length
         if truncated:
             if too_long == "error":
@@ -125,7 +135,8 @@ class SupervisedDataset(Dataset):
             raise RecordError(rid, "no supervised tokens: every label is masked (after truncation)")
         if truncated:
             self.audit.truncated.append(rid)
-        return Example(rid, enc.input_ids.astype(np.int64), labels.astype(np.int64), supervised_counts(enc, labels), image)
+        return Example(rid, enc.input_ids.astype(np.int64), labels.astype(np.int64), supervised_counts(enc, labels),
+                       image, n_image, self.image_inputs.text_inputs(record, rid))
 
     def save_labels(self, folder: str | Path) -> None:
         """Write the labelled examples (Arrow, via ``datasets``) and the audit; ``load_labels`` reads them."""
@@ -137,18 +148,21 @@ class SupervisedDataset(Dataset):
                    "labels": [e.labels.astype(np.int32) for e in self.examples],
                    "kind_counts": [e.kind_counts for e in self.examples],
                    "image": [str(e.image) if e.image is not None else "" for e in self.examples],
+                   "n_image_tokens": [e.n_image_tokens for e in self.examples],
                    "length": self.lengths()}
+        for key in self.examples[0].extra:
+            columns[f"extra.{key}"] = [e.extra[key].astype(np.int32) for e in self.examples]
         ArrowDataset.from_dict(columns).save_to_disk(str(folder / "data"))
         (folder / "audit.json").write_text(json.dumps(self.audit.to_json(), default=str))
 
     @classmethod
-    def load_labels(cls, folder: str | Path, *, tokenizer, image_processor, n_image_tokens: int,
+    def load_labels(cls, folder: str | Path, *, tokenizer, image_inputs: ImageInputs,
                     image_root: str | Path | None) -> "SupervisedDataset":
         """A data set whose examples are read (memory-mapped) from ``save_labels``' folder."""
         from datasets import load_from_disk
 
         self = cls.__new__(cls)
-        self._set_inputs(tokenizer, image_processor, n_image_tokens, image_root)
+        self._set_inputs(tokenizer, image_inputs, image_root)
         report = json.loads((Path(folder) / "audit.json").read_text())
         self.audit = Audit(n_records=report["n_records"], skipped=report["skipped"], truncated=report["truncated"],
                            supervised_by_kind=Counter(report["supervised_tokens_by_kind"]))
@@ -162,7 +176,7 @@ class SupervisedDataset(Dataset):
         """Token lengths after image expansion (for length-grouped sampling)."""
         if isinstance(self.examples, _ArrowExamples):
             return list(self.examples.table["length"])
-        return [len(e.input_ids) + (self.n_image_tokens - 1 if e.image else 0) for e in self.examples]
+        return [len(e.input_ids) + max(e.n_image_tokens - 1, 0) for e in self.examples]
 
     def has_image(self) -> list[bool]:
         """Whether each example carries an image (for modality-grouped sampling)."""
@@ -170,24 +184,25 @@ class SupervisedDataset(Dataset):
             return [bool(path) for path in self.examples.table["image"]]
         return [e.image is not None for e in self.examples]
 
-    def _pixels(self, ex: Example) -> torch.Tensor:
+    def _pixels(self, ex: Example) -> dict[str, torch.Tensor]:
         try:
             with Image.open(ex.image) as img:
                 rgb = img.convert("RGB")
         except (OSError, UnidentifiedImageError) as err:
             raise RecordError(ex.record_id, f"unreadable image {ex.image}: {err}") from err
-        return self.image_processor(images=[rgb], return_tensors="pt")["pixel_values"][0]
+        return self.image_inputs.pixels(rgb)
 
     def __getitem__(self, idx: int) -> dict:
         ex = self.examples[idx]
         ids, labels = ex.input_ids, ex.labels
-        pixel_values = None
+        image = None
         if ex.image is not None:
-            labels = expand_image(labels, ids, self.image_token_id, self.n_image_tokens, IGNORE_INDEX)
-            ids = expand_image(ids, ids, self.image_token_id, self.n_image_tokens, self.image_token_id)
-            pixel_values = self._pixels(ex)
-        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
-                "pixel_values": pixel_values, "kind_counts": torch.from_numpy(ex.kind_counts)}
+            labels = expand_image(labels, ids, self.image_token_id, ex.n_image_tokens, IGNORE_INDEX)
+            ids = expand_image(ids, ids, self.image_token_id, ex.n_image_tokens, self.image_token_id)
+            image = self._pixels(ex)
+        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels), "image": image,
+                "kind_counts": torch.from_numpy(ex.kind_counts),
+                **{key: torch.from_numpy(value) for key, value in ex.extra.items()}}
 
     def write_audit(self, path: str | Path) -> dict:
         report = self.audit.to_json()
@@ -206,6 +221,8 @@ class _ArrowExamples:
 
     def __getitem__(self, idx: int) -> Example:
         row = self.table[int(idx)]
+        extra = {key[len("extra."):]: np.asarray(value, dtype=np.int64) for key, value in row.items()
+                 if key.startswith("extra.")}
         return Example(json.loads(row["record_id"]), np.asarray(row["input_ids"], dtype=np.int64),
                        np.asarray(row["labels"], dtype=np.int64), np.asarray(row["kind_counts"], dtype=np.int64),
-                       Path(row["image"]) if row["image"] else None)
+                       Path(row["image"]) if row["image"] else None, int(row["n_image_tokens"]), extra)

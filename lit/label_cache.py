@@ -3,7 +3,7 @@
 Tokenizing and labelling LLaVA-mix-665K takes minutes; a second run with the same inputs reads the
 result back instead. The cache key covers everything the labels depend on: the data file's bytes, the
 tokenizer (its full serialisation), the chat template, the mask scope, the template sentences,
-max_length / too_long / on_invalid, the image token count and root, and the source of the code that
+max_length / too_long / on_invalid, how images become positions (``ImageInputs.spec``) and the image root, and the source of the code that
 builds labels (so a change there invalidates old entries). Entries live in ``<cache_dir>/labels_<key>/``
 (``data/`` Arrow files + ``audit.json``) and are written under a temporary name and renamed, so ranks
 that build at the same time never read a half-written entry.
@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-LABEL_CODE = ("chat_templates.py", "data.py", "mask.py", "records.py", "render.py", "templates.py")
+LABEL_CODE = ("chat_templates.py", "data.py", "image_inputs.py", "mask.py", "records.py", "render.py", "templates.py")
 
 
 def _tokenizer_state(tokenizer) -> str:
@@ -31,7 +31,7 @@ def _tokenizer_state(tokenizer) -> str:
 
 
 def fingerprint(data_path: str | Path, *, tokenizer, template, scope, templates, max_length, too_long, on_invalid,
-                n_image_tokens, image_root) -> str:
+                image_inputs, image_root) -> str:
     h = hashlib.sha256()
     with open(data_path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 24), b""):
@@ -42,7 +42,7 @@ def fingerprint(data_path: str | Path, *, tokenizer, template, scope, templates,
     h.update(_tokenizer_state(tokenizer).encode())
     h.update(json.dumps({"template": dataclasses.asdict(template), "scope": scope.name,
                          "templates": sorted(templates), "max_length": max_length, "too_long": too_long,
-                         "on_invalid": on_invalid, "n_image_tokens": n_image_tokens,
+                         "on_invalid": on_invalid, "image_inputs": image_inputs.spec(),
                          "image_root": str(image_root)}, sort_keys=True, default=str).encode())
     return h.hexdigest()[:20]
 
@@ -54,15 +54,14 @@ def labelled_dataset(records: list[dict], data_path: str | Path, cache_dir: str 
     if not cache_dir:
         return SupervisedDataset(records, **kwargs)
     key = fingerprint(data_path, **{k: kwargs[k] for k in ("tokenizer", "template", "scope", "max_length",
-                                                           "n_image_tokens", "image_root")},
+                                                           "image_inputs", "image_root")},
                       templates=kwargs.get("templates", frozenset()), too_long=kwargs.get("too_long", "error"),
                       on_invalid=kwargs.get("on_invalid", "raise"))
     entry = Path(cache_dir) / f"labels_{key}"
     if (entry / "audit.json").is_file():
         log.info("labels read from the cache %s", entry)
-        return SupervisedDataset.load_labels(entry, tokenizer=kwargs["tokenizer"],
-                                             image_processor=kwargs["image_processor"],
-                                             n_image_tokens=kwargs["n_image_tokens"], image_root=kwargs["image_root"])
+        return SupervisedDataset.load_labels(entry, tokenizer=kwargs["tokenizer"], image_inputs=kwargs["image_inputs"],
+                                             image_root=kwargs["image_root"])
     dataset = SupervisedDataset(records, **kwargs)
     tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
     dataset.save_labels(tmp)

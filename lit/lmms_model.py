@@ -14,12 +14,13 @@ from tqdm import tqdm
 
 from lit.chat_templates import get_template
 from lit.constants import IMAGE_MARKER
-from lit.model import load_pretrained, num_image_tokens
+from lit.image_inputs import image_inputs_for
+from lit.model import load_pretrained
 from lit.render import encode, expand_image, render
 
 
 class LitLlava(lmms):
-    """Greedy (or sampled) generation with a ``LlavaForConditionalGeneration`` checkpoint."""
+    """Greedy (or sampled) generation with a LLaVA, LLaVA-NeXT or InstructBLIP checkpoint."""
 
     def __init__(self, pretrained: str, chat_template: str = "vicuna_v1", device: str = "cpu",
                  dtype: str = "float32", batch_size: int | str = 1, **kwargs) -> None:
@@ -30,18 +31,29 @@ class LitLlava(lmms):
         self.tokenizer = self.processor.tokenizer
         self.template = get_template(chat_template)
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
-        self.n_image_tokens = num_image_tokens(self.model)
+        self.image_inputs = image_inputs_for(self.model.config, self.processor)
         self.n_empty = 0  # generations that decoded to empty text (scored, never dropped)
 
-    def prompt_ids(self, question: str, has_image: bool) -> torch.Tensor:
-        record = {"conversations": [{"from": "human", "value": (IMAGE_MARKER + "\n" if has_image else "") + question}]}
-        if has_image:
+    def prompt_inputs(self, question: str, image=None) -> dict[str, torch.Tensor]:
+        """The model inputs (batch of one) for ``question`` about ``image`` (a PIL image or None), rendered
+        and expanded exactly as in training."""
+        record = {"conversations": [{"from": "human", "value": (IMAGE_MARKER + "\n" if image else "") + question}]}
+        if image is not None:
             record["image"] = "<in memory>"
         spans = render(record, self.template, record_id="prompt", add_generation_prompt=True)
         ids = encode(spans, self.tokenizer, record_id="prompt", image_token_id=self.image_token_id).input_ids
-        if has_image:
-            ids = expand_image(ids, ids, self.image_token_id, self.n_image_tokens, self.image_token_id)
-        return torch.from_numpy(ids)[None]
+        inputs = {key: torch.from_numpy(v)[None] for key, v in self.image_inputs.text_inputs(record, "prompt").items()}
+        if image is not None:
+            rgb = image.convert("RGB")
+            n = self.image_inputs.n_tokens(rgb.height, rgb.width)
+            ids = expand_image(ids, ids, self.image_token_id, n, self.image_token_id)
+            pixels = self.image_inputs.collate([self.image_inputs.pixels(rgb)])
+            pixels["pixel_values"] = pixels["pixel_values"].to(self.model.dtype)
+            inputs.update(pixels)
+        elif self.image_inputs.requires_image:
+            raise ValueError("this model (InstructBLIP) needs an image for every question")
+        ids = torch.from_numpy(ids)[None]
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **inputs}
 
     @torch.no_grad()
     def generate_until(self, requests) -> list[str]:
@@ -49,11 +61,8 @@ class LitLlava(lmms):
         for request in tqdm(requests, desc="generating", disable=len(requests) < 20):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             visuals = [v for v in (doc_to_visual(self.task_dict[task][split][doc_id]) or []) if v is not None]
-            ids = self.prompt_ids(context, bool(visuals)).to(self.device)
-            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-            if visuals:
-                pixels = self.processor.image_processor(images=[visuals[0].convert("RGB")], return_tensors="pt")
-                inputs["pixel_values"] = pixels["pixel_values"].to(self.device, self.model.dtype)
+            inputs = {k: v.to(self.device) for k, v in self.prompt_inputs(context, visuals[0] if visuals else None).items()}
+            ids = inputs["input_ids"]
             sample = float(gen_kwargs.get("temperature", 0) or 0) > 0
             out = self.model.generate(**inputs, max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)),
                                       do_sample=sample, temperature=gen_kwargs.get("temperature") if sample else None,

@@ -1,10 +1,12 @@
-"""Build a LLaVA model and its processor with Hugging Face classes (no forked model code).
+"""Build a vision-language model and its processor with Hugging Face classes (no forked model code).
 
-Three ways, chosen by the ``model`` config group:
-- ``pretrained: <hf id or path>``: ``LlavaForConditionalGeneration.from_pretrained`` + ``AutoProcessor``
-  (stage 2 from a stage-1 checkpoint, or a finished LLaVA);
+Architectures (``model.arch``): ``llava`` (LLaVA-1.5, TinyLLaVA), ``llava_next`` (LLaVA-NeXT, any-resolution
+tiling) and ``instructblip`` (InstructBLIP: Q-Former + query tokens). Three ways to build, chosen by the
+``model`` config group:
+- ``pretrained: <hf id or path>``: ``AutoModelForImageTextToText.from_pretrained`` + ``AutoProcessor``
+  (stage 2 from a stage-1 checkpoint, or a finished model);
 - ``compose: {text, vision}``: a pretrained LM and a pretrained vision tower (HF ids or paths) joined by
-  a new projector (stage 1, as LLaVA and TinyLLaVA build their models);
+  a new projector (stage 1, as LLaVA, LLaVA-NeXT and TinyLLaVA build their models);
 - neither: composed from ``text``/``vision`` configs with random weights (the CPU ``tiny`` model of the
   demo and tests, or a real-size architecture for throughput measurements).
 """
@@ -14,9 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoProcessor, AutoTokenizer,
-                          CLIPImageProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig,
-                          LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, Qwen2Config, SiglipVisionConfig)
+from torch import nn
+from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoModelForImageTextToText,
+                          AutoProcessor, AutoTokenizer, CLIPVisionConfig, InstructBlipConfig,
+                          InstructBlipForConditionalGeneration, InstructBlipProcessor, InstructBlipQFormerConfig,
+                          InstructBlipVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                          LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor, LlavaProcessor,
+                          Qwen2Config, SiglipVisionConfig)
 from transformers.utils import is_torchvision_available
 
 from lit.constants import IMAGE_MARKER
@@ -24,34 +30,74 @@ from lit.constants import IMAGE_MARKER
 TEXT_CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
 VISION_CONFIGS = {"clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ARCHS = {"llava": (LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor),
+         "llava_next": (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor),
+         "instructblip": (InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor)}
+# Parameter-name markers of the three parts that ``model.freeze`` and per-part learning rates address.
+# LLaVA(-NeXT): vision_tower / multi_modal_projector (+ NeXT's image_newline) / language_model + lm_head;
+# InstructBLIP: vision_model / Q-Former, its query tokens and language_projection / language_model.
+PARTS = {"projector": ("multi_modal_projector", "image_newline", "qformer", "query_tokens", "language_projection"),
+         "vision": ("vision_tower", "vision_model"),
+         "lm": ("language_model", "lm_head")}
 
 
-def _image_processor(size: int):
-    """CLIP preprocessing: the torchvision backend where torchvision is installed (GPU machines), else its
-    PIL implementation (CPU machines, where PyPI's CUDA-only torchvision is removed)."""
-    cls = CLIPImageProcessor if is_torchvision_available() else CLIPImageProcessorPil
-    return cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+def part_of(name: str) -> str:
+    """Which part (vision/projector/lm) a parameter belongs to, from its name (peft-wrapped names too)."""
+    for part, markers in PARTS.items():
+        if any(f"{m}." in f"{name}." for m in markers):
+            return part
+    raise ValueError(f"parameter {name!r} is in none of {sorted(PARTS)}; add its module to lit.model.PARTS")
 
 
-def compose_tiny(cfg, tokenizer) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """A LLaVA composed from configs with random weights; ``cfg.text``/``cfg.vision`` carry the sizes."""
+def _image_processor(size: int, kind: str = "clip", **kwargs):
+    """The image processor of an architecture: the torchvision backend where torchvision is installed (GPU
+    machines), else its PIL implementation (CPU machines, where PyPI's CUDA-only torchvision is removed)."""
+    import transformers
+
+    name = {"clip": "CLIPImageProcessor", "llava_next": "LlavaNextImageProcessor", "blip": "BlipImageProcessor"}[kind]
+    cls = getattr(transformers, name if is_torchvision_available() else f"{name}Pil")
+    if kind == "blip":
+        return cls(size={"height": size, "width": size}, **kwargs)
+    return cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size}, **kwargs)
+
+
+def _processor(arch: str, image_processor, tokenizer, vision_cfg, strategy: str, config):
+    if arch == "instructblip":
+        return InstructBlipProcessor(image_processor=image_processor, tokenizer=tokenizer, qformer_tokenizer=tokenizer,
+                                     num_query_tokens=config.num_query_tokens)
+    return ARCHS[arch][2](image_processor=image_processor, tokenizer=tokenizer, patch_size=vision_cfg.patch_size,
+                          vision_feature_select_strategy=strategy,
+                          num_additional_image_tokens=1 if strategy == "default" else 0, image_token=IMAGE_MARKER)
+
+
+def compose_tiny(cfg, tokenizer):
+    """A model of ``cfg.arch`` composed from configs with random weights; ``cfg.text``/``cfg.vision`` carry
+    the sizes (and ``cfg.qformer``/``num_query_tokens`` for InstructBLIP, ``image_grid_pinpoints`` for NeXT)."""
+    arch = cfg.get("arch", "llava")
     text_kwargs = {k: v for k, v in dict(cfg.text).items() if k != "arch"}
     vision_kwargs = {k: v for k, v in dict(cfg.vision).items() if k != "arch"}
     text = TEXT_CONFIGS[cfg.text.arch](vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                        **text_kwargs)
-    vision = VISION_CONFIGS[cfg.vision.arch](**vision_kwargs)
+    image_token = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
     strategy = "default" if cfg.vision.arch == "clip" else "full"  # SigLIP has no CLS token to drop
-    config = LlavaConfig(text_config=text, vision_config=vision, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_MARKER),
-                         vision_feature_layer=-1, vision_feature_select_strategy=strategy,
-                         projector_hidden_act="gelu", tie_word_embeddings=False)
+    if arch == "instructblip":
+        vision = InstructBlipVisionConfig(**vision_kwargs)
+        qformer = InstructBlipQFormerConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                            encoder_hidden_size=vision.hidden_size, **dict(cfg.qformer))
+        config = InstructBlipConfig(vision_config=vision, qformer_config=qformer, text_config=text,
+                                    num_query_tokens=cfg.num_query_tokens, image_token_index=image_token)
+        image_processor = _image_processor(vision.image_size, "blip")
+    else:
+        vision = VISION_CONFIGS[cfg.vision.arch](**vision_kwargs)
+        extra = {"image_grid_pinpoints": [list(p) for p in cfg.image_grid_pinpoints]} if arch == "llava_next" else {}
+        config = ARCHS[arch][0](text_config=text, vision_config=vision, image_token_index=image_token,
+                                vision_feature_layer=-1, vision_feature_select_strategy=strategy,
+                                projector_hidden_act="gelu", tie_word_embeddings=False, **extra)
+        image_processor = _image_processor(vision.image_size, "llava_next" if extra else "clip", **extra)
     torch.manual_seed(int(cfg.get("init_seed", 0)))
-    model = LlavaForConditionalGeneration(config)
-    processor = LlavaProcessor(image_processor=_image_processor(vision.image_size), tokenizer=tokenizer,
-                               patch_size=vision.patch_size, vision_feature_select_strategy=strategy,
-                               num_additional_image_tokens=1 if strategy == "default" else 0,
-                               image_token=IMAGE_MARKER)
-    return model, processor
+    model = ARCHS[arch][1](config)
+    return model, _processor(arch, image_processor, tokenizer, vision, strategy, config)
 
 
 def check_checkpoint(path: str | Path) -> None:
@@ -63,9 +109,9 @@ def check_checkpoint(path: str | Path) -> None:
                                 "'checkpoint' folder train.py writes in its run directory, or to an HF model id")
 
 
-def load_pretrained(path: str, dtype: str = "float32") -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """Load a full checkpoint (HF id or directory) or a LoRA adapter checkpoint (merged on load); a clear
-    error if it is not there (e.g. offline)."""
+def load_pretrained(path: str, dtype: str = "float32"):
+    """Load a full checkpoint (HF id or directory) of any architecture in ``ARCHS``, or a LoRA adapter
+    checkpoint (merged on load); a clear error if it is not there (e.g. offline)."""
     from lit.adapter import is_adapter_checkpoint, load_adapter_checkpoint
 
     if Path(path).exists():
@@ -74,39 +120,38 @@ def load_pretrained(path: str, dtype: str = "float32") -> tuple[LlavaForConditio
         processor = AutoProcessor.from_pretrained(path)
         if is_adapter_checkpoint(path):  # a LoRA run saved with adapter.save=adapter
             return load_adapter_checkpoint(path, DTYPES[dtype]), processor
-        model = LlavaForConditionalGeneration.from_pretrained(path, dtype=DTYPES[dtype])
+        model_type = AutoConfig.from_pretrained(path).model_type
+        if model_type not in ARCHS:
+            raise ValueError(f"{path} is a {model_type!r} model; supported: {sorted(ARCHS)}")
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype])
     except OSError as err:
         raise FileNotFoundError(f"cannot load model {path!r}: {err}. Offline? Download it first "
                                 "(huggingface-cli download) and set model.pretrained to the local path.") from err
     return model, processor
 
 
-def num_image_tokens(model: LlavaForConditionalGeneration) -> int:
-    """How many positions one image occupies in input_ids (LLaVA-1.5 at 336 px: 576)."""
-    vision = model.config.vision_config
-    return (vision.image_size // vision.patch_size) ** 2  # CLIP's CLS is dropped ("default"); SigLIP has none
-
-
-def apply_freeze(model: LlavaForConditionalGeneration, freeze) -> dict[str, int]:
+def apply_freeze(model, freeze) -> dict[str, int]:
     """Freeze the parts named in ``freeze`` (vision/projector/lm); returns trainable parameter counts."""
-    parts = {"vision": model.model.vision_tower, "projector": model.model.multi_modal_projector,
-             "lm": [model.model.language_model, model.lm_head]}
-    counts = {}
-    for name, modules in parts.items():
-        modules = modules if isinstance(modules, list) else [modules]
-        for module in modules:
-            module.requires_grad_(not bool(freeze.get(name, False)))
-        counts[name] = sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
+    counts = dict.fromkeys(PARTS, 0)
+    for name, param in model.named_parameters():
+        part = part_of(name)
+        param.requires_grad_(not bool(freeze.get(part, False)))
+        counts[part] += param.numel() if param.requires_grad else 0
     return counts
 
 
-def compose_pretrained(text: str, vision: str, template, dtype: str = "float32", vision_feature_layer: int = -2) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """A LLaVA from a pretrained causal LM and a pretrained vision tower (CLIP or SigLIP) with a new,
-    randomly initialised projector. The LLaVA skeleton is built on the meta device and the loaded modules
-    are put into it, so a 7B/13B model is held once in memory, not a random copy plus the loaded one. LLaVA-1.5 takes the penultimate vision layer (``vision_feature_layer``
-    -2) and drops CLIP's CLS token; SigLIP has none, so all its patches are kept."""
+def compose_pretrained(text: str, vision: str, template, dtype: str = "float32", vision_feature_layer: int = -2,
+                       arch: str = "llava", image_grid_pinpoints=None):
+    """A LLaVA (``arch: llava``) or LLaVA-NeXT (``llava_next``) from a pretrained causal LM and a pretrained
+    vision tower (CLIP or SigLIP) with a new, randomly initialised projector (and NeXT's ``image_newline``).
+    The skeleton is built on the meta device and the loaded modules are put into it, so a 7B/13B model is
+    held once in memory, not a random copy plus the loaded one. LLaVA-1.5 takes the penultimate vision
+    layer (``vision_feature_layer`` -2) and drops CLIP's CLS token; SigLIP has none, so all its patches are kept."""
     from lit.tokenizer import ensure_special_tokens
 
+    if arch not in ("llava", "llava_next"):
+        raise ValueError(f"model.compose builds llava or llava_next, not {arch!r}: InstructBLIP starts from a "
+                         "complete checkpoint (model.pretrained, e.g. Salesforce/instructblip-vicuna-7b)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(text)
         text_cfg = AutoConfig.from_pretrained(text)
@@ -118,24 +163,29 @@ def compose_pretrained(text: str, vision: str, template, dtype: str = "float32",
     ensure_special_tokens(tokenizer, template)
     vision_cfg = getattr(vision_cfg, "vision_config", vision_cfg)
     strategy = "default" if vision_cfg.model_type.startswith("clip") else "full"
-    config = LlavaConfig(text_config=text_cfg, vision_config=vision_cfg,
-                         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_MARKER),
-                         vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=strategy,
-                         projector_hidden_act="gelu", tie_word_embeddings=text_cfg.tie_word_embeddings)
+    extra = {}
+    if arch == "llava_next":  # NeXT's any-resolution processor with the vision tower's normalisation
+        extra = {"image_grid_pinpoints": [list(p) for p in image_grid_pinpoints]}
+        image_processor = _image_processor(vision_cfg.image_size, "llava_next", image_mean=image_processor.image_mean,
+                                           image_std=image_processor.image_std, **extra)
+    config = ARCHS[arch][0](text_config=text_cfg, vision_config=vision_cfg,
+                            image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_MARKER),
+                            vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=strategy,
+                            projector_hidden_act="gelu", tie_word_embeddings=text_cfg.tie_word_embeddings, **extra)
     with torch.device("meta"):  # the skeleton takes no memory and no init time; its parts are put in below
-        model = LlavaForConditionalGeneration(config)
+        model = ARCHS[arch][1](config)
     lm = AutoModelForCausalLM.from_pretrained(text, dtype=DTYPES[dtype])
     model.model.language_model = lm.get_decoder()
     model.lm_head = lm.get_output_embeddings()
     model.model.vision_tower = type(model.model.vision_tower).from_pretrained(vision, dtype=DTYPES[dtype])
-    projector = type(model.model.multi_modal_projector)(config)  # the only new weights, initialised as HF does
+    projector = type(model.model.multi_modal_projector)(config)  # new weights, initialised as HF does
     model.model.multi_modal_projector = projector.to(DTYPES[dtype])
+    if arch == "llava_next":  # the row separator of the tiled feature map, initialised as HF does
+        std = 1 / torch.sqrt(torch.tensor(text_cfg.hidden_size, dtype=torch.float32))
+        model.model.image_newline = nn.Parameter((torch.randn(text_cfg.hidden_size) * std).to(DTYPES[dtype]))
     on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if on_meta:
         raise RuntimeError(f"composed model has uninitialised tensors: {on_meta[:3]}")
     if len(tokenizer) != model.config.text_config.vocab_size:
         model.resize_token_embeddings(len(tokenizer))
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=vision_cfg.patch_size,
-                               vision_feature_select_strategy=strategy,
-                               num_additional_image_tokens=1 if strategy == "default" else 0, image_token=IMAGE_MARKER)
-    return model, processor
+    return model, _processor(arch, image_processor, tokenizer, vision_cfg, strategy, config)

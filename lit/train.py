@@ -77,6 +77,14 @@ def _training_args(cfg: DictConfig, output_dir: Path):
                              remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, **kwargs)
 
 
+def _part_lrs(cfg: DictConfig) -> dict[str, float]:
+    """Per-part learning rates: the model's (``model.part_lrs``, e.g. NeXT's vision tower) and LoRA's projector."""
+    lrs = dict(cfg.model.get("part_lrs") or {})
+    if cfg.adapter.get("projector_lr") is not None:
+        lrs["projector"] = cfg.adapter.projector_lr
+    return lrs
+
+
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Train once; writes ``checkpoint/``, ``config.yaml``, ``log_history.json``, ``data_audit.json``."""
     from transformers import set_seed
@@ -87,7 +95,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     from lit.data import check_image_root
     from lit.label_cache import labelled_dataset
     from lit.mask import get_scope
-    from lit.model import apply_freeze, compose_pretrained, compose_tiny, load_pretrained, num_image_tokens
+    from lit.image_inputs import image_inputs_for
+    from lit.model import apply_freeze, compose_pretrained, compose_tiny, load_pretrained
     from lit.records import load_records
     from lit.templates import TemplateSet, mine_file
     from lit.tokenizer import ensure_special_tokens
@@ -114,7 +123,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     elif cfg.model.get("compose"):
         c = cfg.model.compose
         model, processor = compose_pretrained(c.text, c.vision, template, dtype=cfg.model.dtype,
-                                              vision_feature_layer=c.get("vision_feature_layer", -2))
+                                              vision_feature_layer=c.get("vision_feature_layer", -2),
+                                              arch=cfg.model.get("arch", "llava"),
+                                              image_grid_pinpoints=cfg.model.get("image_grid_pinpoints"))
         tokenizer = processor.tokenizer
     else:
         tokenizer = _tokenizer(cfg, records)
@@ -144,9 +155,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         templates = tset.sentences
         log.info("%d template sentences masked: %s", len(templates), sorted(templates)[:5])
 
+    image_inputs = image_inputs_for(model.config, processor, cfg.model.get("qformer_max_length", 128))
     dataset = labelled_dataset(records, cfg.data.path, cfg.label_cache_dir, image_root=cfg.data.image_root,
-                               tokenizer=tokenizer, template=template, scope=scope,
-                               image_processor=processor.image_processor, n_image_tokens=num_image_tokens(model),
+                               tokenizer=tokenizer, template=template, scope=scope, image_inputs=image_inputs,
                                max_length=cfg.data.max_length, templates=templates, on_invalid=cfg.data.on_invalid,
                                too_long=cfg.data.too_long)
     audit = dataset.write_audit(output_dir / "data_audit.json")
@@ -154,9 +165,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
              audit["supervised_tokens_by_kind"])
 
     trainer = LitTrainer(model=model, args=_training_args(cfg, output_dir), train_dataset=dataset,
-                         data_collator=Collator(tokenizer.pad_token_id),
-                         group_by_modality_length=cfg.group_by_modality_length,
-                         projector_lr=cfg.adapter.get("projector_lr"))
+                         data_collator=Collator(tokenizer.pad_token_id, image_inputs),
+                         group_by_modality_length=cfg.group_by_modality_length, part_lrs=_part_lrs(cfg))
     resume = _last_complete_checkpoint(output_dir) if cfg.get("resume") else None
     result = trainer.train(resume_from_checkpoint=resume)
     merge = lora and cfg.adapter.save == "merged"

@@ -16,12 +16,13 @@ class LitTrainer(Trainer):
     ``throughput/tokens_per_s`` / ``supervised_tokens_per_s`` to every log line, so VIT and LIT runs can be
     compared on how much they supervise and how fast they go."""
 
-    def __init__(self, *args, group_by_modality_length: bool = False, projector_lr: float | None = None, **kwargs):
+    def __init__(self, *args, group_by_modality_length: bool = False, part_lrs: dict[str, float] | None = None,
+                 **kwargs):
         super().__init__(*args, compute_loss_func=supervised_token_loss, **kwargs)
         self._kind_tokens = torch.zeros(len(SPAN_KINDS), dtype=torch.long)
         self._tokens_seen, self._last_log = 0, time.perf_counter()
         self.group_by_modality_length = group_by_modality_length
-        self.projector_lr = projector_lr
+        self.part_lrs = dict(part_lrs or {})
 
     def _get_train_sampler(self, train_dataset=None):
         """LLaVA's modality-grouped, length-sorted order (``lit.sampler``) when asked, else the default."""
@@ -36,19 +37,23 @@ class LitTrainer(Trainer):
         return ModalityLengthGroupedSampler(dataset.lengths(), dataset.has_image(), megabatch, seed=args.seed)
 
     def create_optimizer(self, model=None):
-        """The default optimizer, except that the projector's parameters get ``projector_lr`` (LLaVA's
-        ``mm_projector_lr``, e.g. 2e-5 beside LoRA's 2e-4) when it is set."""
-        if self.projector_lr is None or self.optimizer is not None:
+        """The default optimizer, except that the parts named in ``part_lrs`` (``lit.model.PARTS``) get their
+        own learning rate: LLaVA's ``mm_projector_lr`` (the projector at 2e-5 beside LoRA's 2e-4) and
+        LLaVA-NeXT's ``mm_vision_tower_lr`` (the vision tower at 2e-6 beside 1e-5)."""
+        if not self.part_lrs or self.optimizer is not None:
             return super().create_optimizer(model)
+        from lit.model import part_of
+
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[bool, bool], list] = {}
+        groups: dict[tuple[str, bool], list] = {}
         for name, param in opt_model.named_parameters():
             if param.requires_grad:
-                groups.setdefault(("multi_modal_projector" in name, name in decay), []).append(param)
+                part = part_of(name)
+                groups.setdefault((part if part in self.part_lrs else "", name in decay), []).append(param)
         param_groups = [{"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0,
-                         **({"lr": self.projector_lr} if projector else {})}
-                        for (projector, decayed), params in sorted(groups.items())]
+                         **({"lr": self.part_lrs[part]} if part else {})}
+                        for (part, decayed), params in sorted(groups.items())]
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer

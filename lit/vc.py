@@ -29,20 +29,23 @@ def _dataset(ckpt: str, records: list[dict], image_root: str, template: str):
     from lit.chat_templates import get_template
     from lit.data import SupervisedDataset
     from lit.mask import get_scope
-    from lit.model import load_pretrained, num_image_tokens
+    from lit.image_inputs import image_inputs_for
+    from lit.model import load_pretrained
 
     model, processor = load_pretrained(ckpt)
     model.set_attn_implementation("eager")
     model.eval()
     ds = SupervisedDataset(records, image_root=image_root, tokenizer=processor.tokenizer, template=get_template(template),
-                           scope=get_scope("vit"), image_processor=processor.image_processor,
-                           n_image_tokens=num_image_tokens(model), max_length=4096, progress=False)
+                           scope=get_scope("vit"), image_inputs=image_inputs_for(model.config, processor),
+                           max_length=4096, progress=False)
     return model, ds
 
 
 @torch.no_grad()
-def _answer_logprob(model, ids, labels, pixels) -> tuple[float, float]:
-    out = model(input_ids=ids[None], pixel_values=pixels[None], output_attentions=True)
+def _answer_logprob(model, ids, labels, image_inputs: dict) -> tuple[float, float]:
+    """Summed log-probability of the answer tokens and the mean attention share on image positions;
+    ``image_inputs``: the batched (batch of one) image and Q-Former inputs."""
+    out = model(input_ids=ids[None], output_attentions=True, **image_inputs)
     logp = torch.log_softmax(out.logits[0, :-1].float(), -1)
     target = labels[1:]
     keep = target != IGNORE_INDEX
@@ -63,10 +66,12 @@ def analyse(ckpt: str, records: list[dict], image_root: str, template: str = "vi
         item = ds[i]
         if not (item["labels"] != IGNORE_INDEX).any():  # an answer fully truncated away
             continue
-        pixels = item["pixel_values"].to(model.dtype)
+        inputs = {**ds.image_inputs.collate([item["image"]]), **ds.image_inputs.collate_text([item])}
+        pixels = inputs["pixel_values"].to(model.dtype)
         noise = torch.rand(pixels.shape, generator=gen) * (pixels.max() - pixels.min()) + pixels.min()
-        with_image, share = _answer_logprob(model, item["input_ids"], item["labels"], pixels)
-        without, _ = _answer_logprob(model, item["input_ids"], item["labels"], noise.to(model.dtype))
+        with_image, share = _answer_logprob(model, item["input_ids"], item["labels"], {**inputs, "pixel_values": pixels})
+        without, _ = _answer_logprob(model, item["input_ids"], item["labels"],
+                                     {**inputs, "pixel_values": noise.to(model.dtype)})
         vcs.append(with_image - without)
         shares.append(share)
     if not vcs:

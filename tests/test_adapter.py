@@ -89,7 +89,7 @@ def test_projector_gets_its_own_learning_rate(trained, tmp_path):
     model, _ = load_pretrained(str(base_run / "checkpoint"))
     model = apply_lora(model, OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0}), train_projector=True)
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=2e-4, use_cpu=True, report_to=[])
-    trainer = LitTrainer(model=model, args=args, projector_lr=2e-5)
+    trainer = LitTrainer(model=model, args=args, part_lrs={"projector": 2e-5})
     optimizer = trainer.create_optimizer()
     by_lr = {}
     for group in optimizer.param_groups:

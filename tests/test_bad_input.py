@@ -9,6 +9,7 @@ import pytest
 from lit.chat_templates import get_template
 from lit.data import SupervisedDataset
 from lit.mask import get_scope
+from lit.image_inputs import ImageInputs
 from lit.model import _image_processor
 from lit.records import RecordError, load_records
 from lit.render import render
@@ -44,7 +45,7 @@ def test_invalid_conversations_name_record_and_reason(record, reason):
 
 def _dataset(records, tokenizer, image_root, **kw):
     return SupervisedDataset(records, image_root=image_root, tokenizer=tokenizer, template=VICUNA,
-                             scope=get_scope("vit"), image_processor=_image_processor(32), n_image_tokens=16,
+                             scope=get_scope("vit"), image_inputs=ImageInputs(_image_processor(32), 16),
                              max_length=kw.pop("max_length", 512), progress=False, **kw)
 
 

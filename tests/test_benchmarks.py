@@ -176,9 +176,10 @@ def test_visual_contribution_analysis(trained, demo_data, tmp_path):
     ckpt = str(run_dir / "checkpoint")
     model, ds = vc._dataset(ckpt, load_records(demo_data / "train.json")[:4], str(demo_data), "vicuna_v1")
     item = ds[0]
-    total, share = vc._answer_logprob(model, item["input_ids"], item["labels"], item["pixel_values"])
+    pixels = item["image"]["pixel_values"][None]
+    total, share = vc._answer_logprob(model, item["input_ids"], item["labels"], {"pixel_values": pixels})
     with torch.no_grad():  # the summed answer log-prob is minus HF's mean loss times the answer tokens
-        loss = model(input_ids=item["input_ids"][None], pixel_values=item["pixel_values"][None],
+        loss = model(input_ids=item["input_ids"][None], pixel_values=pixels,
                      labels=item["labels"][None]).loss.item()
     n_answer = int((item["labels"][1:] != -100).sum())
     assert total == pytest.approx(-loss * n_answer, rel=1e-4) and 0 < share < 1

@@ -10,6 +10,7 @@ import numpy as np
 from lit.chat_templates import get_template
 from lit.label_cache import labelled_dataset
 from lit.mask import get_scope
+from lit.image_inputs import ImageInputs
 from lit.model import _image_processor
 
 
@@ -18,7 +19,7 @@ def _build(records_path, tokenizer, cache, scope="lit", **kw):
 
     return labelled_dataset(load_records(records_path), records_path, cache, image_root=records_path.parent,
                             tokenizer=tokenizer, template=get_template("vicuna_v1"), scope=get_scope(scope),
-                            image_processor=_image_processor(32), n_image_tokens=16, max_length=512, progress=False, **kw)
+                            image_inputs=ImageInputs(_image_processor(32), 16), max_length=512, progress=False, **kw)
 
 
 def _same(a, b):
@@ -26,9 +27,9 @@ def _same(a, b):
     for i in range(len(a)):
         x, y = a[i], b[i]
         assert all(np.array_equal(x[k].numpy(), y[k].numpy()) for k in ("input_ids", "labels", "kind_counts"))
-        assert (x["pixel_values"] is None) == (y["pixel_values"] is None)
-        if x["pixel_values"] is not None:
-            assert np.array_equal(x["pixel_values"].numpy(), y["pixel_values"].numpy())
+        assert (x["image"] is None) == (y["image"] is None)
+        if x["image"] is not None:
+            assert np.array_equal(x["image"]["pixel_values"].numpy(), y["image"]["pixel_values"].numpy())
 
 
 def test_second_build_reads_the_cache_and_matches(demo_data, bpe_tokenizer, tmp_path, monkeypatch):

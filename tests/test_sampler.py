@@ -49,6 +49,7 @@ def test_trainer_batches_hold_one_modality(demo_data, bpe_tokenizer, tmp_path):
     from lit.collate import Collator
     from lit.data import SupervisedDataset
     from lit.mask import get_scope
+    from lit.image_inputs import ImageInputs
     from lit.model import _image_processor
     from lit.tokenizer import ensure_special_tokens
     from lit.trainer import LitTrainer
@@ -59,13 +60,13 @@ def test_trainer_batches_hold_one_modality(demo_data, bpe_tokenizer, tmp_path):
     records += [{"id": f"text-{i}", "conversations": [{"from": "human", "value": "Say hello " * (1 + i % 5)},
                                                       {"from": "gpt", "value": "hello"}]} for i in range(12)]
     ds = SupervisedDataset(records, image_root=demo_data, tokenizer=bpe_tokenizer, template=template,
-                           scope=get_scope("lit"), image_processor=_image_processor(32), n_image_tokens=16,
+                           scope=get_scope("lit"), image_inputs=ImageInputs(_image_processor(32), 16),
                            max_length=512, progress=False)
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True, report_to=[],
                              remove_unused_columns=False, seed=0)
     model = torch.nn.Linear(1, 1)
     for grouped in (True, False):
-        trainer = LitTrainer(model=model, args=args, train_dataset=ds, data_collator=Collator(bpe_tokenizer.pad_token_id),
+        trainer = LitTrainer(model=model, args=args, train_dataset=ds, data_collator=Collator(bpe_tokenizer.pad_token_id, ds.image_inputs),
                              group_by_modality_length=grouped)
         kinds = [batch.get("pixel_values") is not None and len(batch["pixel_values"]) == len(batch["input_ids"])
                  for batch in trainer.get_train_dataloader()]

@@ -100,10 +100,19 @@ def compose_tiny(cfg, tokenizer):
     return model, _processor(arch, image_processor, tokenizer, vision, strategy, config)
 
 
+def is_hub_id(path: str | Path) -> bool:
+    """Whether ``path`` reads as a hub model id (``org/name``) rather than a local folder."""
+    text = str(path)
+    return not Path(text).exists() and not text.startswith((".", "/", "~")) and text.count("/") == 1
+
+
 def check_checkpoint(path: str | Path) -> None:
-    """A clear error unless ``path`` is a folder that train.py (or HF) wrote: a model or a LoRA adapter."""
+    """A clear error unless ``path`` is a folder that train.py (or HF) wrote: a model or a LoRA adapter,
+    or a hub id (``Salesforce/instructblip-vicuna-7b``), which ``load_pretrained`` resolves."""
     from lit.adapter import is_adapter_checkpoint
 
+    if is_hub_id(path):
+        return
     if not ((Path(path) / "config.json").is_file() or is_adapter_checkpoint(path)):
         raise FileNotFoundError(f"{path} is not a checkpoint (no config.json or adapter_config.json); point to the "
                                 "'checkpoint' folder train.py writes in its run directory, or to an HF model id")
@@ -114,8 +123,7 @@ def load_pretrained(path: str, dtype: str = "float32"):
     checkpoint (merged on load); a clear error if it is not there (e.g. offline)."""
     from lit.adapter import is_adapter_checkpoint, load_adapter_checkpoint
 
-    if Path(path).exists():
-        check_checkpoint(path)
+    check_checkpoint(path)
     try:
         processor = AutoProcessor.from_pretrained(path)
         if is_adapter_checkpoint(path):  # a LoRA run saved with adapter.save=adapter

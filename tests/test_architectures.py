@@ -216,6 +216,11 @@ def test_iblip_trains_and_checkpoint_generates(demo_data, tmp_path):
     assert out.shape[1] > inputs["input_ids"].shape[1]
     with pytest.raises(ValueError, match="needs an image"):
         lmm.prompt_inputs("What shape is it?", None)
+    from lit.evaluate import evaluate
+
+    scores = evaluate(tmp_path / "checkpoint", ["demo_pope"], demo_data, tmp_path / "eval", limit=4,
+                      chat_template="instructblip")  # through lmms-eval, Q-Former inputs included
+    assert 0 <= scores["demo_pope"]["pope_accuracy"] <= 1
 
 
 def test_iblip_recipe_composes():
@@ -255,3 +260,13 @@ def test_next_data_converter(tmp_path, demo_data):
     assert convert(tmp_path / "src", tmp_path / "out", progress=False)["images_written"] == 0  # resumed: kept
     with pytest.raises(FileNotFoundError, match="no .parquet"):
         convert(tmp_path / "nothing", tmp_path / "out2", progress=False)
+
+
+def test_hub_ids_pass_the_checkpoint_check_and_local_folders_do_not(tmp_path):
+    from lit.model import check_checkpoint, is_hub_id
+
+    assert is_hub_id("Salesforce/instructblip-vicuna-7b") and not is_hub_id(tmp_path / "run" / "checkpoint")
+    check_checkpoint("Salesforce/instructblip-vicuna-7b")  # resolved (or refused offline) by from_pretrained
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        check_checkpoint(tmp_path / "run")

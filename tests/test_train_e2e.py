@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -101,9 +102,9 @@ def pretrained_parts(tmp_path_factory, tokenizers):
     return root
 
 
-def _stage1_cfg(parts, demo_data, out, *extra):
+def _stage1_cfg(parts, demo_data, out, *extra, model="llava7b_stage1"):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["model=llava7b_stage1", "deepspeed=none", "data=demo", f"data.root={demo_data}",
+        cfg = compose("train", overrides=[f"model={model}", "deepspeed=none", "data=demo", f"data.root={demo_data}",
                                           "data.generate=false", f"model.compose.text={parts / 'lm'}",
                                           f"model.compose.vision={parts / 'vision'}", "model.dtype=float32",
                                           "train.bf16=false", "train.tf32=false", "train.use_cpu=true",
@@ -131,6 +132,25 @@ def test_stage1_composes_pretrained_lm_and_vision_and_trains_only_the_projector(
     tower, ref = model.model.vision_tower.state_dict(), vision.state_dict()
     assert tower.keys() == ref.keys() and all(torch.equal(tower[k], ref[k]) for k in ref)
     assert model.config.vision_feature_layer == -2 and model.config.vision_feature_select_strategy == "default"
+
+
+def test_next_stage1_composes_and_trains_projector_and_image_newline(pretrained_parts, demo_data, tmp_path):
+    from transformers import AutoImageProcessor, AutoProcessor, LlamaForCausalLM, LlavaNextForConditionalGeneration
+
+    from lit.train import run
+
+    metrics = run(_stage1_cfg(pretrained_parts, demo_data, tmp_path, "model.image_grid_pinpoints=[[32,64],[64,32]]",
+                              model="llava_next7b_stage1"), tmp_path)
+    assert metrics["steps"] == 2
+    model = LlavaNextForConditionalGeneration.from_pretrained(tmp_path / "checkpoint")
+    lm = LlamaForCausalLM.from_pretrained(pretrained_parts / "lm")
+    assert torch.equal(model.model.language_model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight)
+    assert model.config.image_grid_pinpoints == [[32, 64], [64, 32]] and model.model.image_newline.shape == (32,)
+    processor, clip = AutoProcessor.from_pretrained(tmp_path / "checkpoint"), AutoImageProcessor.from_pretrained(pretrained_parts / "vision")
+    assert type(processor).__name__ == "LlavaNextProcessor"
+    assert list(processor.image_processor.image_mean) == list(clip.image_mean)  # the vision tower's normalisation
+    log = json.loads((tmp_path / "log_history.json").read_text())
+    assert all(math.isfinite(h["loss"]) for h in log if "loss" in h)
 
 
 def test_compose_builds_no_random_copy_of_the_pretrained_parts(pretrained_parts, monkeypatch):

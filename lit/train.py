@@ -173,6 +173,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     saved = output_dir / ("checkpoint_adapter" if merge else "checkpoint")
     trainer.save_model(str(saved))
     if trainer.is_world_process_zero():
+        from lit.chat_jinja import to_jinja
+
+        # the training format as a Jinja chat template: lmms-eval's llava_hf, vLLM and apply_chat_template use it
+        processor.chat_template = tokenizer.chat_template = to_jinja(template)
         processor.save_pretrained(str(saved))
         if merge:
             from lit.adapter import save_merged

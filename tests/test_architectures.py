@@ -55,6 +55,32 @@ def _prompt(n_tokens, tokenizer, text="What colour is the shape?"):
     return torch.tensor([ids[:1] + [image_id] * n_tokens + ids[1:]])
 
 
+def _assert_llava_hf_reads_it_as_we_do(ckpt, image, chat_template="vicuna_v1"):
+    """lmms-eval's own ``llava_hf`` model class loads the checkpoint and, formatting the prompt with the saved
+    Jinja chat template and the saved processor, feeds the model exactly what ``lit_llava`` feeds it."""
+    from lmms_eval.models.simple.llava_hf import LlavaHf
+
+    from lit.lmms_model import LitLlava
+
+    # device_map must be given: lmms-eval 0.7.3 passes its default "" to from_pretrained, which transformers 5 refuses
+    theirs = LlavaHf(pretrained=str(ckpt), device="cpu", device_map="cpu", dtype="float32")
+    ours = LitLlava(pretrained=str(ckpt), chat_template=chat_template)
+    question = "What shape is it?"
+    text = theirs.tokenizer.apply_chat_template([{"role": "user", "content": f"{IMAGE_MARKER}\n{question}"}],
+                                                tokenize=False, add_generation_prompt=True)
+    inputs = theirs._image_processor(images=[image], text=text, return_tensors="pt")
+    mine = ours.prompt_inputs(question, image)
+    assert torch.equal(inputs["input_ids"], mine["input_ids"])
+    torch.testing.assert_close(inputs["pixel_values"], mine["pixel_values"])
+    out = theirs.model.generate(**inputs, max_new_tokens=2, do_sample=False, pad_token_id=theirs.tokenizer.pad_token_id)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_llava_checkpoint_reads_the_same_in_lmms_eval_llava_hf(trained):
+    _, run_dir, _ = trained
+    _assert_llava_hf_reads_it_as_we_do(run_dir / "checkpoint", _rgb(40, 30))
+
+
 def test_next_image_token_count_matches_processor_and_model(bpe_tokenizer):
     """Our count is the processor's own <image> expansion for every size, and the model accepts it: it raises
     when image positions and image features disagree."""
@@ -158,6 +184,12 @@ def test_next_trains_and_checkpoint_generates(varied_data, tmp_path):
     assert int((inputs["input_ids"] == lmm.image_token_id).sum()) == lmm.image_inputs.n_tokens(30, 70)
     out = lmm.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=lmm.tokenizer.pad_token_id)
     assert out.shape[1] > inputs["input_ids"].shape[1]
+    _assert_llava_hf_reads_it_as_we_do(tmp_path / "checkpoint", _rgb(30, 70))
+    from lit.records import load_records
+    from lit.vc import analyse
+
+    vc = analyse(str(tmp_path / "checkpoint"), load_records(varied_data / "train.json"), str(varied_data), n=3)
+    assert vc["n"] == 3 and all(0 < share < 1 for share in vc["attention_to_image"])  # tiles + image_sizes reach VC
 
 
 def test_next_recipe_composes():

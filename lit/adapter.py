@@ -40,10 +40,10 @@ def apply_lora(model, cfg, train_projector: bool, extra_trainable: list[str] = (
     trained and saved in full beside the projector."""
     from peft import LoraConfig, get_peft_model
 
-    if getattr(model, "is_gradient_checkpointing", False) or cfg.get("gradient_checkpointing"):
-        model.enable_input_require_grads()  # frozen embeddings + checkpointing would cut the graph
     from lit.model import PARTS
 
+    if getattr(model, "is_gradient_checkpointing", False) or cfg.get("gradient_checkpointing"):
+        model.enable_input_require_grads()  # frozen embeddings + checkpointing would cut the graph
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     # modules_to_save takes modules: NeXT's image_newline (a bare parameter) stays as stage 1 left it under LoRA
     projector = [m for m in PARTS["projector"] if m in present]

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from lit.chat_templates import ChatTemplate
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER, SPAN_KINDS
-from lit.image_inputs import ImageInputs, image_size
+from lit.image_inputs import ImageInputs, open_image
 from lit.mask import MaskScope, labels_for, supervised_counts
 from lit.records import RecordError, record_id
 from lit.render import encode, expand_image, render
@@ -114,14 +113,11 @@ class SupervisedDataset(Dataset):
                 raise RecordError(rid, f"missing image: {image} does not exist (check data.image_root)")
         elif self.image_inputs.requires_image:
             raise RecordError(rid, "text-only record: this model (InstructBLIP) needs an image in every record")
-        n_image = 0
-        if image is not None:
-            n_image = self.image_inputs.n_tokens(*image_size(image, rid)) if self.image_inputs.sized \
-                else self.image_inputs.n_tokens()
+        n_image = self.image_inputs.n_tokens_of_file(image, rid) if image is not None else 0
         enc = encode(render(record, template, templates=templates, record_id=rid), tokenizer, record_id=rid,
                      image_token_id=self.image_token_id)
         labels = labels_for(enc, scope)
-        extra = (n_image - 1) if image is not None else 0
+        extra = max(n_image - 1, 0)
         truncated = len(labels) + extra > max_length
         if truncated:
             if too_long == "error":
@@ -185,11 +181,8 @@ class SupervisedDataset(Dataset):
         return [e.image is not None for e in self.examples]
 
     def _pixels(self, ex: Example) -> dict[str, torch.Tensor]:
-        try:
-            with Image.open(ex.image) as img:
-                rgb = img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as err:
-            raise RecordError(ex.record_id, f"unreadable image {ex.image}: {err}") from err
+        with open_image(ex.image, ex.record_id) as img:
+            rgb = img.convert("RGB")
         return self.image_inputs.pixels(rgb)
 
     def __getitem__(self, idx: int) -> dict:

@@ -7,17 +7,20 @@ Three kinds, picked from the model's config by ``image_inputs_for``:
   each image gives ``pixel_values`` (P, 3, H, W) (P tiles, padded to the batch's largest P) and
   ``image_sizes`` (2,);
 - ``instructblip``: a fixed number of query tokens, and the Q-Former also reads the instruction
-  (``qformer_input_ids``, the first human turn without the image marker), so every record needs an image.
+  (``qformer_input_ids``, the first human turn without the image marker, at most 128 tokens as LAVIS's
+  ``max_txt_len``), so every record needs an image.
 
 ``spec()`` is what the label cache keys on: everything that decides how many positions an image takes.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from lit.constants import IMAGE_MARKER
 from lit.records import RecordError
@@ -26,13 +29,16 @@ from lit.records import RecordError
 class ImageInputs:
     """A fixed number of image positions; one (3, H, W) tensor per image."""
 
-    sized = False  # whether the position count depends on the image's size (then the header is read)
     requires_image = False  # whether text-only records cannot be fed to the model
 
     def __init__(self, image_processor, n_tokens: int):
         self.image_processor, self.n = image_processor, int(n_tokens)
 
     def n_tokens(self, height: int | None = None, width: int | None = None) -> int:
+        return self.n
+
+    def n_tokens_of_file(self, path: Path, rid) -> int:
+        """Positions the image file at ``path`` takes (its header is read only where the count needs the size)."""
         return self.n
 
     def spec(self) -> dict:
@@ -56,8 +62,6 @@ class ImageInputs:
 class AnyResImageInputs(ImageInputs):
     """LLaVA-NeXT: the image is tiled on the best-fitting grid of ``image_grid_pinpoints`` plus a base view."""
 
-    sized = True
-
     def __init__(self, processor):
         super().__init__(processor.image_processor, 0)
         self.processor = processor
@@ -66,6 +70,11 @@ class AnyResImageInputs(ImageInputs):
         if height is None or width is None:
             raise ValueError("LLaVA-NeXT's image token count depends on the image size: pass height and width")
         return int(self.processor._get_num_multimodal_tokens(image_sizes=[(height, width)]).num_image_tokens[0])
+
+    def n_tokens_of_file(self, path: Path, rid) -> int:
+        with open_image(path, rid) as img:  # the header only; the pixels are not decoded
+            width, height = img.size
+        return self.n_tokens(height, width)
 
     def spec(self) -> dict:
         ip, p = self.image_processor, self.processor
@@ -90,10 +99,11 @@ class QFormerImageInputs(ImageInputs):
     """InstructBLIP: ``num_query_tokens`` positions per image; the Q-Former reads the instruction too."""
 
     requires_image = True
+    max_length = 128  # Q-Former instruction tokens (LAVIS blip2_vicuna_instruct's max_txt_len)
 
-    def __init__(self, processor, n_tokens: int, max_length: int = 128):
+    def __init__(self, processor, n_tokens: int):
         super().__init__(processor.image_processor, n_tokens)
-        self.qformer_tokenizer, self.max_length = processor.qformer_tokenizer, int(max_length)
+        self.qformer_tokenizer = processor.qformer_tokenizer
 
     def spec(self) -> dict:
         tok = self.qformer_tokenizer
@@ -119,7 +129,7 @@ class QFormerImageInputs(ImageInputs):
         return {"qformer_input_ids": ids, "qformer_attention_mask": mask}
 
 
-def image_inputs_for(model_config, processor, qformer_max_length: int = 128) -> ImageInputs:
+def image_inputs_for(model_config, processor) -> ImageInputs:
     """The ``ImageInputs`` of a model (by its config's ``model_type``) and its processor."""
     kind = model_config.model_type
     if kind == "llava":
@@ -128,17 +138,15 @@ def image_inputs_for(model_config, processor, qformer_max_length: int = 128) -> 
     if kind == "llava_next":
         return AnyResImageInputs(processor)
     if kind == "instructblip":
-        return QFormerImageInputs(processor, model_config.num_query_tokens, qformer_max_length)
+        return QFormerImageInputs(processor, model_config.num_query_tokens)
     raise ValueError(f"no image inputs for model_type {kind!r}; known: llava, llava_next, instructblip")
 
 
-def image_size(path: Path, rid) -> tuple[int, int]:
-    """(height, width) from the image's header (the pixels are not decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
+@contextmanager
+def open_image(path: Path, rid):
+    """``PIL.Image.open(path)``, any failure to read it (in the block too) a ``RecordError`` naming the record."""
     try:
         with Image.open(path) as img:
-            width, height = img.size
+            yield img
     except (OSError, UnidentifiedImageError) as err:
         raise RecordError(rid, f"unreadable image {path}: {err}") from err
-    return height, width

@@ -128,10 +128,10 @@ def load_pretrained(path: str, dtype: str = "float32"):
         processor = AutoProcessor.from_pretrained(path)
         if is_adapter_checkpoint(path):  # a LoRA run saved with adapter.save=adapter
             return load_adapter_checkpoint(path, DTYPES[dtype]), processor
-        model_type = AutoConfig.from_pretrained(path).model_type
-        if model_type not in ARCHS:
-            raise ValueError(f"{path} is a {model_type!r} model; supported: {sorted(ARCHS)}")
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype])
+        config = AutoConfig.from_pretrained(path)
+        if config.model_type not in ARCHS:
+            raise ValueError(f"{path} is a {config.model_type!r} model; supported: {sorted(ARCHS)}")
+        model = AutoModelForImageTextToText.from_pretrained(path, config=config, dtype=DTYPES[dtype])
     except OSError as err:
         raise FileNotFoundError(f"cannot load model {path!r}: {err}. Offline? Download it first "
                                 "(huggingface-cli download) and set model.pretrained to the local path.") from err

@@ -155,7 +155,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         templates = tset.sentences
         log.info("%d template sentences masked: %s", len(templates), sorted(templates)[:5])
 
-    image_inputs = image_inputs_for(model.config, processor, cfg.model.get("qformer_max_length", 128))
+    image_inputs = image_inputs_for(model.config, processor)
     dataset = labelled_dataset(records, cfg.data.path, cfg.label_cache_dir, image_root=cfg.data.image_root,
                                tokenizer=tokenizer, template=template, scope=scope, image_inputs=image_inputs,
                                max_length=cfg.data.max_length, templates=templates, on_invalid=cfg.data.on_invalid,

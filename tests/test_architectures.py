@@ -209,7 +209,7 @@ def test_iblip_qformer_reads_the_instruction(bpe_tokenizer):
     from lit.mask import get_scope
 
     model, processor, cfg = _tiny("tiny_iblip", bpe_tokenizer)
-    inputs = image_inputs_for(model.config, processor, cfg.qformer_max_length)
+    inputs = image_inputs_for(model.config, processor)
     record = {"conversations": [{"from": "human", "value": f"{IMAGE_MARKER}\nWhat colour is the circle?"},
                                 {"from": "gpt", "value": "red"}]}
     ids = inputs.text_inputs(record, "r0")["qformer_input_ids"]

@@ -1,31 +1,45 @@
-"""MIns+ builder: one instruction per MultiInstruct instance, sampled with ratio ε, filled safely.
+"""MIns+ builder: one instruction per MultiInstruct instance, drawn from the task's pool, filled safely.
 
-ε is the probability mass on the task's original (seed) instructions, 1 − ε on its generated ones:
-P(seed i) = ε / |seeds|, P(generated j) = (1 − ε) / |generated| (uniform within each group, the official
-``--with_prob`` form with RAW_LOGIT = ε and GEN_LOGIT = 1 − ε; the repo leaves both undefined). So
-ε = 1 is the un-augmented MIns data set and ε = 0 never uses a seed. A task without generations uses its
-seeds whatever ε is. Exactly one uniform draw decides the group for every instance, so for a fixed
-random seed the ε = 1 data set is identical to one built from the seeds alone.
+Two ways to draw (``sampling``):
 
-Options are shuffled per instance (``options``); instructions are filled by ``placeholders.fill``, which
-parses and never evaluates. Output: LLaVA JSON (what ``train.py`` reads) and MultiInstruct JSONL with
-``prompt`` and ``target`` added.
+- ``official`` (declare-lab/InstrAug ``build_new_dataset.py`` default, ``random.choice``): uniform over the
+  task's seeds and accepted generations together; with ~10 kept rewrites per seed a seed is drawn about
+  1 time in 11;
+- ``epsilon``: mass ε on the seed group and 1 − ε on the generated group, uniform within each (the
+  official ``--with_prob`` form, RAW_LOGIT = ε, GEN_LOGIT = 1 − ε; the repo leaves both undefined). ε = 1 is
+  the un-augmented MIns data set, ε = 0 never uses a seed. One uniform draw decides the group, so for a
+  fixed seed the ε = 1 set equals the set built from the seeds alone.
+
+A task without generations uses its seeds in both modes. Each instance's fields come from
+``instraug.multiinstruct.prepare`` (regions, options string, given region, region info, dialogue
+history, target); instructions are filled by ``placeholders.fill``, which parses and never evaluates.
+Instances of the tasks the official build drops (image output, VQA_absurd, region_area) are skipped and
+counted in the manifest. Output: LLaVA JSON (what ``train.py`` reads), MultiInstruct JSONL with
+``prompt`` and ``target`` added, and ``mins_plus.json`` (the inputs, their hashes, counts), all written
+atomically; a set built from other inputs is never overwritten.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
-from collections import defaultdict
+import tempfile
+from collections import Counter, defaultdict
 from pathlib import Path
 
+from instraug.multiinstruct import DROPPED_TASKS, InstanceError, prepare
 from instraug.placeholders import UnsafePlaceholder, fill, multiset
 from instraug.seeds import load_seeds
 from lit.records import read_jsonl
 
-DROPPED_TASKS = {"image_generation", "infilling", "im_region_extraction", "im_descriptive_infilling",
-                 "image_completion_w_region_caption", "image_completion_w_image_caption",
-                 "im_descriptive_extraction", "VQA_absurd", "region_area"}
+SAMPLING = ("official", "epsilon")
+MANIFEST = "mins_plus.json"
+
+
+class DatasetMismatch(RuntimeError):
+    """An existing MIns+ set was built from other inputs than the ones asked for."""
 
 
 def pools(pool_rows: list[dict]) -> dict[str, tuple[list[str], list[str]]]:
@@ -57,16 +71,24 @@ def pool_from_files(seeds_path: str | Path, generated_path: str | Path | None, p
     return pool
 
 
-def sample_instruction(rng: random.Random, seeds: list[str], generated: list[str], epsilon: float) -> tuple[str, str]:
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+def sample_instruction(rng: random.Random, seeds: list[str], generated: list[str], sampling: str = "official",
+                       epsilon: float | None = None) -> tuple[str, str]:
+    if sampling == "official":
+        k = rng.randrange(len(seeds) + len(generated))
+        return (seeds[k], "seed") if k < len(seeds) else (generated[k - len(seeds)], "generated")
+    if sampling != "epsilon":
+        raise ValueError(f"unknown sampling {sampling!r}; choose {' or '.join(SAMPLING)}")
+    if epsilon is None or not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"sampling=epsilon needs epsilon in [0, 1], got {epsilon}")
     use_seed = rng.random() < epsilon or not generated
     group = seeds if use_seed else generated
     return group[rng.randrange(len(group))], "seed" if use_seed else "generated"
 
 
-def build(instances: list[dict], pool_rows: list[dict], epsilon: float, seed: int = 0) -> list[dict]:
-    """MultiInstruct instances -> rows with ``prompt``, ``target``, ``instruction``, ``instruction_origin``."""
+def build(instances: list[dict], pool_rows: list[dict], sampling: str = "official", epsilon: float | None = None,
+          seed: int = 0, skipped: Counter | None = None) -> list[dict]:
+    """MultiInstruct instances -> rows with ``prompt``, ``target``, ``instruction``, ``instruction_origin``;
+    ``skipped`` (if given) counts the instances of dropped tasks per task."""
     rng = random.Random(seed)
     by_task = pools(pool_rows)
     rows = []
@@ -74,18 +96,19 @@ def build(instances: list[dict], pool_rows: list[dict], epsilon: float, seed: in
         task = inst.get("task_name")
         rid = inst.get("unique_id", f"{task}-{i}")
         if task in DROPPED_TASKS:
+            if skipped is not None:
+                skipped[task] += 1
             continue
-        if task not in by_task or not by_task[task][0]:
-            raise KeyError(f"instance {rid}: no seed instructions for task {task!r} in the pool")
-        instruction, origin = sample_instruction(rng, *by_task[task], epsilon)
-        fields = dict(inst)
-        if isinstance(inst.get("options"), list):
-            fields["options"] = rng.sample(inst["options"], len(inst["options"]))
+        prepared = prepare(inst, rng)
+        key = prepared.instruction_task
+        if key not in by_task or not by_task[key][0]:
+            raise KeyError(f"instance {rid}: no seed instructions for task {key!r} in the pool")
+        instruction, origin = sample_instruction(rng, *by_task[key], sampling=sampling, epsilon=epsilon)
         try:
-            prompt = fill(instruction, fields)
+            prompt = fill(instruction, prepared.fields)
         except UnsafePlaceholder as err:
-            raise UnsafePlaceholder(f"instance {rid}, instruction {instruction!r}: {err}") from err
-        rows.append({**inst, "id": rid, "prompt": prompt, "target": inst["target_txt"], "instruction": instruction,
+            raise UnsafePlaceholder(f"instance {rid} ({key}), instruction {instruction!r}: {err}") from err
+        rows.append({**inst, "id": rid, "prompt": prompt, "target": prepared.target, "instruction": instruction,
                      "instruction_origin": origin})
     return rows
 
@@ -102,24 +125,91 @@ def to_llava(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
+def atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(rows: list[dict], out_dir: str | Path, manifest: dict | None = None) -> dict[str, Path]:
+    """Write the set atomically (each file renamed into place; the manifest last)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"llava": out_dir / "train.json", "multiinstruct": out_dir / "train.jsonl"}
-    paths["llava"].write_text(json.dumps(to_llava(rows), ensure_ascii=False, indent=0))
-    paths["multiinstruct"].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    paths = {"llava": out_dir / "train.json", "multiinstruct": out_dir / "train.jsonl", "manifest": out_dir / MANIFEST}
+    atomic_write(paths["multiinstruct"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write(paths["llava"], json.dumps(to_llava(rows), ensure_ascii=False, indent=0))
+    atomic_write(paths["manifest"], json.dumps(manifest or {}, indent=1, sort_keys=True))
     return paths
 
 
-def build_from_files(instances: str | Path, pool: str | Path, epsilon: float, out_dir: str | Path, seed: int = 0,
-                     generated: str | Path | None = None) -> dict[str, Path]:
-    """Build and write a MIns+ data set. ``pool`` is an ``augment.py`` pool.jsonl, or a seed file (plus
-    optionally ``generated``, a file of rewrites; see ``pool_from_files``)."""
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inputs_key(instances: str | Path, pool: str | Path, generated: str | Path | None, variant: str, sampling: str,
+               epsilon: float | None, seed: int) -> dict:
+    """Everything a MIns+ set depends on: the files by content, and the drawing settings."""
     for path in (instances, pool, generated):
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"MIns+ build input {path} does not exist")
+    return {"instances": str(instances), "instances_sha256": file_sha256(instances),
+            "pool": str(pool), "pool_sha256": file_sha256(pool),
+            "generated": str(generated) if generated else None,
+            "generated_sha256": file_sha256(generated) if generated else None,
+            "variant": variant, "sampling": sampling, "epsilon": None if sampling == "official" else float(epsilon),
+            "seed": int(seed)}
+
+
+_IDENTITY = ("instances_sha256", "pool_sha256", "generated_sha256", "variant", "sampling", "epsilon", "seed")
+
+
+def check_existing(out_dir: str | Path, key: dict) -> bool:
+    """True if ``out_dir`` holds a set built from ``key``'s inputs; False if there is none; raises if it holds
+    one built from other inputs (or one without a manifest)."""
+    out_dir = Path(out_dir)
+    manifest = out_dir / MANIFEST
+    if not (out_dir / "train.json").exists() and not manifest.exists():
+        return False
+    if not manifest.exists():
+        raise DatasetMismatch(f"{out_dir} holds a MIns+ set without {MANIFEST}: its inputs are unknown. Delete it, "
+                              "or point data.path elsewhere")
+    found = json.loads(manifest.read_text()).get("inputs", {})
+    diff = [k for k in _IDENTITY if found.get(k) != key.get(k)]
+    if diff:
+        detail = "; ".join(f"{k}: built {found.get(k)!r}, asked {key.get(k)!r}" for k in diff)
+        raise DatasetMismatch(f"{out_dir} was built from other inputs ({detail}). Refusing to use or overwrite it: "
+                              "delete it to rebuild, or give this arm its own data.path")
+    return True
+
+
+def build_dataset(instances: str | Path, pool: str | Path, out_dir: str | Path, variant: str,
+                  sampling: str = "official", epsilon: float | None = None, seed: int = 0,
+                  generated: str | Path | None = None) -> dict[str, Path]:
+    """Build and write one MIns+ set, unless ``out_dir`` already holds the same one. ``pool`` is an
+    ``augment.py`` pool.jsonl, or a seed file (plus optionally ``generated``, see ``pool_from_files``)."""
+    key = inputs_key(instances, pool, generated, variant, sampling, epsilon, seed)
+    out_dir = Path(out_dir)
+    if check_existing(out_dir, key):
+        return {"llava": out_dir / "train.json", "multiinstruct": out_dir / "train.jsonl",
+                "manifest": out_dir / MANIFEST}
     if str(pool).endswith(".jsonl"):  # an augment.py pool
-        rows = read_jsonl(Path(pool))
+        pool_rows = read_jsonl(Path(pool))
     else:  # a seed file, with or without a file of rewrites
-        rows = pool_from_files(pool, generated, provenance=f"file:{Path(generated).name}" if generated else "")
-    return write(build(read_jsonl(Path(instances)), rows, epsilon=epsilon, seed=seed), out_dir)
+        pool_rows = pool_from_files(pool, generated, provenance=f"file:{Path(generated).name}" if generated else "")
+    skipped: Counter = Counter()
+    rows = build(read_jsonl(Path(instances)), pool_rows, sampling=sampling, epsilon=epsilon, seed=seed, skipped=skipped)
+    origins = Counter(r["instruction_origin"] for r in rows)
+    manifest = {"inputs": key, "n_rows": len(rows), "instruction_origin": dict(origins),
+                "skipped_dropped_tasks": dict(skipped)}
+    return write(rows, out_dir, manifest)

@@ -6,8 +6,11 @@ A generated instruction is kept iff
 - R4 (optional, off as in the official code): no contractions ``'d`` / ``'ll``;
 - it differs from its parent (after normalising case and white space) — the official check compared
   against the placeholder-filled input and so only worked for seeds without placeholders;
-- it is not a duplicate of a kept instruction of the same task (exact after normalising), nor a near
-  duplicate (token-set Jaccard similarity >= ``near_dup``).
+- it is not a duplicate (exact after normalising case and white space) of a rewrite already kept from the
+  same seed (``dedup="seed"``, the official ``gen_results`` check), or, with ``dedup="task"``, of any
+  seed or kept rewrite of its task;
+- optionally (``near_dup``, off as in the official code) not a near duplicate of one of those (token-set
+  Jaccard similarity >= ``near_dup``).
 Seeds are always kept.
 """
 
@@ -34,7 +37,8 @@ def _tokens(text: str) -> set[str]:
 class FilterConfig:
     max_ratio: float = 2.0
     forbid_contractions: bool = False
-    near_dup: float = 0.9
+    dedup: str = "seed"  # seed (official) | task
+    near_dup: float | None = None
 
 
 @dataclass
@@ -68,28 +72,35 @@ def apply(rows: list[dict], seeds: dict[str, str], cfg: FilterConfig, report: Fi
 
     Duplicates are checked against the seeds, ``kept_before`` (earlier Iter rounds) and the rows kept so far.
     """
+    if cfg.dedup not in ("seed", "task"):
+        raise ValueError(f"filter.dedup must be seed or task, got {cfg.dedup!r}")
     report = report if report is not None else FilterReport()
     kept: list[dict] = []
-    seen: dict[str, set[str]] = defaultdict(set)
+    seen: dict[str, set[str]] = defaultdict(set)  # scope -> normalised texts
     token_sets: dict[str, list[set[str]]] = defaultdict(list)
-    earlier = [(root_id.rsplit("#", 1)[0], text) for root_id, text in seeds.items()]
-    for task, text in earlier + [(r["task"], r["text"]) for r in kept_before]:
-        seen[task].add(_norm(text))
-        token_sets[task].append(_tokens(text))
+
+    def scope(task: str, parent_id: str) -> str:
+        return task if cfg.dedup == "task" else parent_id
+
+    earlier = [(root_id.rsplit("#", 1)[0], root_id, text) for root_id, text in seeds.items()] if cfg.dedup == "task" else []
+    for task, parent_id, text in earlier + [(r["task"], r.get("parent_id", ""), r["text"]) for r in kept_before]:
+        seen[scope(task, parent_id)].add(_norm(text))
+        token_sets[scope(task, parent_id)].append(_tokens(text))
     for row in rows:
         task, text = row["task"], row["text"]
+        where = scope(task, row.get("parent_id", row["root_id"]))
         reason = reject_reason(text, row["parent_text"], seeds[row["root_id"]], cfg)
-        if reason is None and _norm(text) in seen[task]:
+        if reason is None and _norm(text) in seen[where]:
             reason = "duplicate"
-        if reason is None:
+        if reason is None and cfg.near_dup is not None:
             toks = _tokens(text)
-            if any(len(toks & other) / max(len(toks | other), 1) >= cfg.near_dup for other in token_sets[task]):
+            if any(len(toks & other) / max(len(toks | other), 1) >= cfg.near_dup for other in token_sets[where]):
                 reason = "near_duplicate"
         if reason:
             report.rejected[task][reason] += 1
             continue
-        seen[task].add(_norm(text))
-        token_sets[task].append(_tokens(text))
+        seen[where].add(_norm(text))
+        token_sets[where].append(_tokens(text))
         report.kept[task] += 1
         kept.append(row)
     return kept

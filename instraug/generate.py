@@ -42,16 +42,19 @@ def job_seed(key: str, base: int) -> int:
     return (int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) + base) % (2**31)
 
 
-def jobs_for(parents: list[dict], meta_names: list[str], temperatures: list[float], samples: int, model: str) -> list[dict]:
-    """parents: ``{"id", "task", "text", "root_id"}``; one job per (parent, meta-prompt, T, sample)."""
+def jobs_for(parents: list[dict], prompt_mix: dict[str, int], temperatures: list[float], model: str,
+             hint: bool = False) -> list[dict]:
+    """parents: ``{"id", "task", "text", "root_id"}``; one job per (parent, meta-prompt, T, sample), with
+    ``prompt_mix[name]`` samples of each meta-prompt (``meta_prompts.OFFICIAL_MIX``: 10 per seed)."""
     jobs = []
     for parent in parents:
-        for name in meta_names:
+        for name, samples in prompt_mix.items():
             meta = meta_prompts.load(name)
             for t in temperatures:
                 for k in range(samples):
-                    key = f"{parent['id']}|{name}@{meta.sha256}|T{t:.2f}|{k}|{model}"
-                    jobs.append({"key": key, "parent": parent, "meta": meta, "temperature": t, "sample": k})
+                    key = f"{parent['id']}|{name}@{meta.sha256}{'+hint' if hint else ''}|T{t:.2f}|{k}|{model}"
+                    jobs.append({"key": key, "parent": parent, "meta": meta, "temperature": t, "sample": k,
+                                 "hint": hint})
     return jobs
 
 
@@ -67,7 +70,7 @@ def run_jobs(jobs: list[dict], backend, cache_path: str | Path, sampling: Sampli
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             protected = [protect(j["parent"]["text"]) for j in batch]
-            chats = [j["meta"].chat(text) for j, (text, _) in zip(batch, protected)]
+            chats = [j["meta"].chat(text, j.get("hint", False)) for j, (text, _) in zip(batch, protected)]
             by_t: dict[float, list[int]] = {}
             for i, j in enumerate(batch):
                 by_t.setdefault(j["temperature"], []).append(i)
@@ -93,11 +96,14 @@ def run_jobs(jobs: list[dict], backend, cache_path: str | Path, sampling: Sampli
     return [done[j["key"]] for j in jobs]
 
 
-def candidate_rows(rows: list[dict]) -> list[dict]:
-    """One row per parsed candidate, with provenance, ready for the filter."""
+def candidate_rows(rows: list[dict], reply_lines: str = "first") -> list[dict]:
+    """One row per parsed candidate, with provenance, ready for the filter. ``reply_lines="first"`` keeps one
+    instruction per reply (the official parser's), ``"all"`` every candidate line of the reply."""
+    if reply_lines not in ("first", "all"):
+        raise ValueError(f"reply_lines must be first or all, got {reply_lines!r}")
     out = []
     for row in rows:
-        for i, text in enumerate(row["candidates"]):
+        for i, text in enumerate(row["candidates"][:1] if reply_lines == "first" else row["candidates"]):
             out.append({"id": f"{row['key']}#{i}", "task": row["task"], "text": text, "parent_text": row["parent_text"],
                         "parent_id": row["parent_id"], "root_id": row["root_id"], "meta_prompt": row["meta_prompt"],
                         "temperature": row["temperature"], "model": row["model"]})

@@ -2,7 +2,9 @@
 
 Handles what chat models wrap around the answer: preambles ("Sure! Here's a rephrased version:"),
 quotes, numbered or bulleted lists (several candidates), trailing notes ("Note: ..."), blank lines.
-The official code took line index 2 of the reply and crashed on two-line replies; this never indexes.
+The official code kept one line per reply (index 2, after Llama-2's "Sure! Here's ...:" and a blank line;
+it crashed on two-line replies); ``candidates(reply)[0]`` is that line, found without indexing, and
+``generate.candidate_rows(reply_lines="all")`` keeps every candidate instead.
 """
 
 from __future__ import annotations

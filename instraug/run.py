@@ -1,4 +1,5 @@
-"""The `augment.py` job: seeds -> generation -> filter -> pool (+ report, plot) -> optional MIns+ build."""
+"""The `augment.py` job: seeds -> generation -> filter -> pool (+ report, plot). The MIns+ sets built from the
+pool are `build_mins_plus.py` jobs, one per arm (``instraug.arm``)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from instraug import build, pipeline, report
+from instraug import pipeline, report
 from instraug.backends import build_backend
+from instraug.build import atomic_write
 from instraug.filter import FilterConfig
 from instraug.seeds import load_seeds
-from lit.records import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +26,20 @@ def run(cfg: DictConfig) -> dict:
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
     seeds = load_seeds(a.seeds)
     backend = build_backend(a.backend.kind, **OmegaConf.to_container(a.backend.args, resolve=True))
-    acfg = pipeline.AugmentConfig(variant=a.variant, meta_prompts=list(a.meta_prompts),
-                                  temperatures=list(a.temperatures), samples=a.samples, rounds=a.rounds,
-                                  top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=cfg.seed,
-                                  batch_size=a.batch_size)
+    meta = OmegaConf.to_container(a.meta_prompts, resolve=True)
+    acfg = pipeline.AugmentConfig(variant=a.variant, meta_prompts=meta, temperatures=list(a.temperatures),
+                                  samples=a.get("samples", 1), rounds=a.rounds, top_p=a.top_p,
+                                  max_new_tokens=a.max_new_tokens, seed=cfg.seed, batch_size=a.batch_size,
+                                  keep_placeholders_hint=a.keep_placeholders_hint, reply_lines=a.reply_lines,
+                                  held_out=a.held_out)
     fcfg = FilterConfig(**OmegaConf.to_container(a.filter, resolve=True))
     pool, rep = pipeline.run(seeds, backend, Path(a.cache_dir) / "generations.jsonl", acfg, fcfg)
-    (out / "pool.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pool))
+    # the pool marks the job done (lit.recipes): written whole or not at all
+    atomic_write(out / "pool.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pool))
     (out / "filter_report.json").write_text(json.dumps({**rep.to_json(), "config": asdict(acfg)}, indent=1))
     table = report.pool_table(pool)
     (out / "pool_summary.md").write_text(table + "\n")
     report.length_plot(pool, out / "lengths.png")
     log.info("instruction pool:\n%s", table)
     result = {"pool": str(out / "pool.jsonl"), "generated": sum(r["origin"] == "generated" for r in pool)}
-    if a.get("instances"):
-        rows = build.build(read_jsonl(Path(a.instances)), pool, epsilon=a.epsilon, seed=cfg.seed)
-        paths = build.write(rows, out / f"mins_plus_eps{a.epsilon}")
-        log.info("MIns+ data set (epsilon=%s): %s", a.epsilon, paths["llava"])
-        result["dataset"] = str(paths["llava"])
     return result

@@ -53,6 +53,12 @@ def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bo
     if not scores_file.exists():
         t0 = time.time()
         print(f"\n=== training {arm} seed {seed} -> {run_dir}", flush=True)
+        if cfg.data.get("mins_plus"):  # the arm's MIns+ set, as build_mins_plus.py builds it
+            from instraug.arm import build_for
+            from lit.train import generate_demo_data
+
+            generate_demo_data(cfg)
+            build_for(cfg)
         run(cfg, run_dir)
         print(f"=== scoring {arm} seed {seed} with lmms-eval ({time.time() - t0:.0f}s so far)", flush=True)
         score(list(cfg.eval.tasks), run_dir / "eval")

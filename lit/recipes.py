@@ -1,6 +1,6 @@
 """Reproduction recipes: one per paper table, each a list of jobs with explicit dependencies.
 
-``conf/recipe/<table>.yaml`` lists jobs (``augment`` / ``train`` / ``evaluate`` / ``vc``), each with Hydra overrides
+``conf/recipe/<table>.yaml`` lists jobs (``augment`` / ``mins_plus`` (one arm's MIns+ set) / ``train`` / ``evaluate`` / ``vc``), each with Hydra overrides
 for its entry point, resources, and ``after`` (the jobs it needs). ``matrix`` expands one job over values
 (``{scope}`` in ids and overrides); ``{run:<job id>}`` is that job's run directory. Every job runs in
 ``<output_root>/repro/<job id>`` (shared by tables, so a stage-1 model is trained once), and a job whose
@@ -32,7 +32,8 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "conf" / "recipe"
-ENTRY = {"augment": "augment.py", "train": "train.py", "evaluate": "evaluate.py", "vc": "vc.py"}
+ENTRY = {"augment": "augment.py", "mins_plus": "build_mins_plus.py", "train": "train.py", "evaluate": "evaluate.py",
+         "vc": "vc.py"}
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Job:
     def done(self, output_root: Path) -> bool:
         d = self.run_dir(output_root)
         return {"train": d / "train_metrics.json", "evaluate": d / "scores.json",
-                "augment": d / "pool.jsonl", "vc": d / "vc.json"}[self.kind].exists()
+                "augment": d / "pool.jsonl", "mins_plus": d / "dataset.json", "vc": d / "vc.json"}[self.kind].exists()
 
 
 def run_dir(output_root: Path, job_id: str) -> Path:

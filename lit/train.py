@@ -17,22 +17,24 @@ from lit.evaluate import git_sha
 log = logging.getLogger(__name__)
 
 
-def _prepare_data(cfg: DictConfig) -> None:
-    """Generate the demo data if asked and missing; build the MIns+ data set at ``data.mins_plus.epsilon``
-    from MultiInstruct-style instances and an instruction pool if ``data.mins_plus`` is set and missing."""
+def generate_demo_data(cfg: DictConfig) -> None:
+    """Generate the demo data if asked and missing."""
     from lit.synthetic import FILES, generate
 
     if cfg.data.get("generate") and not all((Path(cfg.data.root) / name).exists() for name in FILES):
         log.info("generating the demo data set in %s", cfg.data.root)
         generate(cfg.data.root, n_train=cfg.data.n_train, n_test=cfg.data.n_test, image_size=cfg.data.image_size,
                  seed=cfg.data.seed)
-    spec = cfg.data.get("mins_plus")
-    if spec and not Path(cfg.data.path).exists():
-        from instraug.build import build_from_files
 
-        log.info("building MIns+ (epsilon=%s) from %s and %s", spec.epsilon, spec.instances, spec.pool)
-        build_from_files(spec.instances, spec.pool, spec.epsilon, Path(cfg.data.path).parent, seed=spec.seed,
-                         generated=spec.get("generated"))
+
+def _prepare_data(cfg: DictConfig) -> None:
+    """The demo data if asked and missing. A MIns+ set (``data.mins_plus``) is not built here: it must exist,
+    built from the inputs the config names, by ``build_mins_plus.py`` (``instraug.arm``)."""
+    generate_demo_data(cfg)
+    if cfg.data.get("mins_plus"):
+        from instraug.arm import require
+
+        require(cfg)
 
 
 def _tokenizer(cfg: DictConfig, records: list[dict]):

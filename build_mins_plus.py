@@ -1,0 +1,27 @@
+"""Build one arm's MIns+ training set, with the same overrides as its training run:
+`python build_mins_plus.py experiment=instraug_llava7b_mins_plus data.root=... data.mins_plus.pool=...`."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    import json
+    from pathlib import Path
+
+    from instraug.arm import build_for
+    from lit.train import generate_demo_data
+
+    if not cfg.data.get("mins_plus"):
+        raise SystemExit(f"data={cfg.data.name} is not a MIns+ data set (data.mins_plus is not set)")
+    generate_demo_data(cfg)  # the demo's instances are generated on first use
+    paths = build_for(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
+    print(f"MIns+ set: {paths['llava']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""One MIns+ data set per arm, from the composed training config.
+
+``data.mins_plus`` names the inputs (instances file, pool or seed file, optional file of rewrites) and the
+drawing settings (variant = ``augmentation.name``, ``augmentation.sampling``, ``augmentation.epsilon``,
+seed); ``data.path`` (``conf/data/mins_plus.yaml``) puts each arm in its own folder. The set is built
+by ``python build_mins_plus.py <the training run's overrides>`` (a ``mins_plus`` job in the recipes), never
+by ``train.py``: training only checks that the set exists and was built from the inputs its config names.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from instraug.build import DatasetMismatch, build_dataset, check_existing, inputs_key
+
+log = logging.getLogger(__name__)
+
+
+def _args(cfg: DictConfig) -> dict:
+    spec = cfg.data.mins_plus
+    return {"instances": spec.instances, "pool": spec.pool, "generated": spec.get("generated"),
+            "variant": spec.variant, "sampling": spec.sampling, "epsilon": spec.get("epsilon"), "seed": spec.seed}
+
+
+def build_for(cfg: DictConfig) -> dict[str, Path]:
+    """Build the arm's set at ``data.path`` (nothing to do if the same set is there; refused if another is)."""
+    out_dir = Path(cfg.data.path).parent
+    a = _args(cfg)
+    log.info("MIns+ set %s: variant=%s sampling=%s epsilon=%s seed=%s from %s and %s", out_dir, a["variant"],
+             a["sampling"], a["epsilon"], a["seed"], a["instances"], a["pool"])
+    return build_dataset(out_dir=out_dir, **a)
+
+
+def require(cfg: DictConfig) -> None:
+    """For ``train.py``: the arm's set must exist and have been built from the inputs the config names."""
+    out_dir = Path(cfg.data.path).parent
+    overrides = " ".join(shlex.quote(a) for a in sys.argv[1:]) or "<the same overrides as this run>"
+    a = _args(cfg)
+    try:
+        found = check_existing(out_dir, inputs_key(**a))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; the MIns+ set {cfg.data.path} cannot be checked") from err
+    except DatasetMismatch as err:
+        raise DatasetMismatch(f"{err}. Build this arm's set with: python build_mins_plus.py {overrides}") from err
+    if not found:
+        raise FileNotFoundError(f"the MIns+ set {cfg.data.path} does not exist: training does not build it. Build it "
+                                f"first with: python build_mins_plus.py {overrides}")

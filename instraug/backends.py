@@ -13,7 +13,6 @@ on which batch it landed in — exactly so for ``openai`` and ``vllm`` (per-requ
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -55,21 +54,22 @@ class TransformersBackend:
 
 
 class OpenAIBackend:
+    """Requests through the ``openai`` client (``lit.chat_api``): transient failures are retried with backoff
+    (``max_retries``), other 4xx stop the run at once naming the request."""
+
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key: str = "EMPTY",
-                 concurrency: int = 32, timeout: float = 600):
-        import httpx
+                 concurrency: int = 32, timeout: float = 600, max_retries: int = 5):
+        from lit.chat_api import client
 
         self.name, self.concurrency = model, concurrency
-        self.client = httpx.Client(base_url=base_url, timeout=timeout, headers={"Authorization": f"Bearer {api_key}"})
+        self.client = client(base_url, api_key, max_retries=max_retries, timeout=timeout)
 
     def _one(self, chat: list[dict], sampling: Sampling, seed: int) -> str:
-        body = {"model": self.name, "messages": chat, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_new_tokens, "seed": seed}
-        resp = self.client.post("/chat/completions", content=json.dumps(body),
-                                headers={"Content-Type": "application/json"})
-        if resp.status_code != 200:
-            raise RuntimeError(f"LLM server answered {resp.status_code}: {resp.text[:300]}")
-        return resp.json()["choices"][0]["message"]["content"]
+        from lit.chat_api import complete
+
+        request = {"model": self.name, "messages": chat, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                   "max_tokens": sampling.max_new_tokens, "seed": seed}
+        return complete(self.client, request, what=f"(seed {seed}) {chat[-1]['content'][:80]!r}")
 
     def generate(self, chats: list[list[dict]], sampling: Sampling, seeds: list[int]) -> list[str]:
         with ThreadPoolExecutor(self.concurrency) as pool:

@@ -89,6 +89,9 @@ def apply(rows: list[dict], seeds: dict[str, str], cfg: FilterConfig, report: Fi
     for row in rows:
         task, text = row["task"], row["text"]
         where = scope(task, row.get("parent_id", row["root_id"]))
+        if where not in token_sets:  # per seed: the parent itself is the first text of its scope
+            seen[where].add(_norm(row["parent_text"]))
+            token_sets[where].append(_tokens(row["parent_text"]))
         reason = reject_reason(text, row["parent_text"], seeds[row["root_id"]], cfg)
         if reason is None and _norm(text) in seen[where]:
             reason = "duplicate"

@@ -6,8 +6,9 @@ without a visual supplement "unclear" counts as right). The prompt below is ours
 
 The API key is read from an environment variable (``api_key_env``) at call time and never written to a
 config or result file. Verdicts are cached in a JSONL file keyed by model and prompt, so a rerun or a
-resumed evaluation pays each call once. A call that still fails after ``retries`` raises: a judge
-outage is never recorded as a verdict.
+resumed evaluation pays each call once. Calls go through the ``openai`` client (``lit.chat_api``), which
+retries transient failures (connection errors, 429, 5xx) ``retries`` times with backoff; other 4xx stop
+at once. A call that still fails raises: a judge outage is never recorded as a verdict.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,7 @@ class ChatJudge:
     retries: int = 3
     max_tokens: int = 16
     _memo: dict | None = field(default=None, init=False, repr=False)
+    _client: object = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_spec(cls, spec: dict) -> "ChatJudge":
@@ -84,21 +85,13 @@ class ChatJudge:
         return self._memo
 
     def _ask(self, prompt: str) -> str:
-        import requests
+        from lit.chat_api import ChatAPIError, client, complete
 
-        payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+        if self._client is None:
+            self._client = client(self.api_url, self.api_key(), max_retries=self.retries, timeout=self.timeout)
+        request = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
                    "max_tokens": self.max_tokens}
-        headers = {"Authorization": f"Bearer {self.api_key()}"}
-        error = None
-        for attempt in range(self.retries):
-            try:
-                response = requests.post(self.api_url, json=payload, headers=headers, timeout=self.timeout)
-                if response.status_code in (400, 401, 403, 404):  # not worth retrying
-                    raise RuntimeError(f"judge API {self.api_url} answered {response.status_code}: {response.text[:300]}")
-                response.raise_for_status()
-                return response.json()["choices"][0]["message"]["content"]
-            except (requests.RequestException, KeyError, IndexError, ValueError) as exc:
-                error = exc
-                if attempt + 1 < self.retries:
-                    time.sleep(min(30.0, 2.0 ** attempt))
-        raise RuntimeError(f"judge API {self.api_url} failed {self.retries} times; last error: {error}")
+        try:
+            return complete(self._client, request)
+        except ChatAPIError as err:
+            raise RuntimeError(f"judge API {self.api_url}: {err}") from err

@@ -61,10 +61,25 @@ def test_filter_rules_one_by_one():
     rows = [{"task": "t", "text": "Tell me about {text} now", "parent_text": parent, "root_id": "t#0"}]
     rows += [{"task": "t", "text": txt, "parent_text": parent, "root_id": "t#0"} for txt in cases.values()]
     report = rule_filter.FilterReport()
-    kept = rule_filter.apply(rows, seeds, rule_filter.FilterConfig(forbid_contractions=True), report)
+    kept = rule_filter.apply(rows, seeds, rule_filter.FilterConfig(forbid_contractions=True, near_dup=0.9), report)
     assert [r["text"] for r in kept] == ["Tell me about {text} now"]
     assert report.rejected["t"] == Counter({rule: 1 for rule in cases})
     assert report.kept["t"] == 1
+
+
+def test_duplicates_per_seed_as_the_official_code_or_per_task():
+    """Official: a rewrite is dropped only if the same seed already produced it; dedup=task also checks the
+    task's other seeds and their rewrites."""
+    seeds = {"t#0": "Describe {text} in the picture please", "t#1": "Tell me about {text} now please"}
+    rows = [{"task": "t", "text": "Tell me about {text} now please", "parent_text": seeds["t#0"], "parent_id": "t#0",
+             "root_id": "t#0"},
+            {"task": "t", "text": "Say what {text} is", "parent_text": seeds["t#0"], "parent_id": "t#0", "root_id": "t#0"},
+            {"task": "t", "text": "Say what {text} is", "parent_text": seeds["t#1"], "parent_id": "t#1", "root_id": "t#1"},
+            {"task": "t", "text": "say what  {text} is", "parent_text": seeds["t#1"], "parent_id": "t#1", "root_id": "t#1"}]
+    official = rule_filter.apply(rows, seeds, rule_filter.FilterConfig())
+    assert [r["parent_id"] for r in official] == ["t#0", "t#0", "t#1"]
+    per_task = rule_filter.apply(rows, seeds, rule_filter.FilterConfig(dedup="task"))
+    assert [r["text"] for r in per_task] == ["Say what {text} is"]
 
 
 class FakeLLM:
@@ -97,7 +112,7 @@ SEEDS = [Seed("caption#0", "caption", "Describe the image."), Seed("caption#1", 
 def test_generation_resumes_after_a_kill_without_loss_or_duplicates(tmp_path):
     cache = tmp_path / "cache.jsonl"
     parents = [{"id": s.seed_id, "task": s.task, "text": s.text, "root_id": s.seed_id} for s in SEEDS]
-    jobs = jobs_for(parents, ["rephrase", "synonyms"], [0.6], 3, "fake-llm")
+    jobs = jobs_for(parents, {"rephrase": 3, "synonyms": 3}, [0.6], "fake-llm")
     with pytest.raises(KeyboardInterrupt):
         run_jobs(jobs, FakeLLM(fail_after=7), cache, Sampling(), batch_size=4, progress=False)
     partial = read_cache(cache)
@@ -115,7 +130,8 @@ def test_generation_resumes_after_a_kill_without_loss_or_duplicates(tmp_path):
 
 def test_variants_bookkeeping(tmp_path):
     base_pool, base_report = pipeline.run(SEEDS, FakeLLM(), tmp_path / "b.jsonl",
-                                          pipeline.AugmentConfig(meta_prompts=["rephrase", "synonyms"], samples=2),
+                                          pipeline.AugmentConfig(meta_prompts=["rephrase", "synonyms"], samples=2,
+                                                                 reply_lines="all"),
                                           progress=False)
     generated = [r for r in base_pool if r["origin"] == "generated"]
     assert {r["task"] for r in generated} == {"caption", "vqa_color"}  # held-out test task not augmented
@@ -139,10 +155,13 @@ INSTANCES += [{"task_name": "vqa_color", "image_path": "img/x.jpg", "question": 
 def test_epsilon_one_is_the_original_dataset_and_zero_never_uses_seeds(tmp_path):
     pool, _ = pipeline.run(SEEDS, FakeLLM(), tmp_path / "c.jsonl", pipeline.AugmentConfig(samples=2), progress=False)
     seeds_only = [r for r in pool if r["origin"] == "seed"]
-    assert build.build(INSTANCES, pool, epsilon=1.0, seed=3) == build.build(INSTANCES, seeds_only, epsilon=1.0, seed=3)
-    zero = build.build(INSTANCES, pool, epsilon=0.0, seed=3)
+    def eps(instances, rows, e, seed):
+        return build.build(instances, rows, sampling="epsilon", epsilon=e, seed=seed)
+
+    assert eps(INSTANCES, pool, 1.0, 3) == eps(INSTANCES, seeds_only, 1.0, 3)
+    zero = eps(INSTANCES, pool, 0.0, 3)
     assert {r["instruction_origin"] for r in zero} == {"generated"}
-    half = Counter(r["instruction_origin"] for r in build.build(INSTANCES * 10, pool, epsilon=0.5, seed=0))
+    half = Counter(r["instruction_origin"] for r in eps(INSTANCES * 10, pool, 0.5, 0))
     assert 0.4 < half["seed"] / sum(half.values()) < 0.6
     vqa = [r for r in zero if r["task_name"] == "vqa_color"]
     assert len({r["prompt"] for r in vqa}) > 1 and all("[Options]:" in r["prompt"] for r in vqa)
@@ -154,17 +173,20 @@ def test_epsilon_one_is_the_original_dataset_and_zero_never_uses_seeds(tmp_path)
 def test_builder_rejects_code_in_an_instruction():
     pool = [{"task": "caption", "text": "{__import__('os').system('id')}", "origin": "seed"}]
     with pytest.raises(UnsafePlaceholder, match="caption-0"):
-        build.build(INSTANCES[:1], pool, epsilon=1.0)
+        build.build(INSTANCES[:1], pool)
 
 
 def test_seed_formats_and_summary(tmp_path):
     (tmp_path / "s.jsonl").write_text("".join(json.dumps({"task": s.task, "instruction": s.text}) + "\n" for s in SEEDS))
     (tmp_path / "raw_instructions.tsv").write_text("task_name\tinstructions\n" +
                                                    "".join(f"{s.task}\t{s.text}\n" for s in SEEDS))
+    extend = "    df_dicts.extend(dict(task_name='{}', instructions=instruct) for instruct in instructs)\n"
     (tmp_path / "instruction_gen.py").write_text(
-        "def save_raw_instruction():\n    text = 'x'\n    d = {'caption': ['Describe the image.', f'Write a caption for {text}.'],\n"
-        "         'vqa_color': [f'Answer {question}{options_token}{split_token.join(options)}'],\n"
-        "         'visual_spatial_reasoning': [f'Is {text} true?']}\n    raise SystemExit('never run')\n")
+        "def save_raw_instruction():\n    df_dicts = list()\n"
+        "    instructs = ['Describe the image.', 'Write a caption for {text}.']\n" + extend.format("caption") +
+        "    instructs = ['Answer {question}{options_token}{split_token.join(options)}']\n" + extend.format("vqa_color") +
+        "    instructs = [f'Is {text} true?']\n" + extend.format("visual_spatial_reasoning") +
+        "    raise SystemExit('never run')\n")
     for name in ("s.jsonl", "raw_instructions.tsv", "instruction_gen.py"):
         seeds = load_seeds(tmp_path / name)
         assert [(s.task, s.text) for s in seeds] == [(s.task, s.text) for s in SEEDS], name
@@ -245,7 +267,7 @@ def test_openai_backend_against_a_local_transformers_server(tiny_chat_model):
         server.wait()
 
 
-def test_augment_cli_builds_pool_report_and_dataset(tiny_chat_model, tmp_path):
+def test_augment_cli_builds_pool_and_report(tiny_chat_model, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
@@ -256,8 +278,7 @@ def test_augment_cli_builds_pool_report_and_dataset(tiny_chat_model, tmp_path):
     instances = tmp_path / "instances.jsonl"
     instances.write_text("".join(json.dumps(i) + "\n" for i in INSTANCES))
     out = tmp_path / "run"
-    subprocess.run([sys.executable, "augment.py", f"augmentation.seeds={seeds}", f"augmentation.instances={instances}",
-                    "augmentation.epsilon=0.5", "augmentation.meta_prompts=[rephrase]", "augmentation.samples=1",
+    subprocess.run([sys.executable, "augment.py", f"augmentation.seeds={seeds}", "augmentation.meta_prompts={rephrase: 1}",
                     "augmentation.max_new_tokens=6", "augmentation.backend.kind=transformers",
                     f"augmentation.backend.args.model={tiny_chat_model}", "~augmentation.backend.args.tensor_parallel_size",
                     f"augmentation.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
@@ -267,8 +288,8 @@ def test_augment_cli_builds_pool_report_and_dataset(tiny_chat_model, tmp_path):
     assert (out / "lengths.png").exists() and "| **all** | 4 |" in (out / "pool_summary.md").read_text()
     report = json.loads((out / "filter_report.json").read_text())
     assert sum(report["kept"].values()) == sum(r["origin"] == "generated" for r in pool)
-    records = json.loads((out / "mins_plus_eps0.5" / "train.json").read_text())
-    assert len(records) == len(INSTANCES)
+    manifest = build.build_dataset(instances, out / "pool.jsonl", tmp_path / "set", variant="mins_plus")["manifest"]
+    assert json.loads(manifest.read_text())["n_rows"] == len(INSTANCES)
 
 
 def test_seeds_cli_summarises_the_demo_seed_set():

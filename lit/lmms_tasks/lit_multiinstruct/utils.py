@@ -2,14 +2,17 @@
 target_txt, options, task fields) under ``<data_dir>/multiinstruct/<task>/test.jsonl``, images relative
 to ``<data_dir>/multiinstruct/``, and the original instructions in ``<data_dir>/multiinstruct/
 instructions.<yaml|jsonl|tsv|py>`` (any seed format ``instraug.seeds`` reads, e.g. the official
-instruction_gen.py). Each instance becomes 5 documents, one per original instruction, filled by
-``instraug.placeholders.fill`` (never evaluated); at most ``multiinstruct_max_per_task`` instances
-(default 1000, as InstrAug's test sets). The score of a task is the mean over its instructions of the
+instruction_gen.py). Each instance becomes 5 documents, one per original instruction of its task
+(visual_dialog: ``visual_dialog_has_hist`` or ``_no_hist`` by its history), with the fields and target
+``instraug.multiinstruct.prepare`` derives (the same as for training; options shuffled once per instance,
+so the 5 documents share one order), filled by ``instraug.placeholders.fill`` (never evaluated); at most
+``multiinstruct_max_per_task`` instances (default 1000, as InstrAug's test sets). The score of a task is the mean over its instructions of the
 per-instruction score (in %), reported with the spread across instructions.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 from pathlib import Path
 
@@ -38,21 +41,23 @@ def _instructions() -> dict[str, list[str]]:
 def expand_instructions(dataset):
     import datasets
 
+    from instraug.multiinstruct import prepare
     from instraug.placeholders import fill
 
     by_task = _instructions()
     limit = int(task_settings(__file__).get("multiinstruct_max_per_task", 1000))
     rows = []
     for i, doc in enumerate(dataset.select(range(min(limit, len(dataset))))):
-        task = doc["task_name"]
+        uid = doc.get("unique_id") or f"{doc.get('task_name')}-{i}"
+        prepared = prepare(doc, random.Random(f"{uid}"))
+        task = prepared.instruction_task
         texts = by_task.get(task, [])[:N_INSTRUCTIONS]
         if len(texts) < N_INSTRUCTIONS:
             raise ValueError(f"MultiInstruct task {task}: {len(texts)} original instructions found, "
-                             f"{N_INSTRUCTIONS} needed (instance {doc.get('unique_id', i)})")
+                             f"{N_INSTRUCTIONS} needed (instance {uid})")
         for k, text in enumerate(texts):
-            fields = {key: value for key, value in doc.items() if value is not None}
-            rows.append({"doc_index": i, "instruction_id": k, "prompt": fill(text, fields),
-                         "image_path": doc.get("image_path") or "", "target_txt": doc["target_txt"]})
+            rows.append({"doc_index": i, "instruction_id": k, "prompt": fill(text, prepared.fields),
+                         "image_path": doc.get("image_path") or "", "target_txt": prepared.target})
     return datasets.Dataset.from_list(rows)
 
 

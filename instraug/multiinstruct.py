@@ -113,7 +113,7 @@ def prepare(inst: dict, rng: random.Random) -> Prepared:
             fields["options"] = boxes(inst["options"])
         meta = dict(inst.get("meta_data") or {})
         if isinstance(meta.get("object_regions"), dict):
-            meta["object_regions"] = {k: boxes(v) for k, v in meta["object_regions"].items()}
+            meta["object_regions"] = {k: boxes(v) for k, v in meta["object_regions"].items() if v is not None}
         fields["meta_data"] = meta
     except InstanceError as err:
         raise InstanceError(f"instance {inst.get('unique_id', '?')} ({task}): {err}") from err

@@ -53,12 +53,12 @@ def write_all(root: Path) -> Path:
     mi = root / "multiinstruct"
     (mi / "images").mkdir(parents=True, exist_ok=True)
     red.save(mi / "images" / "red.png")
-    instructions = {"visual_nli": [f"Instruction {k}: does the image entail '{{hypothesis}}'?{{options_token}}"
-                                   "{split_token.join(options)}" for k in range(5)],
+    # MultiInstruct's format: visual_nli carries the hypothesis as text, its instructions end in {options_str}
+    instructions = {"visual_nli": [f"Instruction {k}: does the image entail '{{text}}'?{{options_str}}" for k in range(5)],
                     "text_vqa": [f"Read the text. {{question}} (variant {k})" for k in range(5)]}
     (mi / "instructions.yaml").write_text(json.dumps(instructions))
     rows = {"visual_nli": [{"unique_id": f"ve-{i}", "task_name": "visual_nli", "image_path": "images/red.png",
-                            "hypothesis": "a red square", "options": ["yes", "no", "maybe"], "target_txt": "yes"}
+                            "text": "a red square", "options": ["yes", "no", "maybe"], "target_txt": "yes"}
                            for i in range(3)],
             "text_vqa": [{"unique_id": f"tvqa-{i}", "task_name": "text_vqa", "image_path": "images/red.png",
                           "question": "What does the sign say?", "target_txt": "stop here"} for i in range(2)]}

@@ -196,14 +196,27 @@ def _compose(*overrides: str):
 
 
 def test_each_arm_composes_its_own_data_path_and_the_recipes_build_it_first(tmp_path):
+    from functools import lru_cache
+
+    from hydra import compose, initialize_config_dir
+
     from lit import recipes
 
+    @lru_cache(maxsize=None)
+    def path_of(*overrides: str) -> str:
+        return compose("train", overrides=list(overrides)).data.path
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        _arms_and_recipes(tmp_path, recipes, path_of, compose)
+
+
+def _arms_and_recipes(tmp_path, recipes, path_of, compose):
     root = "data.root=/data/mi/59k"
-    paths = {v: _compose(f"experiment=instraug_llava7b_{v}", root).data.path
-             for v in ("mins", "mins_plus", "mins_plus_iter", "mins_plus_mt")}
+    paths = {v: path_of(f"experiment=instraug_llava7b_{v}", root) for v in ("mins", "mins_plus", "mins_plus_iter",
+                                                                             "mins_plus_mt")}
     assert len(set(paths.values())) == 4
-    assert _compose("experiment=instraug_iblip7b_mins_plus_mt", root).data.path == paths["mins_plus_mt"]
-    assert _compose("experiment=instraug_llava7b_mins_plus", root).data.mins_plus.sampling == "official"
+    assert path_of("experiment=instraug_iblip7b_mins_plus_mt", root) == paths["mins_plus_mt"]
+    assert compose("train", overrides=["experiment=instraug_llava7b_mins_plus"]).data.mins_plus.sampling == "official"
     for name in ("instraug_t1", "instraug_t2", "instraug_t4", "instraug_eps"):
         jobs = {j.id: j for j in recipes.jobs(recipes.load(name), tmp_path)}
         trained_on = set()
@@ -213,8 +226,8 @@ def test_each_arm_composes_its_own_data_path_and_the_recipes_build_it_first(tmp_
             builders = [jobs[a] for a in job.after if jobs[a].kind == "mins_plus"]
             assert len(builders) == 1, job.id
             mine = [o for o in job.overrides if not o.startswith("model.pretrained")]
-            path = _compose(*mine).data.path
-            assert _compose(*builders[0].overrides).data.path == path, job.id
+            path = path_of(*mine)
+            assert path_of(*builders[0].overrides) == path, job.id
             trained_on.add((job.id.split("_", 1)[0], path))
         arms = {p for _, p in trained_on}
         assert len(arms) == len({j.id for j in jobs.values() if j.kind == "mins_plus"}), name
@@ -290,3 +303,45 @@ def test_judge_retries_through_the_same_client(flaky_server, monkeypatch):
     server.statuses = [502]
     judge = ChatJudge(api_url=url + "/chat/completions", model="m", api_key_env="TEST_JUDGE_KEY", retries=2)
     assert judge._ask("grade") == "Rewritten {A}." and server.requests == 2
+
+
+def test_multiinstruct_eval_documents_use_the_same_fields(tmp_path):
+    """lit_multiinstruct: each test instance becomes 5 documents (its task's original instructions), filled
+    with instraug.multiinstruct's fields; one option order per instance; visual_dialog by its history."""
+    import importlib.util
+    import shutil
+
+    import datasets
+
+    task_dir = tmp_path / "task"
+    task_dir.mkdir()
+    shutil.copy(ROOT / "lit" / "lmms_tasks" / "lit_multiinstruct" / "utils.py", task_dir / "utils.py")
+    (task_dir / "settings.json").write_text(json.dumps({"data_dir": str(tmp_path)}))
+    (tmp_path / "multiinstruct").mkdir()
+    shutil.copy(OFFICIAL, tmp_path / "multiinstruct" / "instructions.py")
+    spec = importlib.util.spec_from_file_location("mi_utils_under_test", task_dir / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+
+    def dataset(rows):  # as lmms-eval loads a task: datasets' json builder over <task_name>/test.jsonl
+        folder = tmp_path / "multiinstruct" / rows[0]["task_name"]
+        folder.mkdir(exist_ok=True)
+        (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return datasets.load_dataset("json", data_files=str(folder / "test.jsonl"), split="train")
+    cvqa = {"unique_id": "c0", "task_name": "commonsense_VQA", "image_path": "x.png", "question": "Who ?",
+            "options": ["a .", "b .", "c ."], "target_txt": "a .",
+            "meta_data": {"object_regions": {"person 1": [1.5, 2, 20, 30]}}}
+    docs = list(utils.expand_instructions(dataset([cvqa, {**cvqa, 'unique_id': 'c1', 'meta_data': {'object_regions': {'person 2': [1, 1, 2, 2]}}}])))
+    assert len(docs) == 10 and [d["instruction_id"] for d in docs][:5] == list(range(5))
+    with_info = [d["prompt"] for d in docs if "person 1 is in 1.5 2 20 30." in d["prompt"]]
+    assert len(with_info) == 2  # the two commonsense_VQA seeds with {region_info}
+    assert len({d["prompt"].split("[Options]: ")[1].split("\n")[0] for d in docs[:5]}) == 1
+    dial = [{"unique_id": f"v{i}", "task_name": "visual_dialog", "image_path": "x.png", "question": "is it red",
+             "target_txt": "yes", "meta_data": {"dialog_hist": [{"q": "a cat?", "a": "no"}] if i else []}}
+            for i in range(2)]
+    docs = list(utils.expand_instructions(dataset(dial)))
+    assert sum("a cat?, no;" in d["prompt"] for d in docs) >= 3 and all("{" not in d["prompt"] for d in docs)
+    gvqa = {"unique_id": "g0", "task_name": "grounded_VQA", "image_path": "x.png", "question": "Which?",
+            "region": [[0, 0, 31, 31]], "options": [[0, 0, 31, 31], [1, 1, 5, 5]], "target_txt": "0 0 31 31"}
+    docs = list(utils.expand_instructions(dataset([gvqa])))
+    assert all(d["target_txt"] == "0 0 31 31" and "1 1 5 5" in d["prompt"] for d in docs)

@@ -60,9 +60,10 @@ def test_evaluate_says_where_task_data_is_missing(trained, tmp_path):
 
 def test_mins_plus_data_is_built_at_epsilon_and_trained_on(demo_data, tmp_path):
     """data=demo_mins_plus: the MultiInstruct-style instances get instructions from the pool at epsilon,
-    the LLaVA JSON is built once, and train.py trains on it (InstrAug data + any mask scope)."""
+    the LLaVA JSON is built once (by build_mins_plus.py's function), and train.py trains on it."""
     import yaml
 
+    from instraug.arm import build_for
     from lit.train import run
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -73,6 +74,7 @@ def test_mins_plus_data_is_built_at_epsilon_and_trained_on(demo_data, tmp_path):
                                           "model.vision.hidden_size=32"])
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path / "run")
+    build_for(cfg)
     metrics = run(cfg, tmp_path / "run")
     assert metrics["steps"] == 2
     built = [json.loads(line) for line in (demo_data / "mins_plus" / "eps0.0-s0" / "train.jsonl").read_text().splitlines()]

@@ -38,6 +38,23 @@ def _instructions() -> dict[str, list[str]]:
     return out
 
 
+def raw_instances(dataset) -> list[dict]:
+    """The instances as the test file has them. ``datasets`` unifies a JSON file's types (the box
+    ``[1.5, 2, 20, 30]`` comes back as ``[1.5, 2.0, 20.0, 30.0]``, missing dict keys as ``None``), which would
+    change the region strings; so the lines are read again from ``<task_name>/test.jsonl``, in file order."""
+    from lit.records import read_jsonl
+
+    if len(dataset) == 0:
+        return []
+    path = _root() / dataset[0]["task_name"] / "test.jsonl"
+    raw = read_jsonl(path)
+    ids = dataset["unique_id"] if "unique_id" in dataset.column_names else [None] * len(dataset)
+    if len(raw) != len(dataset) or any(r.get("unique_id") != u for r, u in zip(raw, ids)):
+        raise ValueError(f"{path}: its lines do not match the documents lmms-eval loaded ({len(raw)} lines, "
+                         f"{len(dataset)} documents)")
+    return raw
+
+
 def expand_instructions(dataset):
     import datasets
 
@@ -47,7 +64,7 @@ def expand_instructions(dataset):
     by_task = _instructions()
     limit = int(task_settings(__file__).get("multiinstruct_max_per_task", 1000))
     rows = []
-    for i, doc in enumerate(dataset.select(range(min(limit, len(dataset))))):
+    for i, doc in enumerate(raw_instances(dataset)[:limit]):
         uid = doc.get("unique_id") or f"{doc.get('task_name')}-{i}"
         prepared = prepare(doc, random.Random(f"{uid}"))
         task = prepared.instruction_task

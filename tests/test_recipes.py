@@ -18,9 +18,9 @@ from wandb_records import read_offline_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-EXPECTED_JOBS = {"demo_t4": 5, "l2t_vc": 4, "l2t_t1": 25, "l2t_t2": 5, "l2t_t4": 9, "instraug_t1": 37, "instraug_t2": 21,
-                 "instraug_t4": 21, "instraug_eps": 12}
-CONFIG_OF = {"train": "train", "evaluate": "eval", "augment": "augment", "vc": "vc"}
+EXPECTED_JOBS = {"demo_t4": 5, "l2t_vc": 4, "l2t_t1": 25, "l2t_t2": 5, "l2t_t4": 9, "instraug_t1": 45, "instraug_t2": 25,
+                 "instraug_t4": 25, "instraug_eps": 17}
+CONFIG_OF = {"train": "train", "evaluate": "eval", "augment": "augment", "vc": "vc", "mins_plus": "train"}
 
 
 def test_every_table_has_a_recipe():
@@ -53,8 +53,10 @@ def test_dry_run_lists_every_job_and_each_composes(name, tmp_path):
 
 def test_recipe_dependencies_chain_stages(tmp_path):
     jobs = {j.id: j for j in recipes.jobs(recipes.load("instraug_t1"), tmp_path)}
-    assert jobs["mi_59k_mins_plus_mt"].after == ["stage1_llava7b", "augment_mins_plus_mt"]
-    assert f"data.mins_plus.pool={tmp_path}/repro/augment_mins_plus_mt/pool.jsonl" in jobs["mi_59k_mins_plus_mt"].overrides
+    assert jobs["mi_59k_mins_plus_mt"].after == ["stage1_llava7b", "data_59k_mins_plus_mt"]
+    assert jobs["data_59k_mins_plus_mt"].after == ["augment_mins_plus_mt"]
+    for job in ("mi_59k_mins_plus_mt", "data_59k_mins_plus_mt"):
+        assert f"data.mins_plus.pool={tmp_path}/repro/augment_mins_plus_mt/pool.jsonl" in jobs[job].overrides
     assert jobs["eval_mi_564k_mins"].after == ["mi_564k_mins"]
 
 

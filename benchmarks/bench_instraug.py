@@ -68,8 +68,8 @@ def main() -> None:
     n_jobs = 0
     for rep in range(args.repeats):
         for arm in (list(arms) if rep % 2 == 0 else list(arms)[::-1]):
-            jobs = jobs_for(parents, ["rephrase", "synonyms", "reorder", "simplify", "concise"], [0.6], args.samples,
-                            backend.name)
+            mix = {name: args.samples for name in ("rephrase", "synonyms", "reorder", "simplify", "concise")}
+            jobs = jobs_for(parents, mix, [0.6], backend.name)
             n_jobs = len(jobs)
             backend.batch_size = arms[arm]
             t0 = time.perf_counter()

@@ -71,6 +71,29 @@ def pool_from_files(seeds_path: str | Path, generated_path: str | Path | None, p
     return pool
 
 
+def pool_from_official_tsv(path: str | Path) -> list[dict]:
+    """The official generation output (``gen_instructions*.tsv``: task_name, instructions, origin, length and,
+    after ``filter_instructions``, is_preserved) as a pool: seeds are the rows with ``origin == -1``, generated
+    rows are kept where ``is_preserved`` is true (all of them if the column is absent)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    if not rows or not {"task_name", "instructions", "origin"} <= set(rows[0]):
+        raise ValueError(f"{path}: expected the official TSV columns task_name, instructions, origin "
+                         f"(found {sorted(rows[0]) if rows else 'no rows'})")
+    pool, counts = [], Counter()
+    for i, row in enumerate(rows):
+        seed = row["origin"].strip() == "-1"
+        if not seed and str(row.get("is_preserved", "True")).strip().lower() not in ("true", "1"):
+            continue
+        task = row["task_name"]
+        pool.append({"id": f"{task}#{counts[task]}" if seed else f"gen:{i}", "task": task, "text": row["instructions"],
+                     "origin": "seed" if seed else "generated", "provenance": f"file:{Path(path).name}:{i}"})
+        counts[task] += seed
+    return pool
+
+
 def sample_instruction(rng: random.Random, seeds: list[str], generated: list[str], sampling: str = "official",
                        epsilon: float | None = None) -> tuple[str, str]:
     if sampling == "official":
@@ -197,7 +220,8 @@ def build_dataset(instances: str | Path, pool: str | Path, out_dir: str | Path, 
                   sampling: str = "official", epsilon: float | None = None, seed: int = 0,
                   generated: str | Path | None = None) -> dict[str, Path]:
     """Build and write one MIns+ set, unless ``out_dir`` already holds the same one. ``pool`` is an
-    ``augment.py`` pool.jsonl, or a seed file (plus optionally ``generated``, see ``pool_from_files``)."""
+    ``augment.py`` pool.jsonl, the official ``gen_instructions*.tsv``, or a seed file (plus optionally
+    ``generated``, see ``pool_from_files``)."""
     key = inputs_key(instances, pool, generated, variant, sampling, epsilon, seed)
     out_dir = Path(out_dir)
     if check_existing(out_dir, key):
@@ -205,6 +229,8 @@ def build_dataset(instances: str | Path, pool: str | Path, out_dir: str | Path, 
                 "manifest": out_dir / MANIFEST}
     if str(pool).endswith(".jsonl"):  # an augment.py pool
         pool_rows = read_jsonl(Path(pool))
+    elif str(pool).endswith(".tsv") and "origin" in Path(pool).open(encoding="utf-8").readline().split("\t"):
+        pool_rows = pool_from_official_tsv(pool)  # the official gen_instructions*.tsv
     else:  # a seed file, with or without a file of rewrites
         pool_rows = pool_from_files(pool, generated, provenance=f"file:{Path(generated).name}" if generated else "")
     skipped: Counter = Counter()

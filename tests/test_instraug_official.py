@@ -345,3 +345,27 @@ def test_multiinstruct_eval_documents_use_the_same_fields(tmp_path):
             "region": [[0, 0, 31, 31]], "options": [[0, 0, 31, 31], [1, 1, 5, 5]], "target_txt": "0 0 31 31"}
     docs = list(utils.expand_instructions(dataset([gvqa])))
     assert all(d["target_txt"] == "0 0 31 31" and "1 1 5 5" in d["prompt"] for d in docs)
+
+
+def test_official_tsv_files_as_pandas_writes_them(tmp_path):
+    """raw_instructions.tsv (save_raw_instruction) and gen_instructions.tsv (after filter_instructions), written
+    with pandas' to_csv(sep='\\t') as the official code does: quoted fields with line breaks and quotes."""
+    import pandas as pd
+
+    seeds = load_seeds(OFFICIAL)
+    raw = tmp_path / "raw_instructions.tsv"
+    pd.DataFrame([{"task_name": s.task, "instructions": s.text} for s in seeds]).to_csv(raw, index=False, sep="\t")
+    assert [(s.task, s.text) for s in load_seeds(raw)] == [(s.task, s.text) for s in seeds]
+    vqa = [s for s in seeds if s.task == "VQA_color"]
+    rows = [{"task_name": s.task, "instructions": s.text, "origin": -1, "length": len(s.text.split())} for s in vqa]
+    rows += [{"task_name": "VQA_color", "instructions": f'Say "which" {k}: {{question}}{{options_token}} '
+              '{split_token.join(options)}', "origin": k, "length": 5} for k in range(3)]
+    gen = tmp_path / "gen_instructions.tsv"
+    frame = pd.DataFrame(rows)
+    frame["is_preserved"] = [True] * len(vqa) + [True, False, True]
+    frame.to_csv(gen, index=False, sep="\t")
+    pool = build.pool_from_official_tsv(gen)
+    assert Counter(r["origin"] for r in pool) == {"seed": len(vqa), "generated": 2}
+    assert [s.text for s in load_seeds(gen)] == [s.text for s in vqa]  # as a seed file: the origin == -1 rows
+    out = build.build_dataset(_instances(tmp_path, 30), gen, tmp_path / "set", variant="official_tsv")
+    assert json.loads(out["manifest"].read_text())["n_rows"] == 30

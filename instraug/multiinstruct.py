@@ -27,6 +27,9 @@ What is derived (declare-lab/InstrAug ``MultiInstruct/build_new_dataset.py`` and
   ``visual_dialog_has_hist`` or ``visual_dialog_no_hist`` (InstrAug's builder compares the task with a
   list here, so it never switches; the intent, MultiInstruct's templates, is followed).
 
+``python -m instraug.multiinstruct training_data_1K/ data/multiinstruct/59k/train.jsonl`` collects the per-task
+files into the one instances file ``data=mins_plus`` reads, checking every instance.
+
 Not reproduced, on purpose: the official builder's ``eval`` of the instruction as an f-string (filling is
 ``placeholders.fill``, which never evaluates), the quote stripping that only served that ``eval``, and its
 multi-line branch, which returned the unfilled template.
@@ -35,7 +38,11 @@ multi-line branch, which returned the unfilled template.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
 
 from instraug.placeholders import CONSTANTS
 
@@ -147,3 +154,57 @@ def prepare(inst: dict, rng: random.Random) -> Prepared:
         fields["dial_history"] = [f"{t['q']}, {t['a']};" for t in turns]
         instruction_task = "visual_dialog_has_hist" if turns else "visual_dialog_no_hist"
     return Prepared(instruction_task, fields, str(target))
+
+
+def collect(src: str | Path, out: str | Path, split: str = "train") -> dict:
+    """Concatenate MultiInstruct's per-task files (``<src>/**/<split>.jsonl``, e.g. ``training_data_1K``) into one
+    instances file, checking every instance with ``prepare``; the official build's dropped tasks are left out
+    and counted. Returns the counts per task."""
+    import json
+
+    from lit.records import read_jsonl
+
+    files = sorted(Path(src).rglob(f"{split}.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no {split}.jsonl under {src} (MultiInstruct's training_data_<SIZE>/ or testing_data/)")
+    kept: Counter = Counter()
+    dropped: Counter = Counter()
+    rng = random.Random(0)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for path in tqdm(files, desc="MultiInstruct files"):
+                for lineno, inst in enumerate(read_jsonl(path), 1):
+                    task = inst.get("task_name")
+                    if task in DROPPED_TASKS:
+                        dropped[task] += 1
+                        continue
+                    try:
+                        prepare(inst, rng)
+                    except InstanceError as err:
+                        raise InstanceError(f"{path}:{lineno}: {err}") from err
+                    kept[task] += 1
+                    fh.write(json.dumps(inst, ensure_ascii=False) + "\n")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"instances": sum(kept.values()), "per_task": dict(kept), "dropped": dict(dropped)}
+
+
+def _main(argv=None) -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m instraug.multiinstruct",
+                                     description="Collect MultiInstruct's per-task files into one instances file.")
+    parser.add_argument("src", help="e.g. training_data_1K/ (MultiInstruct's process_data.sh output)")
+    parser.add_argument("out", help="e.g. data/multiinstruct/59k/train.jsonl")
+    parser.add_argument("--split", default="train", choices=["train", "test"])
+    args = parser.parse_args(argv)
+    print(json.dumps(collect(args.src, args.out, args.split), indent=1))
+
+
+if __name__ == "__main__":
+    _main()

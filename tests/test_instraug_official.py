@@ -369,3 +369,20 @@ def test_official_tsv_files_as_pandas_writes_them(tmp_path):
     assert [s.text for s in load_seeds(gen)] == [s.text for s in vqa]  # as a seed file: the origin == -1 rows
     out = build.build_dataset(_instances(tmp_path, 30), gen, tmp_path / "set", variant="official_tsv")
     assert json.loads(out["manifest"].read_text())["n_rows"] == 30
+
+
+def test_collect_multiinstruct_files_checks_every_instance(tmp_path):
+    from instraug.multiinstruct import InstanceError, collect
+
+    src = tmp_path / "training_data_1K"
+    for task in ("VQA_color", "GC", "image_generation"):
+        (src / task).mkdir(parents=True)
+        (src / task / "train.jsonl").write_text("".join(json.dumps(raw_instance(task, i)) + "\n" for i in range(3)))
+    counts = collect(src, tmp_path / "out" / "train.jsonl")
+    assert counts == {"instances": 6, "per_task": {"GC": 3, "VQA_color": 3}, "dropped": {"image_generation": 3}}
+    assert len((tmp_path / "out" / "train.jsonl").read_text().splitlines()) == 6
+    bad = raw_instance("visual_dialog")
+    del bad["meta_data"]["dialog_hist"]
+    (src / "GC" / "train.jsonl").write_text(json.dumps(bad) + "\n")
+    with pytest.raises(InstanceError, match=r"GC/train.jsonl:1: .*meta_data.dialog_hist is missing"):
+        collect(src, tmp_path / "out" / "train.jsonl")

@@ -29,7 +29,7 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from instraug.multiinstruct import DROPPED_TASKS, InstanceError, prepare
+from instraug.multiinstruct import DROPPED_TASKS, prepare
 from instraug.placeholders import UnsafePlaceholder, fill, multiset
 from instraug.seeds import load_seeds
 from lit.records import read_jsonl
@@ -216,6 +216,11 @@ def check_existing(out_dir: str | Path, key: dict) -> bool:
     return True
 
 
+def _tsv_header(path: str | Path) -> list[str]:
+    with open(path, encoding="utf-8") as fh:
+        return fh.readline().rstrip("\r\n").split("\t")
+
+
 def build_dataset(instances: str | Path, pool: str | Path, out_dir: str | Path, variant: str,
                   sampling: str = "official", epsilon: float | None = None, seed: int = 0,
                   generated: str | Path | None = None) -> dict[str, Path]:
@@ -229,7 +234,7 @@ def build_dataset(instances: str | Path, pool: str | Path, out_dir: str | Path, 
                 "manifest": out_dir / MANIFEST}
     if str(pool).endswith(".jsonl"):  # an augment.py pool
         pool_rows = read_jsonl(Path(pool))
-    elif str(pool).endswith(".tsv") and "origin" in Path(pool).open(encoding="utf-8").readline().split("\t"):
+    elif str(pool).endswith(".tsv") and "origin" in _tsv_header(pool):
         pool_rows = pool_from_official_tsv(pool)  # the official gen_instructions*.tsv
     else:  # a seed file, with or without a file of rewrites
         pool_rows = pool_from_files(pool, generated, provenance=f"file:{Path(generated).name}" if generated else "")

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from instraug.backends import Sampling
 from instraug.filter import FilterConfig, FilterReport, apply
 from instraug.generate import candidate_rows, jobs_for, run_jobs
 from instraug.meta_prompts import OFFICIAL_MIX, mix
 from instraug.placeholders import PLACEHOLDER
-from instraug.backends import Sampling
 from instraug.seeds import Seed, augmentable
 
 

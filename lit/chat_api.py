@@ -15,9 +15,7 @@ class ChatAPIError(RuntimeError):
 
 def base_url_of(url: str) -> str:
     """``https://host/v1/chat/completions`` or ``https://host/v1`` -> ``https://host/v1``."""
-    url = url.rstrip("/")
-    suffix = "/chat/completions"
-    return url[: -len(suffix)] if url.endswith(suffix) else url
+    return url.rstrip("/").removesuffix("/chat/completions")
 
 
 def client(url: str, api_key: str, max_retries: int = 5, timeout: float = 600.0):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from omegaconf import open_dict
-
 from test_instraug import tiny_chat_model  # noqa: F401  (a module fixture: the tiny chat LM)
 from test_instraug_official import OFFICIAL, ROOT
 from tiny_runs import tiny_cfg

@@ -196,13 +196,13 @@ def _compose(*overrides: str):
 
 
 def test_each_arm_composes_its_own_data_path_and_the_recipes_build_it_first(tmp_path):
-    from functools import lru_cache
+    from functools import cache
 
     from hydra import compose, initialize_config_dir
 
     from lit import recipes
 
-    @lru_cache(maxsize=None)
+    @cache
     def path_of(*overrides: str) -> str:
         return compose("train", overrides=list(overrides)).data.path
 

@@ -96,8 +96,8 @@ def _blank_copy(data, out):
     return out
 
 
-# A shortened demo: one seed, the VIT arm, a third of the demo's steps, a smaller test split.
-SHORT_STEPS = 300
+# A shortened demo: one seed, the VIT arm, half the demo's steps, a smaller test split.
+SHORT_STEPS = 600
 
 
 def _best_constant(path) -> float:
@@ -110,8 +110,9 @@ def _best_constant(path) -> float:
 
 def test_short_demo_answers_from_the_image(tmp_path):
     """The whole demo path (data -> lit.train.run.run -> lmms-eval -> report) on one seed must beat the best
-    constant answer on the colour questions, and the same checkpoint must fall back to about that when the
-    test images are blank: the answer comes from the image, not from the question or the training prior."""
+    constant answer on the colour questions and on the balanced yes/no probes (0.5), and the same checkpoint
+    must fall back to about that when the test images are blank: the answer comes from the image, not from
+    the question or the training prior."""
     from lit.data.synthetic import generate
     from lit.demo import main
     from lit.eval.evaluate import evaluate
@@ -125,6 +126,7 @@ def test_short_demo_answers_from_the_image(tmp_path):
     constant = _best_constant(data / "test_vqa.jsonl")
     vqa, probes = summary["vqa_accuracy"]["arms"]["vit"], summary["pope_accuracy"]["arms"]["vit"]
     assert vqa["mean"] >= constant + 0.1 and vqa["ci95"][0] > constant, (constant, vqa, probes)
+    assert probes["mean"] >= 0.6 and probes["ci95"][0] > 0.5, (vqa, probes)  # a constant answer scores 0.5
     assert (tmp_path / "report" / "plot.png").stat().st_size > 10_000
 
     blank = _blank_copy(data, tmp_path / "blank")

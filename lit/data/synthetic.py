@@ -7,7 +7,7 @@ task has a frequent template sentence (the kind LIT masks). Answering needs the 
 traps make the prior answer wrong at test time:
 
 - colour: in training, triangles are red 70% of the time; in the test split their colour is uniform;
-- yes/no: in training 70% of the probes ask about an object that is present ("yes"); the POPE-style
+- yes/no: in training 60% of the probes ask about an object that is present ("yes"); the POPE-style
   test split is balanced. Half the negatives are near misses of a present object (its shape in another
   colour, or its colour on another shape), so answering needs shape-colour binding, in training and test.
 
@@ -100,7 +100,7 @@ def _probe_turn(rng: random.Random, scene, yes_share: float) -> dict:
 
 
 def _train_turns(rng: random.Random, scene, probes: tuple[int, int] = (2, 3), others: tuple[int, int] = (1, 2),
-                 yes_share: float = 0.7) -> list[dict]:
+                 yes_share: float = 0.6) -> list[dict]:
     """The turns of one training conversation: ``{"task", "fields", "question", "answer"}`` (the question is the
     fixed demo phrasing; ``task`` and ``fields`` are what MultiInstruct-style instances carry).
 
@@ -169,7 +169,7 @@ def ensure(data_cfg) -> bool:
 
 def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size: int = 32, seed: int = 0,
              n_caption: int = 100, probes: tuple[int, int] = (2, 3), others: tuple[int, int] = (1, 2),
-             yes_share: float = 0.7, progress: bool = True) -> dict[str, Path]:
+             yes_share: float = 0.6, progress: bool = True) -> dict[str, Path]:
     """Write the demo data set under ``out``; returns the paths written. Deterministic in its arguments.
     Each training image gets one conversation of ``probes`` (min, max) yes/no probes, a share ``yes_share``
     of them answered "Yes", and ``others`` (min, max) of the colour, count and caption tasks; the first

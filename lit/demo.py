@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     arms = [*args.scopes, *(f"eps{e}" for e in args.epsilons)]
     jobs = [(arm, seed) for seed in args.seeds for arm in arms]
     runs = run_all(jobs, args.overrides, Path(args.runs_dir), args.fresh, args.jobs)
-    yes_share = compose_run(arms[0], args.seeds[0], args.overrides).data.get("yes_share", 0.6)
+    yes_share = compose_run(arms[0], args.seeds[0], args.overrides).data.yes_share
     table = write_report(runs, args.out, train_yes_share=yes_share)
     print(f"\n{table}\n\nwritten: {args.out}/table.md, metrics.json, plot.png ({time.time() - start:.0f}s)")
 

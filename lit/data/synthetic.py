@@ -36,6 +36,7 @@ NUMBERS = ("zero", "one", "two", "three")
 SHORT = "Answer the question using a single word or phrase."
 YESNO = "Answer yes or no."
 CAPTION = "Describe the image briefly."
+YES_SHARE = 0.6  # share of training probes answered "Yes" (conf/data/demo.yaml's default)
 
 
 def _draw(scene: list[tuple[str, str, int]], size: int) -> Image.Image:
@@ -100,7 +101,7 @@ def _probe_turn(rng: random.Random, scene, yes_share: float) -> dict:
 
 
 def _train_turns(rng: random.Random, scene, probes: tuple[int, int] = (2, 3), others: tuple[int, int] = (1, 2),
-                 yes_share: float = 0.6) -> list[dict]:
+                 yes_share: float = YES_SHARE) -> list[dict]:
     """The turns of one training conversation: ``{"task", "fields", "question", "answer"}`` (the question is the
     fixed demo phrasing; ``task`` and ``fields`` are what MultiInstruct-style instances carry).
 
@@ -169,7 +170,7 @@ def ensure(data_cfg) -> bool:
 
 def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size: int = 32, seed: int = 0,
              n_caption: int = 100, probes: tuple[int, int] = (2, 3), others: tuple[int, int] = (1, 2),
-             yes_share: float = 0.6, progress: bool = True) -> dict[str, Path]:
+             yes_share: float = YES_SHARE, progress: bool = True) -> dict[str, Path]:
     """Write the demo data set under ``out``; returns the paths written. Deterministic in its arguments.
     Each training image gets one conversation of ``probes`` (min, max) yes/no probes, a share ``yes_share``
     of them answered "Yes", and ``others`` (min, max) of the colour, count and caption tasks; the first

@@ -27,7 +27,7 @@ def _arm_key(arm: str) -> tuple:
     return (2, 0, arm)
 
 
-def summarise(runs: list[dict], train_yes_share: float = 0.6, n_boot: int = 1000) -> dict:
+def summarise(runs: list[dict], train_yes_share: float, n_boot: int = 1000) -> dict:
     arms = sorted({r["arm"] for r in runs}, key=_arm_key)
     out = {"arms": arms, "seeds": sorted({r["seed"] for r in runs}), "n_boot": n_boot, "metrics": {}}
     for metric in metrics(train_yes_share):
@@ -123,7 +123,7 @@ def plot(runs: list[dict], summary: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs: list[dict], out_dir: str | Path, train_yes_share: float = 0.6) -> str:
+def write_report(runs: list[dict], out_dir: str | Path, train_yes_share: float) -> str:
     """Write metrics.json, table.md and plot.png under ``out_dir``; returns the markdown table."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

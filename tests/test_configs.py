@@ -32,6 +32,22 @@ def test_every_experiment_composes(experiment):
     get_template(cfg.model.chat_template)
 
 
+def test_demo_arms_share_one_schedule_and_the_mins_plus_arm_is_step_matched():
+    """The scope arms train for epochs, the MIns+ arm (about 4x the records) for a fixed number of steps: that
+    number must be the scope arms' step count as the HF Trainer derives it (ceil(epochs * batches per epoch))."""
+    import math
+
+    scopes = [_compose(f"experiment=demo_{scope}") for scope in ("vit", "lit_all", "lit_nosys", "lit")]
+    mins_plus = _compose("experiment=demo_mins_plus", "augmentation.epsilon=0.5")
+    keys = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "warmup_steps")
+    for cfg in scopes[1:] + [mins_plus]:
+        assert {k: cfg.train[k] for k in keys} == {k: scopes[0].train[k] for k in keys}
+    train, n_train = scopes[0].train, scopes[0].data.n_train
+    assert all(cfg.train.max_steps <= 0 and cfg.train.num_train_epochs == train.num_train_epochs for cfg in scopes)
+    per_epoch = math.ceil(n_train / train.per_device_train_batch_size) // train.gradient_accumulation_steps
+    assert mins_plus.train.max_steps == math.ceil(train.num_train_epochs * per_epoch)
+
+
 @pytest.mark.parametrize("scope", ["vit", "lit_all", "lit_nosys", "lit"])
 def test_loss_group_selects_the_scope(scope):
     assert _compose(f"loss={scope}").loss.name == scope

@@ -84,6 +84,37 @@ def test_demo_data_is_regenerated_when_its_settings_change(tmp_path):
                                      for r in records)
 
 
+def _near_share(probes: list[tuple[str, str]], scene) -> float:
+    """The share of absent-object probes whose shape or colour is present in ``scene`` (near misses)."""
+    present = {(s, c) for s, c, _ in scene}
+    assert not present & set(probes)
+    return sum(any(s == p or c == q for s, c in present) for p, q in probes) / len(probes)
+
+
+def test_near_miss_share_sets_the_training_negatives_only(tmp_path):
+    import random
+
+    from lit.data.synthetic import _train_turns, generate
+
+    scene = [("circle", "red", 0), ("square", "blue", 3)]
+    rng = random.Random(0)
+    for share, check in ((1.0, lambda x: x == 1.0), (0.0, lambda x: x < 0.8)):
+        turns = [t for _ in range(200) for t in _train_turns(rng, scene, yes_share=0.0, near_miss_share=share)]
+        probes = [(t["fields"]["shape"], t["fields"]["colour"]) for t in turns if t["task"] == "object_probe"]
+        assert all(t["answer"] == "No" for t in turns if t["task"] == "object_probe")
+        assert check(_near_share(probes, scene)), (share, _near_share(probes, scene))
+    # the POPE-style test split keeps its own rate: not all of its negatives are near misses
+    paths = generate(tmp_path, n_train=5, n_test=120, n_caption=120, image_size=8, near_miss_share=1.0,
+                     progress=False)
+    objects = {r["image"]: r["objects"] for r in map(json.loads, paths["caption"].read_text().splitlines())}
+    near = []
+    for r in map(json.loads, paths["pope"].read_text().splitlines()):
+        if r["answer"] == "no":
+            colour, shape = r["question"].split()[3:5]
+            near.append(_near_share([(shape, colour)], [(*o.split()[::-1], 0) for o in objects[r["image"]]]))
+    assert len(near) == 120 and sum(near) < 120
+
+
 def _blank_copy(data, out):
     """The demo test split with every test image replaced by an empty canvas of the same size."""
     from PIL import Image

@@ -8,8 +8,9 @@ traps make the prior answer wrong at test time:
 
 - colour: in training, triangles are red 70% of the time; in the test split their colour is uniform;
 - yes/no: in training 60% of the probes ask about an object that is present ("yes"); the POPE-style
-  test split is balanced. Half the negatives are near misses of a present object (its shape in another
-  colour, or its colour on another shape), so answering needs shape-colour binding, in training and test.
+  test split is balanced. Half the test negatives are near misses of a present object (its shape in another
+  colour, or its colour on another shape), so answering needs shape-colour binding; training negatives are
+  near misses at the rate ``near_miss_share`` (the demo drills binding with more of them than the test has).
 
 Written: ``<out>/images/{train,test}/*.png``, ``<out>/train.json`` (LLaVA list), for lmms-eval
 ``<out>/test_pope.jsonl``, ``<out>/test_vqa.jsonl``, ``<out>/test_vqa_unseen.jsonl`` (the colour questions in
@@ -37,6 +38,7 @@ SHORT = "Answer the question using a single word or phrase."
 YESNO = "Answer yes or no."
 CAPTION = "Describe the image briefly."
 YES_SHARE = 0.6  # share of training probes answered "Yes" (conf/data/demo.yaml's default)
+NEAR_MISS_SHARE = 0.5  # share of "No" probes that are near misses of a present object (the test split's rate)
 
 
 def _draw(scene: list[tuple[str, str, int]], size: int) -> Image.Image:
@@ -75,11 +77,12 @@ def _caption(scene) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def _absent_probe(rng: random.Random, scene) -> tuple[str, str]:
-    """An object not in the scene; half the time an adversarial near miss of a present one."""
+def _absent_probe(rng: random.Random, scene, near_miss_share: float = NEAR_MISS_SHARE) -> tuple[str, str]:
+    """An object not in the scene; with probability ``near_miss_share`` an adversarial near miss of a present
+    one (a present shape in another colour or a present colour on another shape), else any absent object."""
     present = {(s, c) for s, c, _ in scene}
     while True:
-        if rng.random() < 0.5:
+        if rng.random() < near_miss_share:
             shape, colour, _ = rng.choice(scene)
             if rng.random() < 0.5:
                 colour = rng.choice([c for c in COLOURS if c != colour])
@@ -91,24 +94,24 @@ def _absent_probe(rng: random.Random, scene) -> tuple[str, str]:
             return shape, colour
 
 
-def _probe_turn(rng: random.Random, scene, yes_share: float) -> dict:
+def _probe_turn(rng: random.Random, scene, yes_share: float, near_miss_share: float) -> dict:
     if rng.random() < yes_share:
         (shape, colour, _), answer = rng.choice(scene), "Yes"
     else:
-        (shape, colour), answer = _absent_probe(rng, scene), "No"
+        (shape, colour), answer = _absent_probe(rng, scene, near_miss_share), "No"
     return {"task": "object_probe", "fields": {"shape": shape, "colour": colour}, "answer": answer,
             "question": f"Is there a {colour} {shape} in the image? {YESNO}"}
 
 
 def _train_turns(rng: random.Random, scene, probes: tuple[int, int] = (2, 3), others: tuple[int, int] = (1, 2),
-                 yes_share: float = YES_SHARE) -> list[dict]:
+                 yes_share: float = YES_SHARE, near_miss_share: float = NEAR_MISS_SHARE) -> list[dict]:
     """The turns of one training conversation: ``{"task", "fields", "question", "answer"}`` (the question is the
     fixed demo phrasing; ``task`` and ``fields`` are what MultiInstruct-style instances carry).
 
     ``probes`` yes/no probes come first, then ``others`` of colour, count and caption in that order. Probes
     first: every probe is answered from the image, as at test time, not copied from a caption or a colour
     answer earlier in the conversation (which a tiny model learns instead of looking)."""
-    turns = [_probe_turn(rng, scene, yes_share) for _ in range(rng.randint(*probes))]
+    turns = [_probe_turn(rng, scene, yes_share, near_miss_share) for _ in range(rng.randint(*probes))]
     for task in sorted(rng.sample(["colour", "count", "caption"], rng.randint(*others)),
                        key=["colour", "count", "caption"].index):
         if task == "colour":
@@ -137,7 +140,8 @@ UNSEEN_COLOUR = ("Which colour does the {shape} have? Give one word.",
 # The settings a data set was generated with (``generate`` writes them last: present = complete).
 STAMP = "generated_with.json"
 # ``data=demo`` config keys passed to ``generate``
-SETTINGS = ("n_train", "n_test", "image_size", "seed", "n_caption", "probes", "others", "yes_share")
+SETTINGS = ("n_train", "n_test", "image_size", "seed", "n_caption", "probes", "others", "yes_share",
+            "near_miss_share")
 
 
 def _settings(data_cfg) -> dict:
@@ -170,11 +174,13 @@ def ensure(data_cfg) -> bool:
 
 def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size: int = 32, seed: int = 0,
              n_caption: int = 100, probes: tuple[int, int] = (2, 3), others: tuple[int, int] = (1, 2),
-             yes_share: float = YES_SHARE, progress: bool = True) -> dict[str, Path]:
+             yes_share: float = YES_SHARE, near_miss_share: float = NEAR_MISS_SHARE,
+             progress: bool = True) -> dict[str, Path]:
     """Write the demo data set under ``out``; returns the paths written. Deterministic in its arguments.
     Each training image gets one conversation of ``probes`` (min, max) yes/no probes, a share ``yes_share``
-    of them answered "Yes", and ``others`` (min, max) of the colour, count and caption tasks; the first
-    ``n_caption`` test images are also asked for a caption (CHAIR)."""
+    of them answered "Yes" and a share ``near_miss_share`` of the "No" ones near misses, and ``others``
+    (min, max) of the colour, count and caption tasks; the first ``n_caption`` test images are also asked for
+    a caption (CHAIR)."""
     out = Path(out)
     rng = random.Random(seed)
     for split in ("train", "test"):
@@ -185,7 +191,7 @@ def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size
         rel = f"images/train/{i:06d}.png"
         _draw(scene, image_size).save(out / rel)
         conv = []
-        for k, turn in enumerate(_train_turns(rng, scene, probes, others, yes_share)):
+        for k, turn in enumerate(_train_turns(rng, scene, probes, others, yes_share, near_miss_share)):
             conv.append({"from": "human", "value": f"<image>\n{turn['question']}" if k == 0 else turn["question"]})
             conv.append({"from": "gpt", "value": turn["answer"]})
             instances.append({"unique_id": f"train-{i}-{k}", "task_name": turn["task"], "image_path": rel,

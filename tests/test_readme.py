@@ -67,6 +67,30 @@ def test_readme_demo_numbers_are_the_committed_results():
 
 
 @pytest.mark.slow
+def test_readme_demo_table_is_the_committed_demo_result():
+    """The README's `make demo` table (one row per metric, in the report's order) and its VIT per-seed line
+    are results/demo/metrics.json's numbers."""
+    import json
+
+    summary = json.loads((ROOT / "results" / "demo" / "metrics.json").read_text())["summary"]["metrics"]
+    section = README.split("### Result:")[1].split("###")[0]
+    rows = [[c.strip() for c in r.split("|")[2:-1]] for r in section.splitlines() if r.startswith("| ")][1:]
+    assert len(rows) == len(summary)
+
+    def num(x: float, sign: str = "") -> str:  # the README's minus sign; the difference's mean shows a plus
+        return f"{x:{sign}.3f}".replace("-", "−")
+
+    for (vit, lit, diff), metric in zip(rows, summary.values()):
+        arms = metric["arms"]
+        assert vit == f"{arms['vit']['mean']:.3f} ± {arms['vit']['sd']:.3f}", (metric["label"], vit)
+        assert lit == f"{arms['lit']['mean']:.3f} ± {arms['lit']['sd']:.3f}", (metric["label"], lit)
+        lo, hi = arms["lit"]["diff"]["ci95"]
+        assert diff == f"{num(arms['lit']['diff']['mean'], '+')} [{num(lo)}, {num(hi)}]", (metric["label"], diff)
+    per_seed = " ".join(section.split("VIT per seed (0 / 1 / 2):")[1].split("So against")[0].split())
+    for key, label in (("pope_accuracy", "POPE accuracy"), ("pope_yes_ratio", "yes-ratio"), ("vqa_accuracy", "colour VQA")):
+        assert f"{label} {' / '.join(f'{v:.3f}' for v in summary[key]['arms']['vit']['values'])}" in per_seed, label
+
+
 def test_readme_lmms_eval_command_scores_a_checkpoint(tmp_path, demo_data, trained):
     """The Evaluation section's two commands, run as written (paths filled in, two samples)."""
     import subprocess

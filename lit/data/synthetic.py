@@ -10,7 +10,7 @@ traps make the prior answer wrong at test time:
 - yes/no: in training 60% of the probes ask about an object that is present ("yes"); the POPE-style
   test split is balanced. Half the test negatives are near misses of a present object (its shape in another
   colour, or its colour on another shape), so answering needs shape-colour binding; training negatives are
-  near misses at the rate ``near_miss_share`` (the demo drills binding with more of them than the test has).
+  near misses at the rate ``near_miss_share`` (by default the test split's 0.5).
 
 Written: ``<out>/images/{train,test}/*.png``, ``<out>/train.json`` (LLaVA list), for lmms-eval
 ``<out>/test_pope.jsonl``, ``<out>/test_vqa.jsonl``, ``<out>/test_vqa_unseen.jsonl`` (the colour questions in

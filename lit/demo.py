@@ -105,14 +105,15 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_all(jobs: list[tuple[str, int]], overrides: list[str], runs_dir: Path, fresh: bool, n_jobs: int) -> list[dict]:
+def run_all(jobs: list[tuple[str, int]], cfg, overrides: list[str], runs_dir: Path, fresh: bool,
+            n_jobs: int) -> list[dict]:
     """Every (arm, seed) run, ``n_jobs`` at a time in worker processes (each with its share of the CPU threads).
-    The first run starts alone until it has written what all runs share (the data set and the tokenizer)."""
+    ``cfg`` is the first job's composed config: its data set is generated here, and the first run starts alone
+    until it has written what all runs share (the tokenizer)."""
     import os
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    cfg = compose_run(jobs[0][0], jobs[0][1], overrides)
     from lit.data.setup import generate_demo_data
 
     generate_demo_data(cfg)
@@ -147,9 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     arms = [*args.scopes, *(f"eps{e}" for e in args.epsilons)]
     jobs = [(arm, seed) for seed in args.seeds for arm in arms]
-    runs = run_all(jobs, args.overrides, Path(args.runs_dir), args.fresh, args.jobs)
-    yes_share = compose_run(arms[0], args.seeds[0], args.overrides).data.yes_share
-    table = write_report(runs, args.out, train_yes_share=yes_share)
+    cfg = compose_run(*jobs[0], args.overrides)
+    runs = run_all(jobs, cfg, args.overrides, Path(args.runs_dir), args.fresh, args.jobs)
+    table = write_report(runs, args.out, train_yes_share=cfg.data.yes_share)
     print(f"\n{table}\n\nwritten: {args.out}/table.md, metrics.json, plot.png ({time.time() - start:.0f}s)")
 
 

@@ -66,7 +66,6 @@ def test_readme_demo_numbers_are_the_committed_results():
     assert f"{vc['vit']['vc/mean']:.2f}" == rows["VIT"][4]
 
 
-@pytest.mark.slow
 def test_readme_demo_table_is_the_committed_demo_result():
     """The README's `make demo` table (one row per metric, in the report's order) and its VIT per-seed line
     are results/demo/metrics.json's numbers."""

@@ -6,20 +6,28 @@ BIN := $(VENV)/bin
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help env demo demo-sweep repro tables smoke plan test test-slurm test-full clean
+.PHONY: help env lock demo demo-sweep repro tables smoke plan test test-slurm test-full clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-$(BIN)/.installed: pyproject.toml constraints.txt
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0        # the CPU build; an unpinned torch pulls GBs of CUDA wheels
-	DS_BUILD_OPS=0 $(BIN)/pip install -q -c constraints.txt -e ".[test]"
-	$(BIN)/pip uninstall -y -q torchvision || true   # PyPI's torchvision is CUDA-only and breaks CPU imports
+# The CPU torch wheel comes through pip's find-links where this machine has one, else set UV_FIND_LINKS or
+# UV_EXTRA_INDEX_URL (e.g. PyTorch's CPU wheel index). Every file is checked against the lock's hashes.
+export UV_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell pip config get global.find-links 2>/dev/null))
+UV_SYNC := --python $(BIN)/python --require-hashes --build-constraint lock/build.txt
+
+$(BIN)/.installed: lock/cpu.txt lock/build.txt pyproject.toml
+	rm -rf $(VENV) && $(PY) -m venv $(VENV)
+	awk '/^uv==/{p=1} p{print; if (!/\\$$/) exit}' lock/cpu.txt > $(VENV)/uv.txt   # the lock's uv entry
+	$(BIN)/pip install -q --no-deps --require-hashes -r $(VENV)/uv.txt
+	DS_BUILD_OPS=0 $(BIN)/uv pip sync -q $(UV_SYNC) lock/cpu.txt                       # exactly the lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps --no-build-isolation -e .   # the project itself
 	touch $@
 
-env: $(BIN)/.installed  ## create .venv with the CPU stack (torch 2.13 CPU, transformers 5, lmms-eval, deepspeed)
+env: $(BIN)/.installed  ## create .venv from lock/cpu.txt (torch 2.13 CPU, transformers 5, lmms-eval, deepspeed); resolves nothing
+
+lock:  ## re-resolve lock/{cpu,gpu,vllm,build}.txt from pyproject.toml, lock/*.in and constraints.txt
+	UV=$(if $(wildcard $(BIN)/uv),$(BIN)/uv,uv) scripts/lock.sh
 
 demo: env  ## synthetic data -> train VIT and LIT (3 seeds) -> lmms-eval -> results/demo/{table.md,plot.png}
 	$(BIN)/python -m lit.demo $(ARGS)

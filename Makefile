@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help env lock demo demo-sweep repro tables smoke plan test test-slurm test-full clean
+.PHONY: help env lock demo demo-sweep repro tables smoke plan test test-unit test-slurm test-full clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -17,7 +17,7 @@ export UV_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell pip config get global.fin
 UV_SYNC := --python $(BIN)/python --require-hashes --build-constraint lock/build.txt
 
 $(BIN)/.installed: lock/cpu.txt lock/build.txt pyproject.toml
-	rm -rf $(VENV) && $(PY) -m venv $(VENV)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)   # kept when it exists: the sync below makes it exact
 	awk '/^uv==/{p=1} p{print; if (!/\\$$/) exit}' lock/cpu.txt > $(VENV)/uv.txt   # the lock's uv entry
 	$(BIN)/pip install -q --no-deps --require-hashes -r $(VENV)/uv.txt
 	DS_BUILD_OPS=0 $(BIN)/uv pip sync -q $(UV_SYNC) lock/cpu.txt                       # exactly the lock
@@ -47,8 +47,11 @@ plan: env  ## memory, fit and GPU-hours of a training job: make plan MODEL=llava
 tables: env  ## every paper table from results/runs/ next to the paper's numbers -> results/tables/
 	$(BIN)/python -m lit.report.tables $(ARGS)
 
-test: env  ## the fast test suite (what CI runs)
+test: env  ## the fast test suite (what CI runs): everything but Slurm and `slow`, end-to-end (`integration`) tests included
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"
+
+test-unit: env  ## the unit tests only, under 2 minutes: `make test` without the end-to-end (`integration`) tests
+	$(BIN)/python -m pytest -q -m "not slow and not slurm and not integration"
 
 test-slurm: env  ## the Slurm tests on a one-node local Slurm (root; installs and starts it, stops it after)
 	scripts/local_slurm.sh up

@@ -29,6 +29,7 @@ def test_lora_config_is_llava_recipe():
     assert cfg.train.learning_rate == 2e-4 and cfg.adapter.projector_lr == 2e-5 and cfg.group_by_modality_length
 
 
+@pytest.mark.integration
 def test_lora_run_writes_merged_and_adapter_checkpoints_that_load(trained, demo_data, tmp_path):
     from safetensors.torch import load_file
     from transformers import LlavaForConditionalGeneration
@@ -58,6 +59,7 @@ def test_lora_run_writes_merged_and_adapter_checkpoints_that_load(trained, demo_
     assert all(torch.allclose(v, m[k], atol=1e-6) for k, v in from_adapter.state_dict().items())
 
 
+@pytest.mark.integration
 def test_adapter_only_checkpoint_is_scored_by_lmms_eval(trained, demo_data, tmp_path):
     from lit.eval.evaluate import evaluate
 

@@ -97,6 +97,7 @@ def _llava_pad_pixels(processor, image):
     return crop(images=[expand2square(image, mean)], return_tensors="pt")["pixel_values"]
 
 
+@pytest.mark.integration
 def test_llava_checkpoint_reads_the_same_in_lmms_eval_llava_hf(trained):
     """A non-square image: lmms-eval's llava_hf and our evaluation see the same pixels, those of LLaVA's
     expand2square with the mean colour (not a centre crop)."""
@@ -209,6 +210,7 @@ def test_next_freeze_covers_image_newline(bpe_tokenizer):
         p.numel() for p in model.model.multi_modal_projector.parameters())
 
 
+@pytest.mark.integration
 def test_next_trains_and_checkpoint_generates(varied_data, tmp_path):
     from tiny_runs import tiny_cfg
     from transformers import (
@@ -277,6 +279,7 @@ def test_iblip_qformer_reads_the_instruction(bpe_tokenizer):
                           scope=get_scope("lit"), image_inputs=inputs, max_length=512, progress=False)
 
 
+@pytest.mark.integration
 def test_iblip_trains_and_checkpoint_generates(demo_data, tmp_path):
     from tiny_runs import tiny_cfg
     from transformers import (

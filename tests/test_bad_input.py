@@ -137,6 +137,7 @@ def test_run_on_a_corpus_with_zero_usable_records_says_why(demo_data, tmp_path):
     assert not (tmp_path / "checkpoint").exists()
 
 
+@pytest.mark.integration
 def test_run_with_a_model_id_that_is_not_available_offline_says_what_to_do(demo_data, tmp_path):
     import os
     import subprocess

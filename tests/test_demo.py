@@ -139,6 +139,7 @@ def _best_constant(path) -> float:
     return max(answers.values()) / sum(answers.values())
 
 
+@pytest.mark.integration
 def test_short_demo_answers_from_the_image(tmp_path):
     """The whole demo path (data -> lit.train.run.run -> lmms-eval -> report) on one seed must beat the best
     constant answer on the colour questions and on the balanced yes/no probes (0.5), and the same checkpoint

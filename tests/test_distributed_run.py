@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from test_zero3_resume import _free_port
 from tiny_runs import ROOT, TINY
 
 
+@pytest.mark.integration
 def test_two_processes_share_labels_and_write_run_files_once(tmp_path, demo_data):
     run_dir = tmp_path / "ddp"
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = {"HF_ENDPOINT": "http://127.0.0.1:9"}  # the discard port: connection refused at once
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("offline", [{"HF_HUB_OFFLINE": "1"}, UNREACHABLE], ids=["offline_flag", "no_network"])
 def test_uncached_model_fails_in_one_line(tmp_path, demo_data, offline):

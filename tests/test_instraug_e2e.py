@@ -76,6 +76,7 @@ def _eval_data(root: Path) -> None:
         (mi / task / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_seeds_to_generation_to_mins_plus_to_training_to_lmms_eval(tiny_chat_model, tmp_path):
     from hydra import compose, initialize_config_dir

@@ -87,6 +87,7 @@ def test_judge_without_a_key_or_with_a_refused_key_says_so(judge_server, monkeyp
         ChatJudge(api_url=url, model="gpt-4", api_key_env="TEST_JUDGE_KEY").verdict("q", "Yes", "yes")
 
 
+@pytest.mark.integration
 def test_hallusion_scored_by_the_judge_end_to_end(trained, judge_server, tmp_path, monkeypatch):
     from lit.eval.evaluate import evaluate
 

@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from lit.constants import IGNORE_INDEX
+
+pytestmark = pytest.mark.integration  # the mining and audit CLIs, run as subprocesses on a corpus
 
 
 def _cli(*args):

@@ -28,6 +28,7 @@ def test_every_table_has_a_recipe():
     assert set(recipes.available()) == set(EXPECTED_JOBS)
 
 
+@pytest.mark.integration  # every paper recipe's dry run: ~170 jobs composed and planned, ~30 s
 @pytest.mark.parametrize("name", sorted(EXPECTED_JOBS))
 def test_dry_run_lists_every_job_and_each_composes(name, tmp_path):
     out = StringIO()
@@ -114,6 +115,7 @@ def test_site_limits_map_onto_the_job(tmp_path):
         slurm.load_site("default", ["partiton=gpu"])
 
 
+@pytest.mark.integration
 def test_repro_args_mix_options_and_overrides(tmp_path):
     """What `make repro TABLE=demo_t4 DRY=1 ARGS="..."` runs: options and overrides in any order."""
     args = f"train:train.max_steps=2 --site local_cpu site.partition=debug --output-root {tmp_path} vc:n=3".split()
@@ -127,6 +129,7 @@ def test_repro_args_mix_options_and_overrides(tmp_path):
     assert bad.returncode != 0 and "no site 'nowhere'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.integration
 def test_demo_recipe_runs_locally_and_its_table_renders(tmp_path, demo_data, monkeypatch):
     runs = tmp_path / "runs"
     extra = ["train:train.max_steps=2", "train:train.per_device_train_batch_size=4", "train:train.disable_tqdm=true",
@@ -159,6 +162,7 @@ def test_tables_show_paper_numbers_with_their_source(tmp_path):
     assert md.split("Ours:")[1].split("Paper")[0].count("–") == 16  # nothing run yet: every cell empty
 
 
+@pytest.mark.integration
 def test_multirun_through_submitit_local(tmp_path, demo_data):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "train.py", "-m", "hydra/launcher=submitit_local", "experiment=demo_vit,demo_lit",
@@ -173,6 +177,7 @@ def test_multirun_through_submitit_local(tmp_path, demo_data):
     assert {json.loads(m.read_text()).get("instruction", 0) > 0 for m in metrics} == {True, False}
 
 
+@pytest.mark.integration
 def test_training_run_takes_its_wandb_name_from_the_recipe(tmp_path, demo_data):
     from tiny_runs import TINY
 

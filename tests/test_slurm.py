@@ -16,7 +16,7 @@ from lit import recipes, slurm
 from lit.report import tables
 
 LOCAL_CONF = Path("/etc/slurm/slurm.conf")  # the local test cluster's, never a real cluster's
-pytestmark = [pytest.mark.slow, pytest.mark.slurm,
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.integration,
               pytest.mark.skipif(not (LOCAL_CONF.exists() and "scripts/local_slurm.sh" in LOCAL_CONF.read_text()),
                                  reason="no local test Slurm: `make test-slurm` starts one")]
 

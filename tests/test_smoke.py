@@ -13,6 +13,7 @@ import pytest
 from tiny_runs import ROOT
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_make_smoke_llava7b(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

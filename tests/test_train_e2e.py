@@ -13,6 +13,7 @@ from omegaconf import open_dict
 from test_configs import CONF
 
 
+@pytest.mark.integration
 def test_training_writes_a_loadable_checkpoint(trained):
     from transformers import LlavaForConditionalGeneration
 
@@ -29,6 +30,7 @@ def test_training_writes_a_loadable_checkpoint(trained):
     assert audit["n_used"] == audit["n_records"] == 48
 
 
+@pytest.mark.integration
 def test_lmms_eval_scores_the_checkpoint(trained, demo_data):
     from lit.eval.evaluate import evaluate
 
@@ -48,7 +50,7 @@ def test_evaluate_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
         evaluate(tmp_path, ["demo_pope"], tmp_path, tmp_path / "eval")
 
 
-def test_evaluate_says_where_task_data_is_missing(trained, tmp_path):
+def test_evaluate_says_where_task_data_is_missing(tmp_path):
     from lit.eval.evaluate import prepare_tasks
 
     with pytest.raises(FileNotFoundError, match="test_pope.jsonl is missing"):
@@ -57,6 +59,7 @@ def test_evaluate_says_where_task_data_is_missing(trained, tmp_path):
         prepare_tasks(["mme_full"], tmp_path, tmp_path / "eval")
 
 
+@pytest.mark.integration
 def test_mins_plus_data_is_built_at_epsilon_and_trained_on(demo_data, tmp_path):
     """data=demo_mins_plus: the MultiInstruct-style instances get instructions from the pool at epsilon,
     the LLaVA JSON is built once (by build_mins_plus.py's function), and train.py trains on it."""
@@ -123,6 +126,7 @@ def _stage1_cfg(parts, demo_data, out, *extra, model="llava7b_stage1"):
     return cfg
 
 
+@pytest.mark.integration
 def test_stage1_composes_pretrained_lm_and_vision_and_trains_only_the_projector(pretrained_parts, demo_data, tmp_path):
     from transformers import (
         CLIPVisionModel,
@@ -145,6 +149,7 @@ def test_stage1_composes_pretrained_lm_and_vision_and_trains_only_the_projector(
     assert model.config.vision_feature_layer == -2 and model.config.vision_feature_select_strategy == "default"
 
 
+@pytest.mark.integration
 def test_next_stage1_composes_and_trains_projector_and_image_newline(pretrained_parts, demo_data, tmp_path):
     from transformers import (
         AutoImageProcessor,

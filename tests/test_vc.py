@@ -84,6 +84,7 @@ def test_bootstrap_ci_brackets_the_mean():
     assert low < np.mean(values) < high and 0.15 < high - low < 0.4  # about 2 * 1.96 / sqrt(200)
 
 
+@pytest.mark.integration
 def test_vc_cli_reports_pairs_ci_and_stores_results(trained, demo_data, tmp_path):
     ckpt = str(trained[1] / "checkpoint")
     subprocess.run([sys.executable, "vc.py", f"ckpt=[{ckpt},{ckpt}]", "result_name=[a,b]", f"data.root={demo_data}",

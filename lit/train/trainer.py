@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from lit.constants import SPAN_KINDS
 from lit.model.parts import part_of
@@ -97,6 +99,23 @@ class LitTrainer(Trainer):
         super().log(logs, start_time)
 
 
+KILL_AFTER_SAVE = "LIT_TEST_KILL_AFTER_SAVE"
+
+
+class KillAfterSave(TrainerCallback):
+    """Test hook (``LIT_TEST_KILL_AFTER_SAVE=<step>``): the process SIGKILLs itself right after ``checkpoint-<step>``
+    is completely written (``on_save`` runs after the Trainer has written ``trainer_state.json`` and rotated the
+    checkpoints), so kill-and-resume is tested at a known point instead of whenever a signal happens to land."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return control
+
+
 def _part_lrs(cfg) -> dict[str, float]:
     """Per-part learning rates: the model's (``model.part_lrs``, e.g. NeXT's vision tower) and LoRA's projector."""
     lrs = dict(cfg.model.get("part_lrs") or {})
@@ -107,19 +126,25 @@ def _part_lrs(cfg) -> dict[str, float]:
 
 def build_trainer(cfg, built, args, dataset) -> LitTrainer:
     """The Trainer of a run: the supervised-token loss, LLaVA's modality-length grouping when asked, per-part
-    learning rates, and the collator of the model's image inputs."""
+    learning rates, the collator of the model's image inputs, and the ``LIT_TEST_KILL_AFTER_SAVE`` hook when set."""
     from lit.data.collate import Collator
 
+    kill_step = os.environ.get(KILL_AFTER_SAVE)
     return LitTrainer(model=built.model, args=args, train_dataset=dataset,
                       data_collator=Collator(built.tokenizer.pad_token_id, built.image_inputs),
-                      group_by_modality_length=cfg.group_by_modality_length, part_lrs=_part_lrs(cfg))
+                      group_by_modality_length=cfg.group_by_modality_length, part_lrs=_part_lrs(cfg),
+                      callbacks=[KillAfterSave(int(kill_step))] if kill_step else None)
 
 
 def train_metrics(trainer: LitTrainer, result, audit: dict) -> dict:
     """What a run reports: loss, steps, the batch as run, the optimizer chain that stepped (Accelerate ->
-    DeepSpeed ZeRO -> the optimizer), the ZeRO stage, and the supervised tokens by span kind."""
+    DeepSpeed ZeRO -> the optimizer), the ZeRO stage, the gradient clipping that was applied (under DeepSpeed
+    the engine's ``gradient_clipping()``, which its ZeRO optimizer clips at; else ``train.max_grad_norm``;
+    0: none) and the supervised tokens by span kind."""
     args = trainer.args
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    engine = getattr(trainer, "deepspeed", None)
+    clipping = float(engine.gradient_clipping()) if engine is not None else float(args.max_grad_norm or 0.0)
     optimizer, names = trainer.optimizer, []
     while optimizer is not None and len(names) < 5:
         names.append(type(optimizer).__name__)
@@ -127,4 +152,5 @@ def train_metrics(trainer: LitTrainer, result, audit: dict) -> dict:
     return {"train_loss": result.training_loss, "steps": result.global_step, "world_size": args.world_size,
             "optimizer": names,
             "global_batch": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
-            "zero_stage": plugin.zero_stage if plugin is not None else 0, **audit["supervised_tokens_by_kind"]}
+            "zero_stage": plugin.zero_stage if plugin is not None else 0, "gradient_clipping": clipping,
+            **audit["supervised_tokens_by_kind"]}

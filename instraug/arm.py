@@ -27,8 +27,33 @@ def _args(cfg: DictConfig) -> dict:
             "variant": spec.variant, "sampling": spec.sampling, "epsilon": spec.get("epsilon"), "seed": spec.seed}
 
 
+class MissingInput(SystemExit):
+    """An input file of the MIns+ set is not there: exits with one line naming it and what writes it."""
+
+
+SEED_URL = "https://raw.githubusercontent.com/declare-lab/InstrAug/main/MultiInstruct/instruction_gen.py"
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Stop in one line if the instances file, the pool or the file of rewrites is missing, saying how to make it."""
+    spec = cfg.data.mins_plus
+    if not Path(spec.instances).is_file():
+        raise MissingInput(f"MultiInstruct instances file {spec.instances} (data.mins_plus.instances) does not "
+                           "exist: collect MultiInstruct's per-task training files into it with `python -m "
+                           f"instraug.multiinstruct training_data_1K/ {spec.instances}` (training_data_1K/: "
+                           "MultiInstruct's preprocessing output), or set data.root to the folder of train.jsonl")
+    if not Path(spec.pool).is_file():
+        how = (f"fetch the official seeds with `curl -L -o {spec.pool} {SEED_URL}`" if Path(spec.pool).suffix == ".py"
+               else "give the pool.jsonl of an augment.py run (`python augment.py augmentation=mins_plus` writes "
+                    "<run dir>/pool.jsonl) as data.mins_plus.pool=<augment run>/pool.jsonl")
+        raise MissingInput(f"instruction pool {spec.pool} (data.mins_plus.pool) does not exist: {how}")
+    if spec.get("generated") and not Path(spec.generated).is_file():
+        raise MissingInput(f"file of rewrites {spec.generated} (data.mins_plus.generated) does not exist")
+
+
 def build_for(cfg: DictConfig) -> dict[str, Path]:
     """Build the arm's set at ``data.path`` (nothing to do if the same set is there; refused if another is)."""
+    check_inputs(cfg)
     out_dir = Path(cfg.data.path).parent
     a = _args(cfg)
     log.info("MIns+ set %s: variant=%s sampling=%s epsilon=%s seed=%s from %s and %s", out_dir, a["variant"],
@@ -38,6 +63,7 @@ def build_for(cfg: DictConfig) -> dict[str, Path]:
 
 def require(cfg: DictConfig) -> None:
     """For ``train.py``: the arm's set must exist and have been built from the inputs the config names."""
+    check_inputs(cfg)
     out_dir = Path(cfg.data.path).parent
     overrides = " ".join(shlex.quote(a) for a in sys.argv[1:]) or "<the same overrides as this run>"
     a = _args(cfg)

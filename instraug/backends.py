@@ -82,8 +82,27 @@ def vllm_sampling_kwargs(sampling: Sampling, seed: int) -> dict:
             "seed": seed}
 
 
+class BackendUnavailable(SystemExit):
+    """The configured backend cannot run in this environment: exits with its one-line message (no traceback)."""
+
+
+def require_backend(kind: str, model: str = "<model>") -> None:
+    """Stop at once, in one line, if ``kind`` needs a package this environment lacks (vLLM lives in its own
+    environment: its torch/transformers pins cannot share this one)."""
+    import importlib.util
+
+    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise BackendUnavailable(
+            "augmentation.backend.kind=vllm runs vLLM in-process, but vllm is not installed here: run augment.py in "
+            "the vLLM environment (conda env create -f environment-vllm.yml && conda activate lit-vllm), or serve the "
+            f"model (vllm serve {model}) and use the OpenAI-compatible backend: augmentation.backend.kind=openai "
+            "'~augmentation.backend.args' "
+            f"'+augmentation.backend.args={{model: {model}, base_url: \"http://127.0.0.1:8000/v1\"}}'")
+
+
 class VLLMBackend:
     def __init__(self, model: str, tensor_parallel_size: int = 1, **engine_kwargs):
+        require_backend("vllm", model)
         from vllm import LLM
 
         self.name = model

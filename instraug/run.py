@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from instraug import pipeline, report
-from instraug.backends import build_backend
+from instraug.backends import build_backend, require_backend
 from instraug.filter import FilterConfig
 from instraug.seeds import load_seeds
 from lit.data.files import atomic_write
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict:
     a = cfg.augmentation
+    require_backend(a.backend.kind, a.backend.args.get("model", "<model>"))  # before anything is read or written
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)

@@ -53,13 +53,19 @@ class Audit:
     skipped: list[dict] = field(default_factory=list)
     truncated: list[object] = field(default_factory=list)
     supervised_by_kind: Counter = field(default_factory=Counter)
+    tokens_by_kind: Counter = field(default_factory=Counter)  # every token of the used records, supervised or not
+
+    def template_share(self) -> float | None:
+        """Share of the user's words (instruction + template tokens) that are template sentences; None if none."""
+        words = self.tokens_by_kind["instruction"] + self.tokens_by_kind["template"]
+        return self.tokens_by_kind["template"] / words if words else None
 
     def to_json(self) -> dict:
         reasons = Counter(s["reason"].split(":")[0] for s in self.skipped)
         return {"n_records": self.n_records, "n_used": self.n_records - len(self.skipped),
                 "n_skipped": len(self.skipped), "skipped_by_reason": dict(reasons), "skipped": self.skipped,
                 "n_truncated": len(self.truncated), "truncated": self.truncated,
-                "supervised_tokens_by_kind": dict(self.supervised_by_kind)}
+                "supervised_tokens_by_kind": dict(self.supervised_by_kind), "tokens_by_kind": dict(self.tokens_by_kind)}
 
 
 class SupervisedDataset(Dataset):
@@ -133,6 +139,9 @@ class SupervisedDataset(Dataset):
             raise RecordError(rid, "no supervised tokens: every label is masked (after truncation)")
         if truncated:
             self.audit.truncated.append(rid)
+        for k, n in zip(SPAN_KINDS, np.bincount(enc.kinds, minlength=len(SPAN_KINDS)).tolist()):
+            if n:
+                self.audit.tokens_by_kind[k] += n
         return Example(rid, enc.input_ids.astype(np.int64), labels.astype(np.int64), supervised_counts(enc, labels),
                        image, n_image, self.image_inputs.text_inputs(record, rid))
 
@@ -166,7 +175,8 @@ class SupervisedDataset(Dataset):
         self._set_inputs(tokenizer, image_inputs, image_root)
         report = json.loads((Path(folder) / "audit.json").read_text())
         self.audit = Audit(n_records=report["n_records"], skipped=report["skipped"], truncated=report["truncated"],
-                           supervised_by_kind=Counter(report["supervised_tokens_by_kind"]))
+                           supervised_by_kind=Counter(report["supervised_tokens_by_kind"]),
+                           tokens_by_kind=Counter(report.get("tokens_by_kind", {})))
         self.examples = _ArrowExamples(load_from_disk(str(Path(folder) / "data")))
         return self
 

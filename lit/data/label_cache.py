@@ -113,6 +113,7 @@ def build_labels(records: list[dict], folder: str | Path, workers: int | None = 
         audit.skipped += report["skipped"]
         audit.truncated += report["truncated"]
         audit.supervised_by_kind.update(report["supervised_tokens_by_kind"])
+        audit.tokens_by_kind.update(report["tokens_by_kind"])
         if (Path(shard) / "data").is_dir():
             parts.append(load_from_disk(str(Path(shard) / "data")))
     if not parts:

@@ -81,7 +81,26 @@ def build_dataset(cfg: DictConfig, records: list[dict] | None, *, tokenizer, tem
     templates = _templates(cfg, scope, args)
     # one process per node labels (over the node's cores) while the others wait, then all memory-map the result
     with args.main_process_first(local=True, desc="labelling the data"):
-        return labelled_dataset(records, cfg.data.path, cfg.label_cache_dir, image_root=cfg.data.image_root,
-                                tokenizer=tokenizer, template=template, scope=scope, image_inputs=image_inputs,
-                                max_length=cfg.data.max_length, templates=templates, on_invalid=cfg.data.on_invalid,
-                                too_long=cfg.data.too_long, workers=cfg.get("label_workers"))
+        dataset = labelled_dataset(records, cfg.data.path, cfg.label_cache_dir, image_root=cfg.data.image_root,
+                                   tokenizer=tokenizer, template=template, scope=scope, image_inputs=image_inputs,
+                                   max_length=cfg.data.max_length, templates=templates,
+                                   on_invalid=cfg.data.on_invalid, too_long=cfg.data.too_long,
+                                   workers=cfg.get("label_workers"))
+    if scope.uses_templates and args.process_index == 0:
+        warn_if_all_templates(dataset.audit, cfg.loss.templates, len(templates))
+    return dataset
+
+
+ALL_TEMPLATES_SHARE = 0.95  # template tokens / instruction tokens from which `lit` is (nearly) `vit`
+
+
+def warn_if_all_templates(audit, settings, n_templates: int) -> float | None:
+    """Warn once when the template sentences cover (nearly) every instruction token: the ``lit`` arm then
+    supervises the responses only, like ``vit``, and the ablation ladder has one rung less. Returns the share."""
+    share = audit.template_share()
+    if share is not None and share >= ALL_TEMPLATES_SHARE:
+        log.warning("loss=lit: the %d template sentences cover %.1f%% of the instruction tokens, so `lit` supervises "
+                    "(almost) only the responses, as `vit` does; raise loss.templates.min_share (now %s, "
+                    "conf/loss/lit.yaml) or set loss.templates.top_k / loss.templates.file", n_templates, 100 * share,
+                    settings.get("min_share"))
+    return share

@@ -37,6 +37,7 @@ from transformers import (
     LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
     LlavaProcessor,
+    PhiConfig,
     Qwen2Config,
     SiglipVisionConfig,
 )
@@ -45,7 +46,7 @@ from transformers.utils import is_torchvision_available
 from lit.constants import IMAGE_MARKER
 from lit.model.parts import PARTS, part_of
 
-TEXT_CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
+TEXT_CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "phi": PhiConfig}
 VISION_CONFIGS = {"clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ARCHS = {"llava": (LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor),

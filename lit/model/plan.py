@@ -46,6 +46,11 @@ def _positions(name: str) -> dict[str, int]:
     return image_positions(load_architecture(name))
 
 
+def _vision_tokens(vision) -> int:
+    """Tokens the vision tower runs on per image (tile): its patches plus a CLS token (SigLIP has none)."""
+    return (vision.image_size // vision.patch_size) ** 2 + (0 if vision.get("arch") == "siglip" else 1)
+
+
 def _largest_layer(model) -> int:
     """Parameters of the largest single module (what ZeRO-3 gathers at once), as DeepSpeed's model_to_params."""
     return max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
@@ -112,7 +117,7 @@ def step_flops(cfg: DictConfig, arch, model, global_batch: int, mean_tokens: flo
     attn = 2 * text.num_hidden_layers * mean_tokens * text.hidden_size
     passes = 1 + (1 if checkpointing else 0) + 1 + (0 if freeze.lm else 1)
     lm = global_batch * mean_tokens * (2 * (parts["lm"] + parts["projector"]) + attn) * passes
-    vision_tokens = (arch.vision.image_size // arch.vision.patch_size) ** 2 + 1
+    vision_tokens = _vision_tokens(arch.vision)
     vision_passes = 1 if freeze.vision else passes
     vision = global_batch * vision_tokens * 2 * parts["vision"] * vision_passes
     return lm + vision
@@ -122,7 +127,7 @@ def plan(cfg: DictConfig, nodes: int = 1, gpus_per_node: int = 8, gpu_mem_gb: fl
          peak_tflops: float = 312.0, mean_tokens: float | None = None, records: int | None = None) -> dict:
     from lit.model.architecture import load_architecture
     from lit.model.build import apply_freeze
-    from lit.train.distributed import accumulation_steps
+    from lit.train.distributed import split_global_batch
 
     name = cfg.model.get("architecture")
     if not name:
@@ -137,7 +142,7 @@ def plan(cfg: DictConfig, nodes: int = 1, gpus_per_node: int = 8, gpu_mem_gb: fl
     per_device, length = int(t.per_device_train_batch_size), int(cfg.data.max_length)
     global_batch = int(cfg.get("global_batch_size") or per_device * gpus * t.gradient_accumulation_steps)
     try:
-        accumulation = accumulation_steps(global_batch, per_device, gpus)
+        per_device, accumulation = split_global_batch(global_batch, per_device, gpus)  # as training derives it
         batch_note = f"{per_device} per GPU x {gpus} GPUs x {accumulation} accumulation = {global_batch}"
     except ValueError as err:
         accumulation, batch_note = None, f"does not divide: {err}"
@@ -146,7 +151,7 @@ def plan(cfg: DictConfig, nodes: int = 1, gpus_per_node: int = 8, gpu_mem_gb: fl
     checkpointing = bool(t.get("gradient_checkpointing"))
     tiles = 1 + max((h // arch.vision.image_size) * (w // arch.vision.image_size)
                     for h, w in arch.get("image_grid_pinpoints") or [[arch.vision.image_size] * 2])
-    vision_tokens = tiles * ((arch.vision.image_size // arch.vision.patch_size) ** 2 + 1)
+    vision_tokens = tiles * _vision_tokens(arch.vision)
     acts = activation_bytes(arch.text, arch.vision, per_device, length, checkpointing, not cfg.model.freeze.vision,
                             vision_tokens)
     need = states + acts + OVERHEAD_GIB * GIB

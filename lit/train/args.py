@@ -19,15 +19,20 @@ def training_args(cfg: DictConfig, output_dir: Path):
     from transformers import TrainingArguments
 
     from lit.train.distributed import (
-        accumulation_steps,
         init_deepspeed_comm,
         launched_world_size,
+        split_global_batch,
     )
 
     kwargs = OmegaConf.to_container(cfg.train, resolve=True)
     world = launched_world_size()
     if cfg.get("global_batch_size"):
-        steps = accumulation_steps(cfg.global_batch_size, kwargs["per_device_train_batch_size"], world)
+        configured = kwargs["per_device_train_batch_size"]
+        per_device, steps = split_global_batch(cfg.global_batch_size, configured, world)
+        if per_device != configured:
+            log.info("train.per_device_train_batch_size=%d x %d processes exceeds global_batch_size=%d: %d per device, "
+                     "%d accumulation step(s)", configured, world, cfg.global_batch_size, per_device, steps)
+            kwargs["per_device_train_batch_size"] = per_device
         given = kwargs.get("gradient_accumulation_steps", 1)
         if given not in (1, steps):
             raise ValueError(f"train.gradient_accumulation_steps={given} disagrees with global_batch_size="
@@ -35,7 +40,7 @@ def training_args(cfg: DictConfig, output_dir: Path):
                              "(global_batch_size=null to choose the accumulation yourself)")
         kwargs["gradient_accumulation_steps"] = steps
     if cfg.deepspeed.enabled:
-        kwargs["deepspeed"] = OmegaConf.to_container(cfg.deepspeed.config, resolve=True)
+        kwargs["deepspeed"] = deepspeed_config(cfg)
     run_name = os.environ.get("WANDB_NAME") or cfg.run_name  # a recipe job names its wandb run by its job id
     args = TrainingArguments(output_dir=str(output_dir), report_to=list(cfg.logger.report_to), run_name=run_name,
                              remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, **kwargs)
@@ -47,6 +52,17 @@ def training_args(cfg: DictConfig, output_dir: Path):
              args.world_size, args.gradient_accumulation_steps,
              args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps)
     return args
+
+
+def deepspeed_config(cfg: DictConfig) -> dict:
+    """``cfg.deepspeed.config`` as a dict, refused without ``gradient_clipping``: DeepSpeed then applies its own
+    default (1.0 since 0.19.3, 0 before), and ``train.max_grad_norm`` would be silently ignored."""
+    config = OmegaConf.to_container(cfg.deepspeed.config, resolve=True)
+    if "gradient_clipping" not in config:
+        raise ValueError("deepspeed.config has no gradient_clipping: DeepSpeed would clip at its own default (1.0 "
+                         f"since 0.19.3), not at train.max_grad_norm={cfg.train.get('max_grad_norm')}; set "
+                         "deepspeed.config.gradient_clipping=auto (filled from train.max_grad_norm, 0: no clipping)")
+    return config
 
 
 def last_complete_checkpoint(output_dir: Path, required: bool = True) -> str | None:

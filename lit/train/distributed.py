@@ -32,6 +32,21 @@ def accumulation_steps(global_batch_size: int, per_device: int, world_size: int)
     return global_batch_size // per_step
 
 
+def split_global_batch(global_batch_size: int, per_device: int, world_size: int) -> tuple[int, int]:
+    """``(per-device batch, accumulation steps)`` that make exactly ``global_batch_size`` on ``world_size``
+    processes. The configured ``per_device`` is kept where it fits; where ``per_device`` x ``world_size`` alone
+    exceeds the global batch (a 16-GPU run of an 8-GPU recipe), the per-device batch becomes the global batch's
+    share of each process, with no accumulation. A clear error where no whole split exists."""
+    if global_batch_size > 0 and per_device * world_size > global_batch_size:
+        if global_batch_size % world_size:
+            raise ValueError(f"global_batch_size={global_batch_size} cannot be split evenly over {world_size} "
+                             f"processes: run on a number of processes that divides {global_batch_size}, or change "
+                             "global_batch_size (null: use train.per_device_train_batch_size and "
+                             "train.gradient_accumulation_steps as given)")
+        return global_batch_size // world_size, 1
+    return per_device, accumulation_steps(global_batch_size, per_device, world_size)
+
+
 def init_deepspeed_comm(args) -> None:
     """Make DeepSpeed's communication layer wrap the process group ``TrainingArguments`` set up, so that
     ``deepspeed.zero.Init`` (models built under ZeRO-3) sees the real world size. On GPUs accelerate does

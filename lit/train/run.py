@@ -19,7 +19,7 @@ from lit.data.setup import build_dataset, load_training_records, prepare_data
 from lit.eval.evaluate import git_sha
 from lit.mask.chat_templates import get_template
 from lit.mask.scopes import get_scope
-from lit.model.checkpoint import save_checkpoint
+from lit.model.checkpoint import require_pretrained, save_checkpoint
 from lit.model.setup import build_model, tokenizer_for
 from lit.report.dashboard import set_logger_env
 from lit.train.args import last_complete_checkpoint, training_args
@@ -43,6 +43,7 @@ def check_stage(cfg: DictConfig, scope) -> None:
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Train once; writes ``checkpoint/``, ``config.yaml``, ``log_history.json``, ``data_audit.json``."""
+    require_pretrained(cfg.model)  # before any process group, data or model: one line naming the stage-1 command
     output_dir = Path(output_dir or cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     args = training_args(cfg, output_dir)  # first: models built from here on are partitioned under ZeRO-3

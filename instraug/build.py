@@ -14,9 +14,12 @@ A task without generations uses its seeds in both modes. Each instance's fields 
 ``instraug.multiinstruct.prepare`` (regions, options string, given region, region info, dialogue
 history, target); instructions are filled by ``placeholders.fill``, which parses and never evaluates.
 Instances of the tasks the official build drops (image output, VQA_absurd, region_area) are skipped and
-counted in the manifest. Output: LLaVA JSON (what ``train.py`` reads), MultiInstruct JSONL with
-``prompt`` and ``target`` added, and ``mins_plus.json`` (the inputs, their hashes, counts), all written
-atomically; a set built from other inputs is never overwritten.
+counted in the manifest. Each drawn instruction is stripped of surrounding whitespace before it is filled, as
+``build_with_new_instructions`` does (``instruction_gen.py`` line 1035; four official seeds start or end with
+whitespace: ``VG#3``, ``VG_selection#3``, ``visual_object_identification#3``, ``VQA_object_recognition#3``).
+Output: LLaVA JSON (what ``train.py`` reads), MultiInstruct JSONL with ``prompt`` and ``target`` added, and
+``mins_plus.json`` (the inputs, their hashes, counts), all written atomically; a set built from other inputs is
+never overwritten.
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ def build(instances: list[dict], pool_rows: list[dict], sampling: str = "officia
         if key not in by_task or not by_task[key][0]:
             raise KeyError(f"instance {rid}: no seed instructions for task {key!r} in the pool")
         instruction, origin = sample_instruction(rng, *by_task[key], sampling=sampling, epsilon=epsilon)
+        instruction = instruction.strip()  # as the official build strips each drawn instruction before filling
         try:
             prompt = fill(instruction, prepared.fields)
         except UnsafePlaceholder as err:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from instraug import meta_prompts
 from instraug.backends import Sampling
-from instraug.parse import candidates
+from instraug.parse import candidates, official_line
 from instraug.placeholders import protect, restore
 
 
@@ -96,16 +96,27 @@ def run_jobs(jobs: list[dict], backend, cache_path: str | Path, sampling: Sampli
     return [done[j["key"]] for j in jobs]
 
 
-def candidate_rows(rows: list[dict], reply_lines: str = "first") -> list[dict]:
-    """One row per parsed candidate, with provenance, ready for the filter. ``reply_lines="first"`` keeps one
-    instruction per reply (the official parser's), ``"all"`` every candidate line of the reply."""
-    if reply_lines not in ("first", "all"):
-        raise ValueError(f"reply_lines must be first or all, got {reply_lines!r}")
+REPLY_LINES = ("official", "first", "all")
+
+
+def reply_texts(row: dict, reply_lines: str = "official") -> list[str]:
+    """The instructions taken from one cached reply, placeholders restored. ``official``: the official one-line
+    parse of the raw reply (``parse.official_line``; none for a reply the official code could not parse);
+    ``first`` / ``all``: the first / every candidate of the lenient parser (``parse.candidates``)."""
+    if reply_lines not in REPLY_LINES:
+        raise ValueError(f"augmentation.reply_lines must be one of {', '.join(REPLY_LINES)}, got {reply_lines!r}")
+    if reply_lines == "official":
+        line = official_line(row["reply"])
+        return [] if line is None else [restore(line, protect(row["parent_text"])[1])]
+    return row["candidates"][:1] if reply_lines == "first" else list(row["candidates"])
+
+
+def candidate_rows(rows: list[dict], reply_lines: str = "official") -> list[dict]:
+    """One row per instruction taken from each reply (``reply_texts``), with provenance, ready for the filter."""
     out = []
     for row in rows:
-        for i, text in enumerate(row["candidates"][:1] if reply_lines == "first" else row["candidates"]):
+        for i, text in enumerate(reply_texts(row, reply_lines)):
             out.append({"id": f"{row['key']}#{i}", "task": row["task"], "text": text, "parent_text": row["parent_text"],
                         "parent_id": row["parent_id"], "root_id": row["root_id"], "meta_prompt": row["meta_prompt"],
                         "temperature": row["temperature"], "model": row["model"]})
     return out
-

@@ -31,7 +31,9 @@ What is derived (declare-lab/InstrAug ``MultiInstruct/build_new_dataset.py`` and
 files into the one instances file ``data=mins_plus`` reads, checking every instance.
 
 Not reproduced, on purpose: the official builder's ``eval`` of the instruction as an f-string (filling is
-``placeholders.fill``, which never evaluates), the quote stripping that only served that ``eval``, and its
+``placeholders.fill``, which never evaluates), the quote handling that only served that ``eval`` (after the
+whitespace strip, which ``build.build`` does as well: ``.strip('")')`` of the ends and the removal or swapping
+of quotes; in the 10 official seeds that start or end with a quote they leave one quote unpaired), and its
 multi-line branch, which returned the unfilled template.
 """
 

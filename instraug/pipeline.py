@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 from instraug.backends import Sampling
 from instraug.filter import FilterConfig, FilterReport, apply
-from instraug.generate import candidate_rows, jobs_for, run_jobs
+from instraug.generate import (
+    REPLY_LINES,
+    candidate_rows,
+    jobs_for,
+    reply_texts,
+    run_jobs,
+)
 from instraug.meta_prompts import OFFICIAL_MIX, mix
 from instraug.placeholders import PLACEHOLDER
 from instraug.seeds import Seed, augmentable
@@ -28,7 +34,7 @@ class AugmentConfig:
     temperatures: list[float] = field(default_factory=lambda: [0.6])
     samples: int = 1
     keep_placeholders_hint: bool = False  # official: no hint (it is commented out there)
-    reply_lines: str = "first"            # official: one instruction per reply
+    reply_lines: str = "official"         # official: the official one-line parse | first | all (parse.py)
     held_out: str = "paper"               # paper (Table 1's 9 tasks) | official (the code's TEST_TASKS)
     rounds: int = 1  # extra rounds for variant=iter
     top_p: float = 0.9
@@ -41,6 +47,8 @@ def run(seeds: list[Seed], backend, cache_path, cfg: AugmentConfig, filt: Filter
         progress: bool = True) -> tuple[list[dict], FilterReport]:
     if cfg.variant not in ("base", "mt", "iter"):
         raise ValueError(f"unknown augmentation variant {cfg.variant!r}; choose base, mt or iter")
+    if cfg.reply_lines not in REPLY_LINES:
+        raise ValueError(f"augmentation.reply_lines must be one of {', '.join(REPLY_LINES)}, got {cfg.reply_lines!r}")
     filt = filt or FilterConfig()
     report = FilterReport()
     roots = {s.seed_id: s.text for s in seeds}
@@ -54,7 +62,7 @@ def run(seeds: list[Seed], backend, cache_path, cfg: AugmentConfig, filt: Filter
         jobs = jobs_for(parents, prompt_mix, temps, backend.name, hint=cfg.keep_placeholders_hint)
         replies = run_jobs(jobs, backend, cache_path, sampling, cfg.batch_size, progress)
         for reply in replies:  # a reply with nothing parsable is counted, not silently lost
-            if not reply["candidates"]:
+            if not reply_texts(reply, cfg.reply_lines):
                 report.rejected[reply["task"]]["unparsable_reply"] += 1
         rows = candidate_rows(replies, cfg.reply_lines)
         new = apply(rows, roots, filt, report, kept_before=kept)

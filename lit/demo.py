@@ -35,8 +35,18 @@ def compose_run(arm: str, seed: int, overrides: list[str]):
                                            *overrides])
 
 
+def score_run(cfg, ckpt: Path, tasks: list[str], out: Path) -> dict:
+    """lmms-eval on ``ckpt`` with the composed config's ``eval`` group: its device, limit, batch and dtype, and
+    the settings the task hooks read (``eval.yes_no_rule``, ...), as ``evaluate.py`` passes them."""
+    from lit.eval.evaluate import eval_settings, evaluate
+
+    e = cfg.eval
+    return evaluate(ckpt, tasks, e.data_dir, out, chat_template=cfg.model.chat_template, device=e.device,
+                    limit=e.limit, settings=eval_settings(e, out), batch_size=e.get("batch_size", 1),
+                    dtype=e.get("dtype", "auto"))
+
+
 def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bool) -> dict:
-    from lit.eval.evaluate import evaluate
     from lit.train.run import run
 
     cfg = compose_run(arm, seed, overrides)
@@ -51,9 +61,7 @@ def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bo
             print(f"=== {run_dir} was trained with other settings: retraining", flush=True)
         shutil.rmtree(run_dir, ignore_errors=True)
     def score(tasks, out):
-        return evaluate(run_dir / "checkpoint", tasks, cfg.eval.data_dir, out, chat_template=cfg.model.chat_template,
-                        device=cfg.eval.device, limit=cfg.eval.limit, batch_size=cfg.eval.get("batch_size", 1),
-                        dtype=cfg.eval.get("dtype", "auto"))
+        return score_run(cfg, run_dir / "checkpoint", tasks, out)
 
     if not scores_file.exists():
         t0 = time.time()

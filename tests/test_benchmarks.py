@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("text, rule, expected", [
     ("Yes", "first_word", "yes"), ("Yes, there is a dog.", "first_word", "yes"), ("no.", "first_word", "no"),
     ("There is a dog.", "first_word", None), ("", "first_word", None),
-    ("Yes, there is a dog.", "exact", None), (" No. ", "exact", "no"),
+    ("Yes, there is a dog.", "exact", None), (" No. ", "exact", None), (" No \n", "exact", "no"),
     ("There is no dog.", "llava", "no"), ("There is a dog. It is not red.", "llava", "yes"),
     ("I think so", "llava", "yes"), ("", "llava", None),
 ])
@@ -111,6 +111,7 @@ def bench_run(trained, tmp_path_factory):
     return scores, out
 
 
+@pytest.mark.integration
 def test_lmms_eval_scores_every_benchmark_offline(bench_run):
     scores, out = bench_run
     assert set(scores) == set(TASKS)
@@ -146,6 +147,7 @@ def test_unparsable_and_empty_outputs_are_scored_wrong_and_counted():
     assert s["unparsed"] == 2 and s["accuracy_random"] == pytest.approx(1 / 3)
 
 
+@pytest.mark.integration
 def test_evaluate_cli_files_scores_under_the_training_run_name(trained, demo_data, tmp_path):
     import subprocess
     import sys

@@ -201,6 +201,7 @@ def test_vllm_sampling_params_are_built_from_the_config():
         {"temperature": 0.55, "top_p": 0.9, "max_tokens": 64, "seed": 7}
 
 
+@pytest.mark.integration
 def test_transformers_backend_end_to_end(tiny_chat_model, tmp_path):
     from instraug.backends import TransformersBackend
 
@@ -215,6 +216,7 @@ def test_transformers_backend_end_to_end(tiny_chat_model, tmp_path):
     assert sum(report.kept.values()) + sum(sum(c.values()) for c in report.rejected.values()) >= len(rows)
 
 
+@pytest.mark.integration
 def test_openai_backend_against_a_local_transformers_server(tiny_chat_model):
     import socket
     import subprocess
@@ -250,6 +252,7 @@ def test_openai_backend_against_a_local_transformers_server(tiny_chat_model):
         server.wait()
 
 
+@pytest.mark.integration
 def test_augment_cli_builds_pool_and_report(tiny_chat_model, tmp_path):
     import subprocess
     import sys
@@ -261,7 +264,8 @@ def test_augment_cli_builds_pool_and_report(tiny_chat_model, tmp_path):
     instances = tmp_path / "instances.jsonl"
     instances.write_text("".join(json.dumps(i) + "\n" for i in INSTANCES))
     out = tmp_path / "run"
-    subprocess.run([sys.executable, "augment.py", f"augmentation.seeds={seeds}", "augmentation.meta_prompts={rephrase: 1}",
+    subprocess.run([sys.executable, "augment.py", f"augmentation.seeds={seeds}", "~augmentation.meta_prompts",
+                    "+augmentation.meta_prompts={official_rephrase: 1}",
                     "augmentation.max_new_tokens=6", "augmentation.backend.kind=transformers",
                     f"augmentation.backend.args.model={tiny_chat_model}", "~augmentation.backend.args.tensor_parallel_size",
                     f"augmentation.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],

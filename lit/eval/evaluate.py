@@ -219,6 +219,17 @@ def trained_run(ckpt: str | Path, fallback_template: str) -> tuple[dict | None, 
     return run_cfg, run_cfg["model"]["chat_template"], run_cfg.get("run_name") or Path(ckpt).parent.name
 
 
+def eval_settings(e, out_dir: str | Path) -> dict:
+    """The settings an ``eval`` group gives the task hooks (``settings.json``): the yes/no rule, MultiInstruct's
+    limits and instruction file, and the HallusionBench judge (its cache in ``out_dir``)."""
+    from omegaconf import OmegaConf
+
+    return {"yes_no_rule": e.yes_no_rule, "multiinstruct_max_per_task": e.multiinstruct_max_per_task,
+            "multiinstruct_instructions": e.get("multiinstruct_instructions"),
+            "hallusion_judge": {**OmegaConf.to_container(e.hallusion_judge),
+                                "cache": str(Path(out_dir) / "judge_cache.jsonl")}}
+
+
 def evaluate_from_config(cfg) -> dict:
     """The ``evaluate.py`` job. The chat template and experiment name come from the training run that wrote
     the checkpoint (``<run>/config.yaml``) when there is one, else from the eval config."""
@@ -227,10 +238,7 @@ def evaluate_from_config(cfg) -> dict:
     ckpt = Path(cfg.ckpt)
     run_cfg, template, run_name = trained_run(ckpt, cfg.model.chat_template)
     e = cfg.eval
-    settings = {"yes_no_rule": e.yes_no_rule, "multiinstruct_max_per_task": e.multiinstruct_max_per_task,
-                "multiinstruct_instructions": e.get("multiinstruct_instructions"),
-                "hallusion_judge": {**OmegaConf.to_container(e.hallusion_judge),
-                                    "cache": str(Path(cfg.output_dir) / "judge_cache.jsonl")}}
+    settings = eval_settings(e, cfg.output_dir)
     experiment = cfg.result_name or run_name
     scores = evaluate(ckpt, list(e.tasks), e.data_dir, cfg.output_dir, chat_template=template, device=e.device,
                       limit=e.limit, settings=settings, experiment=experiment, results_dir=cfg.results_dir,

@@ -21,6 +21,10 @@ from lit.mask.render import encode, expand_image, render
 from lit.model.build import load_pretrained
 from lit.model.tokenizer import prepare_tokenizer
 
+# New tokens when a task sets no ``max_new_tokens``: lmms-eval's llava_hf default (lmms-eval 0.7.3,
+# lmms_eval/models/simple/llava_hf.py lines 353-354; models/chat/llava_hf.py lines 75-76).
+DEFAULT_MAX_NEW_TOKENS = 1024
+
 
 class LitLlava(lmms):
     """Greedy (or sampled) generation with a LLaVA, LLaVA-NeXT or InstructBLIP checkpoint, ``batch_size``
@@ -83,8 +87,9 @@ class LitLlava(lmms):
     def _generate(self, items: list[dict], gen_kwargs: dict) -> list[str]:
         inputs = {k: v.to(self.device) for k, v in self._batch(items).items()}
         sample = float(gen_kwargs.get("temperature", 0) or 0) > 0
-        out = self.model.generate(**inputs, max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)),
-                                  do_sample=sample, temperature=gen_kwargs.get("temperature") if sample else None,
+        new_tokens = int(gen_kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+        out = self.model.generate(**inputs, max_new_tokens=new_tokens, do_sample=sample,
+                                  temperature=gen_kwargs.get("temperature") if sample else None,
                                   pad_token_id=self.tokenizer.pad_token_id)
         texts = []
         for row in out[:, inputs["input_ids"].shape[1]:]:

@@ -5,8 +5,8 @@ Yes/no extraction (stated because scores move by points with it; ``eval.yes_no_r
 - ``first_word`` (default): lower-case, take the first alphanumeric word; "yes"/"no" count;
 - ``llava``: LLaVA's POPE script: the first sentence is "no" if it contains the word no/not, else "yes"
   (so every non-empty output parses, and "I cannot tell" counts as "no");
-- ``exact``: the whole output, stripped of whitespace and a final full stop, must be yes/no (lmms-eval's
-  POPE rule, which counts "Yes, there is" as wrong).
+- ``exact``: lmms-eval's POPE parse (``pope_process_results``): the whole output, lower-cased and stripped
+  of surrounding whitespace, must be ``yes`` or ``no``; so "Yes, there is" and "Yes." are not parsed.
 
 Anything not parsed is *unparsed*: scored as wrong and counted, never dropped.
 """
@@ -37,14 +37,24 @@ def yes_no(text: str, rule: str = "first_word") -> str | None:
             return None
         words = set(_WORD.findall(sentence.lower()))
         return "no" if words & {"no", "not"} else "yes"
-    if rule == "exact":
-        word = text.strip().lower().rstrip(".")
+    if rule == "exact":  # lmms-eval tasks/pope/utils.py pope_process_results: results[0].lower().strip()
+        word = text.lower().strip()
         return word if word in ("yes", "no") else None
     raise ValueError(f"unknown yes/no rule {rule!r}; choose one of {', '.join(YES_NO_RULES)}")
 
 
 def binary_metrics(rows: list[dict]) -> dict[str, float]:
-    """rows: {"pred": "yes"|"no"|None, "answer": "yes"|"no"}; "yes" is the positive class (POPE)."""
+    """rows: {"pred": "yes"|"no"|None, "answer": "yes"|"no"}; "yes" is the positive class (POPE).
+
+    Accuracy and precision are lmms-eval's (``tasks/pope/utils.py``). Two metrics are defined differently:
+
+    - ``recall`` = TP / (ground-truth yes): an unparsed answer to a yes question counts as a miss. lmms-eval's
+      ``pope_aggregate_recall`` counts as false negatives only the answers parsed as "no", so it leaves unparsed
+      answers to yes questions out (its recall, and F1 with it, is never lower than ours);
+    - ``yes_ratio`` = share of answers parsed as "yes" (the model's yes bias, as LLaVA's
+      ``llava/eval/eval_pope.py`` computes it). lmms-eval's ``pope_aggregate_yes_ratio`` is the share of
+      *ground-truth* yes questions (0.5 on POPE's balanced splits), whatever the model answers.
+    """
     n = len(rows)
     tp = sum(r["pred"] == "yes" and r["answer"] == "yes" for r in rows)
     fp = sum(r["pred"] == "yes" and r["answer"] == "no" for r in rows)

@@ -47,6 +47,10 @@ plan: env  ## memory, fit and GPU-hours of a training job: make plan MODEL=llava
 tables: env  ## every paper table from results/runs/ next to the paper's numbers -> results/tables/
 	$(BIN)/python -m lit.report.tables $(ARGS)
 
+.PHONY: docs
+docs: env  ## rewrite the generated fragments of README.md, BENCHMARKS.md and docs/ from results/ (ARGS=--check: only check)
+	$(BIN)/python -m lit.report.docs $(ARGS)
+
 test: env  ## the fast test suite (what CI runs): everything but Slurm and `slow`, end-to-end (`integration`) tests included
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"
 

@@ -13,8 +13,9 @@ import json
 import torch
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
-from lit.constants import IMAGE_MARKER
+from lit.constants import IMAGE_MARKER, KIND_INDEX
 from lit.data.image_inputs import image_inputs_for
 from lit.mask.chat_templates import get_template
 from lit.mask.render import encode, expand_image, render
@@ -24,12 +25,37 @@ from lit.model.tokenizer import prepare_tokenizer
 # New tokens when a task sets no ``max_new_tokens``: lmms-eval's llava_hf default (lmms-eval 0.7.3,
 # lmms_eval/models/simple/llava_hf.py lines 353-354; models/chat/llava_hf.py lines 75-76).
 DEFAULT_MAX_NEW_TOKENS = 1024
+# Task generation settings handed on to ``generate`` as they are (beam search, a floor on the answer length).
+PASSED_GENERATION_KWARGS = ("num_beams", "min_new_tokens", "length_penalty")
+
+
+class NewTokenRepetitionPenalty(LogitsProcessor):
+    """The CTRL repetition penalty (a seen token's logit divided by ``penalty`` if positive, multiplied if
+    negative), over the tokens generated so far only, not the prompt's. LAVIS's InstructBLIP generates from
+    embeddings, so the ``input_ids`` its penalty looks at hold the generated tokens alone
+    (declare-lab/InstrAug ``IBLIP/lavis/models/blip2_models/blip2_vicuna_instruct.py::generate``)."""
+
+    def __init__(self, penalty: float, prompt_length: int) -> None:
+        self.penalty = float(penalty)
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        seen = input_ids[:, self.prompt_length:]
+        if seen.shape[1] == 0:
+            return scores
+        picked = torch.gather(scores, 1, seen)
+        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
+        return scores.scatter(1, seen, picked)
 
 
 class LitLlava(lmms):
-    """Greedy (or sampled) generation with a LLaVA, LLaVA-NeXT or InstructBLIP checkpoint, ``batch_size``
-    requests at a time (left-padded), in ``dtype`` (``auto``: the checkpoint's own, bf16 for the paper
-    models) on ``device``."""
+    """Greedy, beam-search or sampled generation with a LLaVA, LLaVA-NeXT or InstructBLIP checkpoint, and the
+    log-likelihood of answers (``multiple_choice`` and ``loglikelihood`` tasks), ``batch_size`` requests at a
+    time, in ``dtype`` (``auto``: the checkpoint's own, bf16 for the paper models) on ``device``.
+
+    Generation settings read from a task: ``max_new_tokens``, ``temperature`` (> 0 samples), ``until``,
+    ``num_beams``, ``min_new_tokens``, ``length_penalty``, and ``repetition_penalty``, which counts the
+    generated tokens only (``NewTokenRepetitionPenalty``)."""
 
     def __init__(self, pretrained: str, chat_template: str = "vicuna_v1", device: str = "cpu",
                  dtype: str = "auto", batch_size: int | str = 1, **kwargs) -> None:
@@ -45,34 +71,45 @@ class LitLlava(lmms):
         self.image_inputs = image_inputs_for(self.model.config, self.processor)
         self.n_empty = 0  # generations that decoded to empty text (scored, never dropped)
 
-    def _prompt(self, question: str, image=None) -> dict:
+    def _prompt(self, question: str, image=None, answer: str | None = None) -> dict:
         """One prompt: ``input_ids`` (rendered and expanded exactly as in training), its image inputs (or None)
-        and any per-record token inputs (InstructBLIP's ``qformer_input_ids``)."""
-        record = {"conversations": [{"from": "human", "value": (IMAGE_MARKER + "\n" if image else "") + question}]}
+        and any per-record token inputs (InstructBLIP's ``qformer_input_ids``). With ``answer`` the assistant
+        turn holding it is rendered too, as in training, and ``answer_mask`` marks its ``response`` tokens
+        (the answer, without the end-of-turn token)."""
+        turns = [{"from": "human", "value": (IMAGE_MARKER + "\n" if image else "") + question}]
+        if answer is not None:
+            turns.append({"from": "gpt", "value": answer})
+        record = {"conversations": turns}
         if image is not None:
             record["image"] = "<in memory>"
-        spans = render(record, self.template, record_id="prompt", add_generation_prompt=True)
-        ids = encode(spans, self.tokenizer, record_id="prompt", image_token_id=self.image_token_id).input_ids
+        spans = render(record, self.template, record_id="prompt", add_generation_prompt=answer is None)
+        encoded = encode(spans, self.tokenizer, record_id="prompt", image_token_id=self.image_token_id)
+        ids, kinds = encoded.input_ids, encoded.kinds
         item = {key: torch.from_numpy(v) for key, v in self.image_inputs.text_inputs(record, "prompt").items()}
         item["image"] = None
         if image is not None:
             rgb = image.convert("RGB")
             n = self.image_inputs.n_tokens(rgb.height, rgb.width)
+            kinds = expand_image(kinds, ids, self.image_token_id, n, KIND_INDEX["image"])
             ids = expand_image(ids, ids, self.image_token_id, n, self.image_token_id)
             item["image"] = self.image_inputs.pixels(rgb)
         elif self.image_inputs.requires_image:
             raise ValueError("this model (InstructBLIP) needs an image for every question")
+        if answer is not None:
+            item["answer_mask"] = torch.from_numpy(kinds == KIND_INDEX["response"])
         item["input_ids"] = torch.from_numpy(ids)
         return item
 
-    def _batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        """Prompts left-padded to one length (generation appends on the right), images in order."""
+    def _batch(self, items: list[dict], left: bool = True) -> dict[str, torch.Tensor]:
+        """Prompts padded to one length, on the left (generation appends on the right) or on the right
+        (scoring: every token keeps the positions it has alone), images in order."""
         longest = max(len(it["input_ids"]) for it in items)
         ids = torch.full((len(items), longest), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(items), longest), dtype=torch.long)
         for row, it in enumerate(items):
             n = len(it["input_ids"])
-            ids[row, longest - n:], mask[row, longest - n:] = it["input_ids"], 1
+            cols = slice(longest - n, longest) if left else slice(0, n)
+            ids[row, cols], mask[row, cols] = it["input_ids"], 1
         batch = {"input_ids": ids, "attention_mask": mask, **self.image_inputs.collate_text(items)}
         images = [it["image"] for it in items if it["image"] is not None]
         if images:
@@ -88,9 +125,13 @@ class LitLlava(lmms):
         inputs = {k: v.to(self.device) for k, v in self._batch(items).items()}
         sample = float(gen_kwargs.get("temperature", 0) or 0) > 0
         new_tokens = int(gen_kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+        passed = {k: gen_kwargs[k] for k in PASSED_GENERATION_KWARGS if gen_kwargs.get(k) is not None}
+        processors = LogitsProcessorList()
+        if gen_kwargs.get("repetition_penalty") not in (None, 1, 1.0):
+            processors.append(NewTokenRepetitionPenalty(gen_kwargs["repetition_penalty"], inputs["input_ids"].shape[1]))
         out = self.model.generate(**inputs, max_new_tokens=new_tokens, do_sample=sample,
                                   temperature=gen_kwargs.get("temperature") if sample else None,
-                                  pad_token_id=self.tokenizer.pad_token_id)
+                                  pad_token_id=self.tokenizer.pad_token_id, logits_processor=processors, **passed)
         texts = []
         for row in out[:, inputs["input_ids"].shape[1]:]:
             text = self.tokenizer.decode(row, skip_special_tokens=True)
@@ -123,8 +164,39 @@ class LitLlava(lmms):
         bar.close()
         return outputs
 
-    def loglikelihood(self, requests):
-        raise NotImplementedError("lit_llava scores generate_until tasks; loglikelihood tasks are not supported yet")
+    @torch.no_grad()
+    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        """``(log p(continuation | context), greedy)`` per request: the context is rendered as the question of
+        the human turn (with its image), the continuation as the assistant's answer, as in training; the
+        log-probability is the sum over the answer's tokens (the end-of-turn token left out), as LAVIS's
+        ``predict_class`` scores candidates (its per-candidate loss is a mean over one padded length shared by
+        all candidates, so it ranks them as the sum does). The template places the answer after its own
+        separator, so leading whitespace of the continuation (lmms-eval's ``target_delimiter``) is dropped.
+        ``greedy``: every answer token is the model's most likely next token. A log-probability (higher is
+        likelier), as lmms-eval's API documents, not a loss."""
+        outputs: list[tuple[float, bool] | None] = [None] * len(requests)
+        bar = tqdm(total=len(requests), desc="scoring", disable=len(requests) < 20)
+        for start in range(0, len(requests), self.batch_size):
+            chunk = list(range(start, min(start + self.batch_size, len(requests))))
+            items = []
+            for i in chunk:
+                context, continuation, doc_to_visual, doc_id, task, split = requests[i].args
+                doc = self.task_dict[task][split][doc_id]
+                if callable(continuation):  # ``output_type: loglikelihood`` passes its doc_to_target
+                    continuation = continuation(doc)
+                visuals = [v for v in (doc_to_visual(doc) or []) if v is not None]
+                items.append(self._prompt(context, visuals[0] if visuals else None, answer=str(continuation).lstrip()))
+            batch = {k: v.to(self.device) for k, v in self._batch(items, left=False).items()}
+            logits = self.model(**batch).logits
+            for row, (i, it) in enumerate(zip(chunk, items)):
+                positions = torch.nonzero(it["answer_mask"]).squeeze(1).to(self.device)
+                targets = batch["input_ids"][row, positions]
+                step = logits[row, positions - 1].float()  # position t is predicted at t - 1
+                logp = torch.log_softmax(step, dim=-1).gather(1, targets[:, None]).sum()
+                outputs[i] = (float(logp), bool((step.argmax(-1) == targets).all()))
+            bar.update(len(chunk))
+        bar.close()
+        return outputs
 
     def generate_until_multi_round(self, requests):
         raise NotImplementedError("lit_llava does not support multi-round generation tasks")

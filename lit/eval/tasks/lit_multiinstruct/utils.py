@@ -9,10 +9,19 @@ training seeds' file, so the seeds live in one place). Each instance becomes 5 d
 so the 5 documents share one order), filled by ``instraug.placeholders.fill`` (never evaluated); at most
 ``multiinstruct_max_per_task`` instances (default 1000, as InstrAug's test sets). The score of a task is the mean over its instructions of the
 per-instruction score (in %), reported with the spread across instructions.
+
+Scoring, as InstrAug's LAVIS evaluation (declare-lab/InstrAug ``IBLIP/lavis/projects/iblip/eval/*_eval.yaml``,
+``IBLIP/lavis/tasks/{instrcls,commonsensevqa,tvqa,visdial,vte}.py``): the six classification tasks (CVQA, DC,
+GVQA, NLVR, VE, VSR) rank the instance's options by the log-likelihood of each as the answer
+(``output_type: multiple_choice``; ``predict_class``), correct when the top option equals the target (both
+stripped, ``instrcls._report_metrics``); the three generation tasks (TVQA, VisDial, VTE) are scored by ROUGE-L
+of a beam-search answer (5 beams, at most 30 and at least 5 new tokens, VTE at least 1; repetition penalty 1.5,
+LAVIS ``generate``'s default).
 """
 
 from __future__ import annotations
 
+import ast
 import random
 import statistics
 from pathlib import Path
@@ -79,7 +88,8 @@ def expand_instructions(dataset):
                              f"{N_INSTRUCTIONS} needed (instance {uid})")
         for k, text in enumerate(texts):
             rows.append({"doc_index": i, "instruction_id": k, "prompt": fill(text, prepared.fields),
-                         "image_path": doc.get("image_path") or "", "target_txt": prepared.target})
+                         "image_path": doc.get("image_path") or "", "target_txt": prepared.target,
+                         "options": [str(o) for o in prepared.fields.get("options") or []]})
     return datasets.Dataset.from_list(rows)
 
 
@@ -93,6 +103,23 @@ def doc_to_visual(doc):
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
     return doc["prompt"]
+
+
+def doc_to_choice(doc):
+    if not doc["options"]:
+        raise ValueError(f"MultiInstruct instance {doc['doc_index']} has no options to rank")
+    return list(doc["options"])
+
+
+def process_results_ranked(doc, results):
+    """``results``: ``(log-likelihood, greedy)`` per option, in ``doc_to_choice`` order; the likeliest option
+    is the prediction. lmms-eval 0.7.3 hands each pair on as its ``str`` (``unwrap_generation_output`` in
+    ``lmms_eval/api/instance.py`` turns any non-text output into ``str(output)``); Python writes a float's
+    repr exactly, so it is read back without loss."""
+    lls = [float((ast.literal_eval(r) if isinstance(r, str) else r)[0]) for r in results]
+    chosen = doc["options"][max(range(len(lls)), key=lls.__getitem__)]
+    correct = chosen.strip() == doc["target_txt"].strip()
+    return {"multiinstruct": {"instruction_id": doc["instruction_id"], "score": 100.0 * correct, "prediction": chosen}}
 
 
 def process_results_accuracy(doc, results):

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def _args(cfg: DictConfig) -> dict:
     spec = cfg.data.mins_plus
     return {"instances": spec.instances, "pool": spec.pool, "generated": spec.get("generated"),
-            "variant": spec.variant, "sampling": spec.sampling, "epsilon": spec.get("epsilon"), "seed": spec.seed}
+            "variant": spec.variant, "sampling": spec.sampling, "epsilon": spec.get("epsilon"), "seed": spec.seed,
+            "cleanup": spec.get("cleanup", "official")}
 
 
 class MissingInput(SystemExit):

@@ -14,9 +14,16 @@ A task without generations uses its seeds in both modes. Each instance's fields 
 ``instraug.multiinstruct.prepare`` (regions, options string, given region, region info, dialogue
 history, target); instructions are filled by ``placeholders.fill``, which parses and never evaluates.
 Instances of the tasks the official build drops (image output, VQA_absurd, region_area) are skipped and
-counted in the manifest. Each drawn instruction is stripped of surrounding whitespace before it is filled, as
-``build_with_new_instructions`` does (``instruction_gen.py`` line 1035; four official seeds start or end with
-whitespace: ``VG#3``, ``VG_selection#3``, ``visual_object_identification#3``, ``VQA_object_recognition#3``).
+counted in the manifest. Each drawn instruction is cleaned before it is filled (``cleanup``):
+
+- ``official`` (``build_with_new_instructions``, ``instruction_gen.py`` lines 1035-1048 and 1128-1141): surrounding
+  whitespace stripped (four official seeds start or end with some: ``VG#3``, ``VG_selection#3``,
+  ``visual_object_identification#3``, ``VQA_object_recognition#3``), then double quotes and closing parentheses
+  at either end; every double quote removed if the text holds ``"{text}"``, every single quote if it holds
+  ``'{text}'``; single quotes turned double where both kinds remain. The official code did this to survive its
+  ``eval`` of the instruction as an f-string, which is not reproduced (``placeholders.fill`` never evaluates);
+  the text the model reads is;
+- ``strip``: surrounding whitespace only.
 Output: LLaVA JSON (what ``train.py`` reads), MultiInstruct JSONL with ``prompt`` and ``target`` added, and
 ``mins_plus.json`` (the inputs, their hashes, counts), all written atomically; a set built from other inputs is
 never overwritten.
@@ -36,6 +43,7 @@ from lit.data.files import atomic_write, file_sha256
 from lit.data.records import read_jsonl
 
 SAMPLING = ("official", "epsilon")
+CLEANUP = ("official", "strip")
 MANIFEST = "mins_plus.json"
 
 
@@ -109,8 +117,25 @@ def sample_instruction(rng: random.Random, seeds: list[str], generated: list[str
     return group[rng.randrange(len(group))], "seed" if use_seed else "generated"
 
 
+def clean_instruction(text: str, cleanup: str = "official") -> str:
+    """A drawn instruction as the model will read it (``cleanup``: see the module docstring)."""
+    if cleanup not in CLEANUP:
+        raise ValueError(f"unknown cleanup {cleanup!r}; choose {' or '.join(CLEANUP)}")
+    text = text.strip()
+    if cleanup == "strip":
+        return text
+    text = text.strip('")')
+    if '"{text}"' in text:
+        text = text.replace('"', "")
+    if "'{text}'" in text:
+        text = text.replace("'", "")
+    if "'" in text and '"' in text:
+        text = text.replace("'", '"')
+    return text
+
+
 def build(instances: list[dict], pool_rows: list[dict], sampling: str = "official", epsilon: float | None = None,
-          seed: int = 0, skipped: Counter | None = None) -> list[dict]:
+          seed: int = 0, skipped: Counter | None = None, cleanup: str = "official") -> list[dict]:
     """MultiInstruct instances -> rows with ``prompt``, ``target``, ``instruction``, ``instruction_origin``;
     ``skipped`` (if given) counts the instances of dropped tasks per task."""
     rng = random.Random(seed)
@@ -128,7 +153,7 @@ def build(instances: list[dict], pool_rows: list[dict], sampling: str = "officia
         if key not in by_task or not by_task[key][0]:
             raise KeyError(f"instance {rid}: no seed instructions for task {key!r} in the pool")
         instruction, origin = sample_instruction(rng, *by_task[key], sampling=sampling, epsilon=epsilon)
-        instruction = instruction.strip()  # as the official build strips each drawn instruction before filling
+        instruction = clean_instruction(instruction, cleanup)
         try:
             prompt = fill(instruction, prepared.fields)
         except UnsafePlaceholder as err:
@@ -162,7 +187,7 @@ def write(rows: list[dict], out_dir: str | Path, manifest: dict | None = None) -
 
 
 def inputs_key(instances: str | Path, pool: str | Path, generated: str | Path | None, variant: str, sampling: str,
-               epsilon: float | None, seed: int) -> dict:
+               epsilon: float | None, seed: int, cleanup: str = "official") -> dict:
     """Everything a MIns+ set depends on: the files by content, and the drawing settings."""
     for path in (instances, pool, generated):
         if path is not None and not Path(path).exists():
@@ -172,10 +197,10 @@ def inputs_key(instances: str | Path, pool: str | Path, generated: str | Path | 
             "generated": str(generated) if generated else None,
             "generated_sha256": file_sha256(generated) if generated else None,
             "variant": variant, "sampling": sampling, "epsilon": None if sampling == "official" else float(epsilon),
-            "seed": int(seed)}
+            "seed": int(seed), "cleanup": cleanup}
 
 
-_IDENTITY = ("instances_sha256", "pool_sha256", "generated_sha256", "variant", "sampling", "epsilon", "seed")
+_IDENTITY = ("instances_sha256", "pool_sha256", "generated_sha256", "variant", "sampling", "epsilon", "seed", "cleanup")
 
 
 def check_existing(out_dir: str | Path, key: dict) -> bool:
@@ -204,11 +229,11 @@ def _tsv_header(path: str | Path) -> list[str]:
 
 def build_dataset(instances: str | Path, pool: str | Path, out_dir: str | Path, variant: str,
                   sampling: str = "official", epsilon: float | None = None, seed: int = 0,
-                  generated: str | Path | None = None) -> dict[str, Path]:
+                  generated: str | Path | None = None, cleanup: str = "official") -> dict[str, Path]:
     """Build and write one MIns+ set, unless ``out_dir`` already holds the same one. ``pool`` is an
     ``augment.py`` pool.jsonl, the official ``gen_instructions*.tsv``, or a seed file (plus optionally
     ``generated``, see ``pool_from_files``)."""
-    key = inputs_key(instances, pool, generated, variant, sampling, epsilon, seed)
+    key = inputs_key(instances, pool, generated, variant, sampling, epsilon, seed, cleanup)
     out_dir = Path(out_dir)
     if check_existing(out_dir, key):
         return {"llava": out_dir / "train.json", "multiinstruct": out_dir / "train.jsonl",
@@ -220,7 +245,8 @@ def build_dataset(instances: str | Path, pool: str | Path, out_dir: str | Path, 
     else:  # a seed file, with or without a file of rewrites
         pool_rows = pool_from_files(pool, generated, provenance=f"file:{Path(generated).name}" if generated else "")
     skipped: Counter = Counter()
-    rows = build(read_jsonl(Path(instances)), pool_rows, sampling=sampling, epsilon=epsilon, seed=seed, skipped=skipped)
+    rows = build(read_jsonl(Path(instances)), pool_rows, sampling=sampling, epsilon=epsilon, seed=seed, skipped=skipped,
+                 cleanup=cleanup)
     origins = Counter(r["instruction_origin"] for r in rows)
     manifest = {"inputs": key, "n_rows": len(rows), "instruction_origin": dict(origins),
                 "skipped_dropped_tasks": dict(skipped)}

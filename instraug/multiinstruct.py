@@ -31,10 +31,8 @@ What is derived (declare-lab/InstrAug ``MultiInstruct/build_new_dataset.py`` and
 files into the one instances file ``data=mins_plus`` reads, checking every instance.
 
 Not reproduced, on purpose: the official builder's ``eval`` of the instruction as an f-string (filling is
-``placeholders.fill``, which never evaluates), the quote handling that only served that ``eval`` (after the
-whitespace strip, which ``build.build`` does as well: ``.strip('")')`` of the ends and the removal or swapping
-of quotes; in the 10 official seeds that start or end with a quote they leave one quote unpaired), and its
-multi-line branch, which returned the unfilled template.
+``placeholders.fill``, which never evaluates) and its multi-line branch, which returned the unfilled template.
+Its quote and bracket trimming, which changes the text the model reads, is (``build.clean_instruction``).
 """
 
 from __future__ import annotations

@@ -35,9 +35,12 @@ class LitTrainer(Trainer):
 
         dataset = train_dataset if train_dataset is not None else self.train_dataset
 
+        # As LLaVATrainer: batch_size = the dataloader's per-device batch (``args.train_batch_size`` unless
+        # auto_find_batch_size shrank it), world_size = processes x accumulation, so one megabatch is one optimizer
+        # step over all ranks and each of its chunks is one device batch.
         args = self.args
-        megabatch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-        return ModalityLengthGroupedSampler(dataset.lengths(), dataset.has_image(), megabatch, seed=args.seed)
+        return ModalityLengthGroupedSampler(dataset.lengths(), dataset.has_image(), self._train_batch_size,
+                                            args.world_size * args.gradient_accumulation_steps, seed=args.seed)
 
     def create_optimizer(self, model=None):
         """The default optimizer, except that the parts named in ``part_lrs`` (``lit.model.parts.PARTS``) get their

@@ -75,6 +75,22 @@ def test_paper_recipe_clips_as_upstream(override):
     assert cfg.train.max_grad_norm == expected
 
 
+def test_offloading_keeps_the_recipe_s_clipping_optimizer_and_schedule():
+    """LLaVA's ``scripts/zero3_offload.json`` (c121f04) differs from its ``zero3.json`` in more than offloading:
+    ``"gradient_clipping": "auto"`` (line 51: HF's max_grad_norm default, 1.0) and its own ``optimizer`` (AdamW,
+    lines 13-21) and ``scheduler`` (``WarmupLR``, lines 22-29, which HF's Trainer then uses in place of the cosine
+    schedule). ``deepspeed=zero3_offload`` here changes where states live only: the recipe's clipping (0),
+    optimizer and cosine schedule stay."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose("train", overrides=["model=llava7b", "deepspeed=zero3"])
+        offload = compose("train", overrides=["model=llava7b", "deepspeed=zero3_offload"])
+    a, b = (OmegaConf.to_container(c.deepspeed.config, resolve=True) for c in (base, offload))
+    assert b["zero_optimization"].pop("offload_optimizer") == {"device": "cpu", "pin_memory": True}
+    assert b["zero_optimization"].pop("offload_param") == {"device": "cpu", "pin_memory": True}
+    assert a == b and "scheduler" not in b and "optimizer" not in b
+    assert offload.train.max_grad_norm == 0.0 and offload.train.lr_scheduler_type == "cosine"
+
+
 def _ds_env() -> dict:
     from test_zero3_resume import _free_port
 

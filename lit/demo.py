@@ -35,15 +35,12 @@ def compose_run(arm: str, seed: int, overrides: list[str]):
                                            *overrides])
 
 
-def score_run(cfg, ckpt: Path, tasks: list[str], out: Path) -> dict:
-    """lmms-eval on ``ckpt`` with the composed config's ``eval`` group: its device, limit, batch and dtype, and
-    the settings the task hooks read (``eval.yes_no_rule``, ...), as ``evaluate.py`` passes them."""
-    from lit.eval.evaluate import eval_settings, evaluate
+def score_run(cfg, ckpt: Path, out: Path) -> dict:
+    """lmms-eval on ``ckpt`` with the composed config's ``eval`` group, as ``evaluate.py`` scores."""
+    from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
 
-    e = cfg.eval
-    return evaluate(ckpt, tasks, e.data_dir, out, chat_template=cfg.model.chat_template, device=e.device,
-                    limit=e.limit, settings=eval_settings(e, out), batch_size=e.get("batch_size", 1),
-                    dtype=e.get("dtype", "auto"))
+    return evaluate(ckpt, EvalSpec.from_config(cfg.eval), out, chat_template=cfg.model.chat_template)
 
 
 def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bool) -> dict:
@@ -60,9 +57,6 @@ def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bo
         if not fresh:
             print(f"=== {run_dir} was trained with other settings: retraining", flush=True)
         shutil.rmtree(run_dir, ignore_errors=True)
-    def score(tasks, out):
-        return score_run(cfg, run_dir / "checkpoint", tasks, out)
-
     if not scores_file.exists():
         t0 = time.time()
         print(f"\n=== training {arm} seed {seed} -> {run_dir}", flush=True)
@@ -75,14 +69,8 @@ def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bo
         run(cfg, run_dir)
         stamp.write_text(wanted)
         print(f"=== scoring {arm} seed {seed} with lmms-eval ({time.time() - t0:.0f}s so far)", flush=True)
-        score(list(cfg.eval.tasks), run_dir / "eval")
+        score_run(cfg, run_dir / "checkpoint", run_dir / "eval")
     record = json.loads(scores_file.read_text())
-    missing = [t for t in cfg.eval.tasks if t not in record["scores"]
-               or not any(run_dir.glob(f"eval*/samples/{t}.jsonl"))]
-    if missing:  # a run finished before a task was added to the demo: score only what it lacks
-        print(f"=== scoring {arm} seed {seed} on {missing}", flush=True)
-        record["scores"].update(score(missing, run_dir / "eval_extra"))
-        scores_file.write_text(json.dumps(record, indent=1, default=str))
     vc_file = run_dir / "vc.json"
     if not vc_file.exists():
         print(f"=== visual contribution of {arm} seed {seed}", flush=True)

@@ -62,11 +62,12 @@ def test_lora_run_writes_merged_and_adapter_checkpoints_that_load(trained, demo_
 @pytest.mark.integration
 def test_adapter_only_checkpoint_is_scored_by_lmms_eval(trained, demo_data, tmp_path):
     from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
 
     _lora_run(trained, demo_data, tmp_path, "adapter.save=adapter")
     assert (tmp_path / "checkpoint" / "adapter_config.json").exists()
     assert not (tmp_path / "checkpoint" / "model.safetensors").exists()
-    scores = evaluate(tmp_path / "checkpoint", ["demo_pope"], demo_data, tmp_path / "eval", limit=2)
+    scores = evaluate(tmp_path / "checkpoint", EvalSpec(("demo_pope",), str(demo_data), limit=2), tmp_path / "eval")
     assert 0 <= scores["demo_pope"]["pope_accuracy"] <= 1
 
 

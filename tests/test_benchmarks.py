@@ -102,12 +102,13 @@ TASKS = ["lit_pope", "lit_mme", "lit_hallusion", "lit_chair", "lit_caption", "li
 @pytest.fixture(scope="module")
 def bench_run(trained, tmp_path_factory):
     from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
 
     root = write_all(tmp_path_factory.mktemp("bench"))
     _, run_dir, _ = trained
     out = tmp_path_factory.mktemp("bench_eval")
-    scores = evaluate(run_dir / "checkpoint", TASKS, root, out / "eval", results_dir=out / "runs", experiment="tiny_lit",
-                      settings={"yes_no_rule": "llava"}, config={"loss": "lit"})
+    scores = evaluate(run_dir / "checkpoint", EvalSpec(tuple(TASKS), str(root), yes_no_rule="llava"), out / "eval",
+                      results_dir=out / "runs", experiment="tiny_lit", config={"loss": "lit"})
     return scores, out
 
 

@@ -77,9 +77,12 @@ def test_unknown_option_names_it():
         _compose("loss=answer_only")
 
 
-@pytest.mark.parametrize("group", sorted(p.stem for p in (CONF / "eval").glob("*.yaml")))
+@pytest.mark.parametrize("group", sorted(p.stem for p in (CONF / "eval").glob("*.yaml") if p.stem != "default"))
 def test_every_eval_group_composes_and_names_known_tasks(group):
+    from dataclasses import fields
+
     from lit.eval.evaluate import task_index
+    from lit.eval.spec import EvalSpec
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("eval", overrides=[f"eval={group}", "ckpt=x"])
@@ -89,6 +92,18 @@ def test_every_eval_group_composes_and_names_known_tasks(group):
     from lit.eval.tasks.scoring import YES_NO_RULES
 
     assert e["yes_no_rule"] in YES_NO_RULES
+    spec = EvalSpec.from_config(cfg.eval)
+    assert {f.name for f in fields(EvalSpec)} <= set(e)  # every setting comes from the group, none from a default
+    assert list(spec.tasks) == e["tasks"] and spec.device == e["device"] and spec.batch_size == e["batch_size"]
+
+
+def test_the_eval_base_holds_every_setting_the_spec_reads():
+    from dataclasses import fields
+
+    from lit.eval.spec import EvalSpec
+
+    base = OmegaConf.load(CONF / "eval" / "default.yaml")
+    assert {f.name for f in fields(EvalSpec)} | {"name"} == set(base)
 
 
 @pytest.mark.parametrize("model", ["llava7b", "llava13b", "tinyllava05b", "tinyllava3b"])

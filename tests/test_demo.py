@@ -148,6 +148,7 @@ def test_short_demo_answers_from_the_image(tmp_path):
     from lit.data.synthetic import generate
     from lit.demo import main
     from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
 
     data = tmp_path / "data"
     generate(data, n_test=100, n_caption=10, progress=False)
@@ -162,7 +163,7 @@ def test_short_demo_answers_from_the_image(tmp_path):
     assert (tmp_path / "report" / "plot.png").stat().st_size > 10_000
 
     blank = _blank_copy(data, tmp_path / "blank")
-    scores = evaluate(tmp_path / "runs" / "vit-s0" / "checkpoint", ["demo_vqa", "demo_pope"], blank,
+    scores = evaluate(tmp_path / "runs" / "vit-s0" / "checkpoint", EvalSpec(("demo_vqa", "demo_pope"), str(blank)),
                       tmp_path / "blank_eval")
     assert scores["demo_vqa"]["vqa_accuracy"] <= constant + 0.1, (constant, scores)
     assert scores["demo_pope"]["pope_accuracy"] <= 0.58, scores

@@ -84,6 +84,7 @@ def test_seeds_to_generation_to_mins_plus_to_training_to_lmms_eval(tiny_chat_mod
     from instraug.arm import build_for
     from instraug.run import run as augment
     from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
     from lit.train.run import run as train
 
     data = tmp_path / "data"
@@ -121,8 +122,8 @@ def test_seeds_to_generation_to_mins_plus_to_training_to_lmms_eval(tiny_chat_mod
     eval_root = tmp_path / "eval_data"
     eval_root.mkdir()
     _eval_data(eval_root)
-    scores = evaluate(tmp_path / "run" / "checkpoint", ["lit_mi_cvqa", "lit_mi_gvqa", "lit_mi_visdial"], eval_root,
-                      tmp_path / "eval", chat_template=cfg.model.chat_template)
+    scores = evaluate(tmp_path / "run" / "checkpoint", EvalSpec(("lit_mi_cvqa", "lit_mi_gvqa", "lit_mi_visdial"),
+                      str(eval_root)), tmp_path / "eval", chat_template=cfg.model.chat_template)
     for task in ("lit_mi_cvqa", "lit_mi_gvqa", "lit_mi_visdial"):
         got = scores[task]
         assert 0 <= got["multiinstruct/score"] <= 100

@@ -90,16 +90,17 @@ def test_judge_without_a_key_or_with_a_refused_key_says_so(judge_server, monkeyp
 @pytest.mark.integration
 def test_hallusion_scored_by_the_judge_end_to_end(trained, judge_server, tmp_path, monkeypatch):
     from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
 
     server, url = judge_server
     monkeypatch.setenv("TEST_JUDGE_KEY", "sk-secret")
     root = write_all(tmp_path / "bench")
     _, run_dir, _ = trained
-    settings = {"hallusion_judge": {"kind": "gpt", "api_url": url, "model": "gpt-4", "api_key_env": "TEST_JUDGE_KEY",
-                                    "cache": str(tmp_path / "judge.jsonl")}}
+    judge = {"kind": "gpt", "api_url": url, "model": "gpt-4", "api_key_env": "TEST_JUDGE_KEY"}
     # the fixture's references: VD fig0 "No", VD fig1 "Yes", VS fig0 (no figure) "Yes", VS fig1 "No"
     server.script = {"Yes": "unclear", "No": "correct"}
-    scores = evaluate(run_dir / "checkpoint", ["lit_hallusion"], root, tmp_path / "eval", settings=settings)
+    scores = evaluate(run_dir / "checkpoint", EvalSpec(("lit_hallusion",), str(root), hallusion_judge=judge),
+                      tmp_path / "eval")
     assert len(server.verdicts) == 4  # one call per HallusionBench question
     got = scores["lit_hallusion"]
     # unclear is right only for the VS question without a figure: 3/4 right; figures: VD0 ok, VD1 wrong, VS1 ok;
@@ -112,12 +113,12 @@ def test_hallusion_scored_by_the_judge_end_to_end(trained, judge_server, tmp_pat
 
 def test_gpt_judge_without_a_key_fails_before_generation(trained, tmp_path, monkeypatch):
     from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
 
     monkeypatch.delenv("TEST_JUDGE_KEY", raising=False)
     _, run_dir, _ = trained
-    settings = {"hallusion_judge": {"kind": "gpt", "api_url": "http://127.0.0.1:9/x", "model": "gpt-4",
-                                    "api_key_env": "TEST_JUDGE_KEY"}}
+    judge = {"kind": "gpt", "api_url": "http://127.0.0.1:9/x", "model": "gpt-4", "api_key_env": "TEST_JUDGE_KEY"}
     with pytest.raises(RuntimeError, match="TEST_JUDGE_KEY"):
-        evaluate(run_dir / "checkpoint", ["lit_hallusion"], tmp_path, tmp_path / "eval",
-                 settings=settings)
+        evaluate(run_dir / "checkpoint", EvalSpec(("lit_hallusion",), str(tmp_path), hallusion_judge=judge),
+                 tmp_path / "eval")
     assert not (tmp_path / "eval").exists()

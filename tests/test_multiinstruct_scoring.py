@@ -122,6 +122,8 @@ def test_option_ranking_differs_from_greedy_matching_and_equals_hand_computed_lo
     from transformers import AutoModelForImageTextToText, LogitsProcessorList
 
     from lit.eval.evaluate import evaluate
+
+    from lit.eval.spec import EvalSpec
     from lit.eval.lmms_model import LitLlava, NewTokenRepetitionPenalty
     from lit.eval.tasks.scoring import normalise_answer
 
@@ -129,7 +131,8 @@ def test_option_ranking_differs_from_greedy_matching_and_equals_hand_computed_lo
     ckpt = run_dir / "checkpoint"
     data = tmp_path / "data"
     _eval_data(data)
-    scores = evaluate(ckpt, ["lit_mi_dc", "lit_mi_tvqa"], data, tmp_path / "eval", chat_template=cfg.model.chat_template)
+    scores = evaluate(ckpt, EvalSpec(("lit_mi_dc", "lit_mi_tvqa"), str(data)), tmp_path / "eval",
+                      chat_template=cfg.model.chat_template)
     docs = _samples(tmp_path / "eval", "lit_mi_dc")
     assert len(docs) == 6 * 5
 

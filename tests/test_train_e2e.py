@@ -33,9 +33,10 @@ def test_training_writes_a_loadable_checkpoint(trained):
 @pytest.mark.integration
 def test_lmms_eval_scores_the_checkpoint(trained, demo_data):
     from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
 
     cfg, out, _ = trained
-    scores = evaluate(out / "checkpoint", ["demo_pope", "demo_vqa"], demo_data, out / "eval", limit=4)
+    scores = evaluate(out / "checkpoint", EvalSpec(("demo_pope", "demo_vqa"), str(demo_data), limit=4), out / "eval")
     assert set(scores) == {"demo_pope", "demo_vqa"}
     pope = scores["demo_pope"]
     assert 0 <= pope["pope_accuracy"] <= 1 and pope["pope_unparsed"] <= 4
@@ -45,9 +46,10 @@ def test_lmms_eval_scores_the_checkpoint(trained, demo_data):
 
 def test_evaluate_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
     from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
 
     with pytest.raises(FileNotFoundError, match="not a checkpoint"):
-        evaluate(tmp_path, ["demo_pope"], tmp_path, tmp_path / "eval")
+        evaluate(tmp_path, EvalSpec(("demo_pope",), str(tmp_path)), tmp_path / "eval")
 
 
 def test_evaluate_says_where_task_data_is_missing(tmp_path):

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from lit.eval.spec import EvalSpec
+
 TASKS_DIR = Path(__file__).with_name("tasks")
 MODEL_ID = "lit_llava"
 
@@ -121,36 +123,34 @@ def git_sha() -> str:
         return "unknown"
 
 
-def evaluate(ckpt: str | Path, tasks: list[str], data_dir: str | Path, out_dir: str | Path, *,
-             chat_template: str = "vicuna_v1", device: str = "cpu", limit: int | None = None,
-             settings: dict | None = None, experiment: str | None = None, results_dir: str | Path | None = None,
-             config: dict | None = None, builtin_tasks: list[str] = (), batch_size: int = 1,
-             dtype: str = "auto") -> dict:
-    """Run lmms-eval on ``ckpt``; returns ``{task: {metric: value}}`` and writes the files described above.
-    ``builtin_tasks`` are lmms-eval's own tasks (e.g. ``mmmu_val``), run as lmms-eval ships them. The model
-    generates ``batch_size`` requests at a time in ``dtype`` (``auto``: the checkpoint's, bf16 for 7B/13B)."""
+def evaluate(ckpt: str | Path, spec: EvalSpec, out_dir: str | Path, *, chat_template: str = "vicuna_v1",
+             experiment: str | None = None, results_dir: str | Path | None = None, config: dict | None = None) -> dict:
+    """Run lmms-eval on ``ckpt`` for ``spec``; returns ``{task: {metric: value}}`` and writes the files described
+    above. ``spec.builtin_tasks`` are lmms-eval's own tasks (e.g. ``mmmu_val``), run as lmms-eval ships them."""
     from lit.model.build import check_checkpoint
 
     ckpt = Path(ckpt)
     check_checkpoint(ckpt)
-    _check_judge(tasks, settings or {})
-    include = prepare_tasks(tasks, data_dir, out_dir, settings)
+    tasks, settings, limit = list(spec.tasks), spec.settings(out_dir), spec.limit
+    batch_size, dtype, device = spec.batch_size, spec.dtype, spec.device
+    _check_judge(tasks, settings)
+    include = prepare_tasks(tasks, spec.data_dir, out_dir, settings)
     from lmms_eval import evaluator
     from lmms_eval.tasks import TaskManager
 
     register_model()
     logging.getLogger("lmms-eval").setLevel(logging.WARNING)
     manager = TaskManager("WARNING", include_path=str(include))
-    missing = [t for t in builtin_tasks if t not in manager.all_tasks]
+    missing = [t for t in spec.builtin_tasks if t not in manager.all_tasks]
     if missing:
         raise KeyError(f"lmms-eval {version('lmms_eval')} has no task {missing[0]!r}")
     raw = evaluator.simple_evaluate(model=MODEL_ID,
                                     model_args=f"pretrained={ckpt},chat_template={chat_template},dtype={dtype}",
-                                    tasks=[*tasks, *builtin_tasks], task_manager=manager, batch_size=batch_size,
+                                    tasks=[*tasks, *spec.builtin_tasks], task_manager=manager, batch_size=batch_size,
                                     device=device, limit=limit)
     scores = {task: _flatten(metrics) for task, metrics in raw["results"].items() if task not in raw.get("groups", {})}
     meta = {"checkpoint": str(ckpt), "lmms_eval_version": version("lmms_eval"), "git_sha": git_sha(),
-            "limit": limit, "settings": settings or {}, "batch_size": batch_size, "dtype": dtype}
+            "limit": limit, "settings": settings, "batch_size": batch_size, "dtype": dtype}
     task_meta = {}
     for task in scores:
         cfg = raw.get("configs", {}).get(task, {})
@@ -219,17 +219,6 @@ def trained_run(ckpt: str | Path, fallback_template: str) -> tuple[dict | None, 
     return run_cfg, run_cfg["model"]["chat_template"], run_cfg.get("run_name") or Path(ckpt).parent.name
 
 
-def eval_settings(e, out_dir: str | Path) -> dict:
-    """The settings an ``eval`` group gives the task hooks (``settings.json``): the yes/no rule, MultiInstruct's
-    limits and instruction file, and the HallusionBench judge (its cache in ``out_dir``)."""
-    from omegaconf import OmegaConf
-
-    return {"yes_no_rule": e.yes_no_rule, "multiinstruct_max_per_task": e.multiinstruct_max_per_task,
-            "multiinstruct_instructions": e.get("multiinstruct_instructions"),
-            "hallusion_judge": {**OmegaConf.to_container(e.hallusion_judge),
-                                "cache": str(Path(out_dir) / "judge_cache.jsonl")}}
-
-
 def evaluate_from_config(cfg) -> dict:
     """The ``evaluate.py`` job. The chat template and experiment name come from the training run that wrote
     the checkpoint (``<run>/config.yaml``) when there is one, else from the eval config."""
@@ -238,12 +227,9 @@ def evaluate_from_config(cfg) -> dict:
     ckpt = Path(cfg.ckpt)
     run_cfg, template, run_name = trained_run(ckpt, cfg.model.chat_template)
     e = cfg.eval
-    settings = eval_settings(e, cfg.output_dir)
     experiment = cfg.result_name or run_name
-    scores = evaluate(ckpt, list(e.tasks), e.data_dir, cfg.output_dir, chat_template=template, device=e.device,
-                      limit=e.limit, settings=settings, experiment=experiment, results_dir=cfg.results_dir,
-                      config={"train": run_cfg, "eval": OmegaConf.to_container(e)}, builtin_tasks=list(e.builtin_tasks),
-                      batch_size=e.get("batch_size", 1), dtype=e.get("dtype", "auto"))
+    scores = evaluate(ckpt, EvalSpec.from_config(e), cfg.output_dir, chat_template=template, experiment=experiment,
+                      results_dir=cfg.results_dir, config={"train": run_cfg, "eval": OmegaConf.to_container(e)})
     if "wandb" in cfg.logger.report_to:
         from lit.report.dashboard import log_summary, set_logger_env
 

@@ -18,13 +18,13 @@ import json
 import logging
 import re
 import shutil
-import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
 import yaml
 
 from lit.eval.spec import EvalSpec
+from lit.tracking import git_sha
 
 TASKS_DIR = Path(__file__).with_name("tasks")
 MODEL_ID = "lit_llava"
@@ -113,14 +113,6 @@ def _flatten(metrics: dict) -> dict[str, float]:
         elif isinstance(value, (int, float)):
             out[name] = value
     return out
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def evaluate(ckpt: str | Path, spec: EvalSpec, out_dir: str | Path, *, chat_template: str = "vicuna_v1",
@@ -231,7 +223,7 @@ def evaluate_from_config(cfg) -> dict:
     scores = evaluate(ckpt, EvalSpec.from_config(e), cfg.output_dir, chat_template=template, experiment=experiment,
                       results_dir=cfg.results_dir, config={"train": run_cfg, "eval": OmegaConf.to_container(e)})
     if "wandb" in cfg.logger.report_to:
-        from lit.report.dashboard import log_summary, set_logger_env
+        from lit.tracking import log_summary, set_logger_env
 
         set_logger_env(cfg.logger)
         log_summary(experiment, "evaluate",

@@ -206,7 +206,8 @@ def run_from_config(cfg) -> list[dict]:
     from omegaconf import OmegaConf
 
     from lit.data.records import load_records
-    from lit.eval.evaluate import git_sha, store_result, trained_run
+    from lit.eval.evaluate import store_result, trained_run
+    from lit.tracking import git_sha
     from lit.model.build import check_checkpoint
 
     ckpts = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)

@@ -185,7 +185,8 @@ NOT_GROUPS = {"recipe", "hydra"}  # conf/recipe is read by lit.recipes; conf/hyd
 
 
 def _options(folder: Path) -> str:
-    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    """The group's options; a base that others derive from (``name: ???``, e.g. ``eval/default``) is none."""
+    names = sorted(p.stem for p in folder.glob("*.yaml") if "\nname: ???" not in "\n" + p.read_text())
     if len(names) <= 14:
         return ", ".join(f"`{n}`" for n in names) or "—"
     prefixes: dict[str, int] = {}

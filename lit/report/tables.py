@@ -7,7 +7,7 @@ empty, never invented) follow as their own block, since the papers' base models 
 Written per table: ``results/tables/<table>.md`` (markdown), ``.tex`` (LaTeX tabular) and ``.png``
 (bars per row, VIT vs LIT per benchmark, or the epsilon curve, as the recipe's ``plot`` says).
 
-With ``--wandb`` each table is also a wandb run in the table's group (``lit.report.dashboard``).
+With ``--wandb`` each table is also a wandb run in the table's group (``lit.tracking``).
 
     python -m lit.report.tables [--runs results/runs] [--tables demo_t4 l2t_t4 ...] [--wandb]   (make tables)
 """
@@ -102,7 +102,7 @@ def render(name: str, runs_dir: Path, out_dir: Path, paper_dir: Path, wandb: boo
     (out_dir / f"{name}.tex").write_text(latex(columns, rows))
     plot(table.get("plot", "bars"), recipe["title"], columns, rows, out_dir / f"{name}.png")
     if wandb:
-        from lit.report.dashboard import log_summary
+        from lit.tracking import log_summary
 
         log_summary(f"{name}-table", "table", {f"{r['label']}/{c}": v for r in rows for c, v in zip(columns, r["values"])},
                     group=name, table=(["row", *columns], [[r["label"], *r["values"]] for r in rows]),

@@ -16,12 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
 from lit.data.setup import build_dataset, load_training_records, prepare_data
-from lit.eval.evaluate import git_sha
 from lit.mask.chat_templates import get_template
 from lit.mask.scopes import get_scope
 from lit.model.checkpoint import require_pretrained, save_checkpoint
 from lit.model.setup import build_model, tokenizer_for
-from lit.report.dashboard import set_logger_env
+from lit.tracking import git_sha, set_logger_env
 from lit.train.args import last_complete_checkpoint, training_args
 from lit.train.trainer import build_trainer, train_metrics
 

@@ -1,4 +1,5 @@
-"""wandb summaries that a dashboard reads: one run per scored checkpoint and one per paper table.
+"""What a run records about itself: the git SHA of the code, and the wandb summaries a dashboard reads (one run
+per scored checkpoint and one per paper table). Used by training, evaluation and the reports alike.
 
 Runs share ``group = <table>`` (``WANDB_RUN_GROUP``, set by ``lit.recipes`` for every job), so one wandb
 group holds a table's training runs (loss, lr, supervised tokens per span kind), its evaluation runs
@@ -11,10 +12,20 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 PROJECT = "lit-instraug"
+
+
+def git_sha() -> str:
+    """The commit of the code that runs, or ``unknown`` outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def set_logger_env(logger_cfg) -> None:

@@ -298,14 +298,18 @@ def test_iblip_trains_and_checkpoint_generates(demo_data, tmp_path):
     lmm = LitLlava(pretrained=str(tmp_path / "checkpoint"), chat_template="instructblip")
     inputs = lmm.prompt_inputs("What shape is it?", _rgb(32, 32))
     assert inputs["qformer_input_ids"].shape[0] == 1
-    assert int((inputs["input_ids"] == lmm.image_token_id).sum()) == cfg.model.num_query_tokens
+    n = cfg.model.num_query_tokens
+    assert int((inputs["input_ids"] == lmm.image_token_id).sum()) == n
+    # LAVIS's generate feeds [query positions, BOS, prompt] (blip2_vicuna_instruct.py l.347-356), as training does
+    assert (inputs["input_ids"][0, :n] == lmm.image_token_id).all() and inputs["input_ids"][0, n] == lmm.tokenizer.bos_token_id
     out = lmm.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=lmm.tokenizer.pad_token_id)
     assert out.shape[1] > inputs["input_ids"].shape[1]
     with pytest.raises(ValueError, match="needs an image"):
         lmm.prompt_inputs("What shape is it?", None)
     from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
 
-    scores = evaluate(tmp_path / "checkpoint", ["demo_pope"], demo_data, tmp_path / "eval", limit=4,
+    scores = evaluate(tmp_path / "checkpoint", EvalSpec(("demo_pope",), str(demo_data), limit=4), tmp_path / "eval",
                       chat_template="instructblip")  # through lmms-eval, Q-Former inputs included
     assert 0 <= scores["demo_pope"]["pope_accuracy"] <= 1
 
@@ -316,7 +320,7 @@ def test_iblip_recipe_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["loss=lit", "model=instructblip7b"])
     assert cfg.model.arch == "instructblip" and cfg.model.pretrained == "Salesforce/instructblip-vicuna-7b"
-    assert cfg.model.freeze.vision and cfg.model.freeze.lm and not cfg.model.freeze.projector
+    assert not cfg.model.freeze.vision and cfg.model.freeze.lm and not cfg.model.freeze.projector  # freeze_vit: False
     assert cfg.train.learning_rate == 1e-5 and cfg.train.weight_decay == 0.05 and cfg.train.num_train_epochs == 3
     assert cfg.model.chat_template == "instructblip"
 

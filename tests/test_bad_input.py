@@ -28,7 +28,7 @@ def _rec(*turns, image=False, rid="bad-1"):
     (_rec(("human", "Hi"), ("human", "again")), "roles do not alternate"),
     (_rec(("gpt", "Hello"), ("human", "Hi")), "starts with a gpt turn"),
     (_rec(("human", "  "), ("gpt", "x")), "empty value"),
-    (_rec(("human", "<image>"), ("gpt", "x"), image=True), "empty value"),
+    (_rec(("human", "<image>"), ("gpt", "  "), image=True), "turn 1 \\(gpt\\) has an empty value"),  # image-only human turn is fine
     (_rec(("user", "Hi"), ("gpt", "x")), "unknown role 'user'"),
     (_rec(("human", "<image>\nHi"), ("gpt", "see <image>"), image=True), "marker in a gpt turn"),
     (_rec(("human", "<image>\n<image>\nHi"), ("gpt", "x"), image=True), "2 <image> markers"),

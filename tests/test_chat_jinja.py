@@ -17,6 +17,8 @@ RECORDS = [
     {"image": "x.png", "conversations": [{"from": "human", "value": "<image>\n  Describe the image. "},
                                          {"from": "gpt", "value": "Two squares."}]},
     {"conversations": [{"from": "human", "value": " Hi there "}, {"from": "gpt", "value": "Hello."}]},
+    # an image-only human turn (LLaVA-Pretrain has them): the marker alone, as LLaVA's preprocess_multimodal leaves it
+    {"image": "x.png", "conversations": [{"from": "human", "value": "<image>\n"}, {"from": "gpt", "value": "A dog."}]},
 ]
 
 

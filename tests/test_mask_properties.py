@@ -63,7 +63,10 @@ def test_label_invariants(any_tokenizer, template_name):
             spans = render(record, template, templates=TEMPLATE_SET)
             enc = encode(spans, tokenizer, record_id="random", image_token_id=image_id)
             text = "".join(s.text for s in spans)
-            assert enc.input_ids.tolist() == tokenizer(text).input_ids  # one tokenization, whole prompt
+            chunks = [tokenizer(c).input_ids for c in text.split("<image>")]  # as tokenizer_image_token, llava/mm_utils.py 185-198
+            drop = int(chunks[0][:1] == [tokenizer.bos_token_id])  # later chunks lose their BOS
+            expected = chunks[0] + [i for c in chunks[1:] for i in [image_id, *c[drop:]]]
+            assert enc.input_ids.tolist() == expected  # one tokenization per chunk around the image
             supervised = []
             for scope in scopes:
                 labels = labels_for(enc, scope)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER, SPAN_KINDS
 from lit.data.image_inputs import ImageInputs, open_image
 from lit.data.records import RecordError, record_id
-from lit.mask.chat_templates import ChatTemplate
+from lit.mask.chat_templates import ChatTemplate, lavis_layout
 from lit.mask.render import encode, expand_image, render
 from lit.mask.scopes import MaskScope, labels_for, supervised_counts
 
@@ -124,6 +124,7 @@ class SupervisedDataset(Dataset):
         n_image = self.image_inputs.n_tokens_of_file(image, rid) if image is not None else 0
         enc = encode(render(record, template, templates=templates, record_id=rid), tokenizer, record_id=rid,
                      image_token_id=self.image_token_id)
+        enc.input_ids, enc.kinds = lavis_layout(template, enc.input_ids, enc.kinds, truncate=True)  # InstructBLIP
         labels = labels_for(enc, scope)
         extra = max(n_image - 1, 0)
         truncated = len(labels) + extra > max_length
@@ -131,9 +132,11 @@ class SupervisedDataset(Dataset):
             if too_long == "error":
                 raise RecordError(rid, f"too long: {len(labels) + extra} tokens > max_length {max_length}; "
                                        "raise data.max_length or set data.too_long=truncate")
-            keep = max_length - extra
-            if image is not None and not (enc.input_ids[:keep] == self.image_token_id).any():
-                raise RecordError(rid, "too long: truncation would cut the image away")
+            keep = max_length - extra  # text positions left beside the image's; the item is cut to max_length
+            at = np.nonzero(enc.input_ids == self.image_token_id)[0][:1] if image is not None else ()
+            if len(at) and keep <= at[0]:
+                raise RecordError(rid, f"too long: the image ({n_image} positions after {at[0]} tokens) does not fit "
+                                       f"in max_length {max_length}; raise data.max_length")
             enc.input_ids, enc.kinds, labels = enc.input_ids[:keep], enc.kinds[:keep], labels[:keep]
         if not (labels != IGNORE_INDEX).any():
             raise RecordError(rid, "no supervised tokens: every label is masked (after truncation)")
@@ -198,6 +201,8 @@ class SupervisedDataset(Dataset):
     def _pixels(self, ex: Example) -> dict[str, torch.Tensor]:
         with open_image(ex.image, ex.record_id) as img:
             rgb = img.convert("RGB")
+        if self.image_inputs.augment is not None:  # training-only augmentation (lit.data.blip_augment)
+            return self.image_inputs.augment(rgb, ex.record_id)
         return self.image_inputs.pixels(rgb)
 
     def __getitem__(self, idx: int) -> dict:

@@ -1,7 +1,8 @@
 """How one architecture turns an image (and, for InstructBLIP, the instruction) into model inputs.
 
 Three kinds, picked from the model's config by ``image_inputs_for``:
-- ``llava``: a fixed number of positions per image (LLaVA-1.5 at 336 px: 576), ``pixel_values`` (3, H, W);
+- ``llava``: a fixed number of positions per image (LLaVA-1.5 at 336 px: 576; TinyLLaVA's SigLIP: 728),
+  ``pixel_values`` (3, H, W);
 - ``llava_next``: any-resolution tiling, so the number of positions depends on the image's size; it is
   computed with the processor's own count (the one ``LlavaNextProcessor`` expands ``<image>`` with), and
   each image gives ``pixel_values`` (P, 3, H, W) (P tiles, padded to the batch's largest P) and
@@ -30,6 +31,7 @@ class ImageInputs:
     """A fixed number of image positions; one (3, H, W) tensor per image."""
 
     requires_image = False  # whether text-only records cannot be fed to the model
+    augment = None  # training only: (rgb, record id) -> the inputs of pixels() (lit.data.blip_augment)
 
     def __init__(self, image_processor, n_tokens: int):
         self.image_processor, self.n = image_processor, int(n_tokens)
@@ -112,8 +114,12 @@ class QFormerImageInputs(ImageInputs):
 
     def text_inputs(self, record: dict, rid) -> dict[str, np.ndarray]:
         first = next(t["value"] for t in record["conversations"] if t["from"] == "human")
-        ids = self.qformer_tokenizer(first.replace(IMAGE_MARKER, "").strip(), truncation=True,
-                                     max_length=self.max_length)["input_ids"]
+        tok = self.qformer_tokenizer
+        side, tok.truncation_side = tok.truncation_side, "left"  # LAVIS keeps the instruction's end (its init_tokenizer)
+        try:
+            ids = tok(first.replace(IMAGE_MARKER, "").strip(), truncation=True, max_length=self.max_length)["input_ids"]
+        finally:
+            tok.truncation_side = side
         if not ids:
             raise RecordError(rid, "the Q-Former tokenizer gives no tokens for the instruction")
         return {"qformer_input_ids": np.asarray(ids, dtype=np.int64)}
@@ -129,12 +135,25 @@ class QFormerImageInputs(ImageInputs):
         return {"qformer_input_ids": ids, "qformer_attention_mask": mask}
 
 
+def extra_vision_positions(vision_config) -> int:
+    """Positions a vision tower outputs besides its patches: CLIP's CLS token; SigLIP has none."""
+    return 0 if vision_config.model_type.startswith("siglip") else 1
+
+
+def llava_image_positions(model_config) -> int:
+    """Image features a LLaVA gives the LM per image, as ``LlavaModel.get_image_features`` selects them: the
+    tower's patches and extra positions, less the first position under strategy ``default`` (CLIP: 577 - 1 =
+    576 at 336 px; SigLIP-so400m at 384 px: 729 with ``full``, 728 with ``default`` as TinyLLaVA)."""
+    vision = model_config.vision_config
+    n = (vision.image_size // vision.patch_size) ** 2 + extra_vision_positions(vision)
+    return n - (model_config.vision_feature_select_strategy == "default")
+
+
 def image_inputs_for(model_config, processor) -> ImageInputs:
     """The ``ImageInputs`` of a model (by its config's ``model_type``) and its processor."""
     kind = model_config.model_type
     if kind == "llava":
-        vision = model_config.vision_config
-        return ImageInputs(processor.image_processor, (vision.image_size // vision.patch_size) ** 2)
+        return ImageInputs(processor.image_processor, llava_image_positions(model_config))
     if kind == "llava_next":
         return AnyResImageInputs(processor)
     if kind == "instructblip":

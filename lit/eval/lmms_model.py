@@ -17,7 +17,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from lit.constants import IMAGE_MARKER, KIND_INDEX
 from lit.data.image_inputs import image_inputs_for
-from lit.mask.chat_templates import get_template
+from lit.mask.chat_templates import get_template, lavis_layout
 from lit.mask.render import encode, expand_image, render
 from lit.model.build import load_pretrained
 from lit.model.tokenizer import prepare_tokenizer
@@ -84,7 +84,7 @@ class LitLlava(lmms):
             record["image"] = "<in memory>"
         spans = render(record, self.template, record_id="prompt", add_generation_prompt=answer is None)
         encoded = encode(spans, self.tokenizer, record_id="prompt", image_token_id=self.image_token_id)
-        ids, kinds = encoded.input_ids, encoded.kinds
+        ids, kinds = lavis_layout(self.template, encoded.input_ids, encoded.kinds, truncate=False)  # generate: no cut
         item = {key: torch.from_numpy(v) for key, v in self.image_inputs.text_inputs(record, "prompt").items()}
         item["image"] = None
         if image is not None:

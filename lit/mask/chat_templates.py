@@ -14,9 +14,11 @@ Sources for the formats:
   ``llava/conversation.py``): ``[INST] q [/INST] a </s>``, a space on each side of the answer.
 - ``instructblip``: InstructBLIP-Vicuna as LAVIS trains it (``blip2_vicuna_instruct``): no system prompt
   and no roles, the instruction, then the answer and ``</s>`` (LAVIS tokenizes the two apart, so the answer
-  starts a new word); the query tokens sit where ``<image>`` is, directly before the instruction (no
-  newline: LAVIS joins query embeddings and text embeddings, Hugging Face's ``InstructBlipProcessor``
-  prepends the image tokens to the tokenized text).
+  starts a new word); the query tokens come first, then BOS, then the instruction (no newline: LAVIS
+  concatenates the query embeddings before the embedded, BOS-led text; Hugging Face's
+  ``InstructBlipProcessor`` prepends the image tokens to the tokenized text), and the training instruction
+  keeps at most 128 tokens with BOS, cut from the left (LAVIS's ``max_txt_len``, ``truncation_side='left'``):
+  ``lavis_layout`` puts an encoded conversation in that order.
 - ``plain``: LLaVA's stage-1 caption pretraining (``conv_llava_plain``): the human turn is reduced to the
   image (its text is dropped, as ``preprocess_plain`` does), the caption follows and ends in ``\n``.
 """
@@ -24,6 +26,10 @@ Sources for the formats:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
+
+from lit.constants import KIND_INDEX
 
 Piece = tuple[str, str]
 
@@ -57,6 +63,9 @@ class ChatTemplate:
     image_first: bool = True  # LLaVA moves <image> to the front of its turn: "<image>" + image_sep + text
     image_sep: str = "\n"  # between the image and the text of its turn (format)
     image_only: bool = False  # the human turn keeps only the image (stage-1 ``plain``)
+    image_before_bos: bool = False  # the image positions precede BOS (InstructBLIP as LAVIS and HF feed it)
+    max_instruction_tokens: int = 0  # training: the first instruction keeps its last N tokens, BOS counted (0: all)
+    max_answer_tokens: int = 0  # training: the answer (with its end token) keeps its first N - 1 tokens (0: all)
 
 
 def _vicuna_like(name: str, eos: str) -> ChatTemplate:
@@ -106,6 +115,9 @@ TEMPLATES: dict[str, ChatTemplate] = {
         generation_prompt=(),
         eos="</s>",
         image_sep="",
+        image_before_bos=True,
+        max_instruction_tokens=128,
+        max_answer_tokens=256,
     ),
     "plain": ChatTemplate(
         name="plain",
@@ -126,3 +138,37 @@ def get_template(name: str) -> ChatTemplate:
         return TEMPLATES[name]
     except KeyError:
         raise KeyError(f"unknown chat template {name!r}; known: {', '.join(sorted(TEMPLATES))}") from None
+
+
+def lavis_layout(template: ChatTemplate, ids: np.ndarray, kinds: np.ndarray, *,
+                 truncate: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``ids``/``kinds`` of an encoded conversation (``lit.mask.render.encode``: ``[BOS, <image>, text...]``) in the
+    order ``template`` asks for; unchanged for a template that asks for nothing.
+
+    ``image_before_bos``: ``[<image>, BOS, text...]``, the order in which LAVIS's ``blip2_vicuna_instruct`` (forward and
+    generate) concatenates the query embeddings and the embedded text. With ``truncate`` (training: LAVIS's forward
+    tokenizes the instruction with ``max_length=max_txt_len`` and ``truncation_side='left'``, generate does not cut)
+    the instruction, the tokens before the first answer token other than BOS and the image, keeps its last
+    ``max_instruction_tokens`` tokens, BOS counted as LAVIS's tokenizer counts it; the answer, from its first token
+    to the end, its first ``max_answer_tokens - 1`` (LAVIS tokenizes ``answer + eos`` with ``max_length`` 256 and
+    ``truncation_side='right'``, then drops that tokenization's BOS, so a cut answer loses its end token too)."""
+    special, image = KIND_INDEX["special"], KIND_INDEX["image"]
+    if template.image_before_bos and len(kinds) > 1 and kinds[0] == special and kinds[1] == image:
+        order = np.r_[1, 0, 2:len(ids)]
+        ids, kinds = ids[order], kinds[order]
+    if truncate and template.max_instruction_tokens:
+        answer = np.isin(kinds, (KIND_INDEX["response"], KIND_INDEX["eos"]))
+        end = int(np.argmax(answer)) if answer.any() else len(kinds)
+        head = kinds[:end]
+        text = np.nonzero((head != special) & (head != image))[0]
+        budget = template.max_instruction_tokens - int((head == special).any())
+        if len(text) > budget:
+            drop = np.zeros(len(ids), dtype=bool)
+            drop[text[:len(text) - budget]] = True
+            ids, kinds = ids[~drop], kinds[~drop]
+    if truncate and template.max_answer_tokens:
+        answer = np.isin(kinds, (KIND_INDEX["response"], KIND_INDEX["eos"]))
+        if answer.any():
+            keep = int(np.argmax(answer)) + template.max_answer_tokens - 1
+            ids, kinds = ids[:keep], kinds[:keep]
+    return ids, kinds

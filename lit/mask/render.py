@@ -1,16 +1,18 @@
 """Render a LLaVA conversation into typed spans, and tokenize it into ids with one kind per token.
 
-The text the model sees is the concatenation of the spans, tokenized *as a whole* (so training and
-inference see the same ids); each token then takes the kind of the span its characters come from,
-read off the fast tokenizer's offsets mapping. Nothing is re-tokenized piecewise and nothing is
-recounted: any disagreement between spans and tokens raises a ``RecordError`` naming the record.
+The text the model sees is the concatenation of the spans, tokenized as LLaVA's ``tokenizer_image_token``
+tokenizes a prompt: once per chunk between image markers, the image one position between them (training
+and inference both call ``encode``, so they see the same ids); each token then takes the kind of the span
+its characters come from, read off the fast tokenizer's offsets mapping of its chunk. Nothing is recounted:
+any disagreement between spans and tokens raises a ``RecordError`` naming the record.
 
 Choices the papers leave open (L2T, arXiv 2503.22215; SOURCES.md [A][B]), made here:
 - every human turn of a multi-turn conversation is an instruction (not only the first);
 - text-only records are rendered and masked like image records (their instructions are supervised
   under the LIT scopes);
 - the ``<image>`` marker is moved to the front of its turn as ``<image>\\n`` (LLaVA's
-  ``preprocess_multimodal``); the marker is one token, the ``\\n`` after it is format;
+  ``preprocess_multimodal``); the marker is one token, the ``\\n`` after it is format; a turn that is only
+  the marker stays ``<image>`` (as LLaVA's strip leaves it);
 - a conversation that starts with a gpt turn is an error (LLaVA drops that turn silently).
 """
 
@@ -44,8 +46,8 @@ def _check_turns(rid: object, turns: list, has_image: bool, open_ended: bool) ->
         role, value = turn["from"], turn["value"]
         if role not in ROLES:
             raise RecordError(rid, f"turn {k} has unknown role {role!r}; expected 'human' or 'gpt'")
-        if not isinstance(value, str) or not value.replace(IMAGE_MARKER, "").strip():
-            raise RecordError(rid, f"turn {k} ({role}) has an empty value")
+        if not isinstance(value, str) or not (value.replace(IMAGE_MARKER, "").strip() or IMAGE_MARKER in value):
+            raise RecordError(rid, f"turn {k} ({role}) has an empty value")  # an image-only turn is not empty
         expected = ROLES[k % 2]
         if role != expected:
             if k == 0:
@@ -86,6 +88,8 @@ def _user_body(text: str, template: ChatTemplate, templates: frozenset[str]) -> 
         return _content_spans(text, templates)
     if template.image_first:
         rest = text.replace(IMAGE_MARKER, "").strip()
+        if not rest:  # an image-only turn: the marker alone, no separator (LLaVA strips "<image>\n" to "<image>")
+            return [Span(IMAGE_MARKER, "image")]
         return [Span(IMAGE_MARKER, "image"), Span(template.image_sep, "format"), *_content_spans(rest, templates)]
     before, after = text.split(IMAGE_MARKER)
     return [*_content_spans(before, templates), Span(IMAGE_MARKER, "image"), *_content_spans(after, templates)]
@@ -136,22 +140,26 @@ class Encoded:
 
 
 def encode(spans: list[Span], tokenizer, *, record_id: object, image_token_id: int | None,
-           eos_token: str | None = None, encoding=None) -> Encoded:
-    """Tokenize the whole rendered text once and give each token the kind of its span.
+           eos_token: str | None = None) -> Encoded:
+    """Tokenize the rendered text as LLaVA's ``tokenizer_image_token`` does, and give each token the kind of its span.
+
+    The text is split at the image span; each chunk is tokenized once on its own (so the text after the image
+    starts a new SentencePiece word, whatever the tokenizer's ``legacy`` setting), the image is one position
+    between the chunks, and where the tokenizer starts a chunk with BOS only the first chunk keeps it.
+    Every token's kind is read off its chunk's offsets mapping.
 
     Raises ``RecordError`` if the image or an end-of-turn is not exactly one token, if a token's
     visible characters come from two spans of different kinds, or if text is left uncovered.
-    ``encoding`` may be a precomputed ``tokenizers.Encoding`` of the same text (batched callers).
     """
     text = "".join(s.text for s in spans)
-    if encoding is None:
-        encoding = tokenizer._tokenizer.encode(text, add_special_tokens=True)
-    ids = np.asarray(encoding.ids, dtype=np.int64)
-    offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
-    starts_tok, ends_tok = offsets[:, 0], offsets[:, 1]
     lengths = np.fromiter((len(s.text) for s in spans), dtype=np.int64, count=len(spans))
-    span_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    span_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     span_kind = np.fromiter((KIND_INDEX[s.kind] for s in spans), dtype=np.int8, count=len(spans))
+    images = [i for i, s in enumerate(spans) if s.kind == "image"]
+    marker_id = _image_id(tokenizer, spans[images[0]].text, record_id, image_token_id) if images else None
+    ids, offsets = _tokenize_chunks(tokenizer, text, [(int(span_start[i]), int(span_start[i] + lengths[i]))
+                                                      for i in images], marker_id)
+    starts_tok, ends_tok = offsets[:, 0], offsets[:, 1]
 
     has_text = ends_tok > starts_tok
     first = np.searchsorted(span_start, starts_tok, side="right") - 1
@@ -163,14 +171,53 @@ def encode(spans: list[Span], tokenizer, *, record_id: object, image_token_id: i
 
     _check_coverage(text, starts_tok[has_text], ends_tok[has_text], record_id)
     for i, span in enumerate(spans):
-        if span.kind in ("image", "eos"):
+        if span.kind == "eos":
             hit = np.nonzero((starts_tok == span_start[i]) & (ends_tok == span_start[i] + len(span.text)))[0]
             if len(hit) != 1:
                 raise RecordError(record_id, f"{span.kind} text {span.text!r} is not a single token of the tokenizer; "
                                              "add it as a special token (see lit.model.tokenizer.prepare_tokenizer)")
-            if span.kind == "image" and image_token_id is not None and ids[hit[0]] != image_token_id:
-                raise RecordError(record_id, f"{IMAGE_MARKER} became id {ids[hit[0]]}, not the image token id {image_token_id}")
     return Encoded(ids, kinds)
+
+
+def _image_id(tokenizer, marker: str, record_id, image_token_id: int | None) -> int:
+    """The id of the image marker, which must be one (added) token of the tokenizer."""
+    alone = tokenizer._tokenizer.encode(marker, add_special_tokens=False)
+    if len(alone.ids) != 1 or tuple(alone.offsets[0]) != (0, len(marker)):
+        raise RecordError(record_id, f"image text {marker!r} is not a single token of the tokenizer; "
+                                     "add it as a special token (see lit.model.tokenizer.prepare_tokenizer)")
+    if image_token_id is not None and alone.ids[0] != image_token_id:
+        raise RecordError(record_id, f"{IMAGE_MARKER} became id {alone.ids[0]}, not the image token id {image_token_id}")
+    return alone.ids[0]
+
+
+def _tokenize_chunks(tokenizer, text: str, images: list[tuple[int, int]], marker_id: int | None):
+    """Ids and character offsets (into ``text``) of LLaVA's ``tokenizer_image_token`` (``llava/mm_utils.py``):
+    each chunk between image spans tokenized alone with the tokenizer's special tokens; if the first chunk
+    starts with BOS, the BOS of every later chunk is dropped; one image position at each image span."""
+    bounds = [0] + [b for span in images for b in span] + [len(text)]
+    ids: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    drop_bos = False
+    backend = tokenizer._tokenizer  # keeps the truncation/padding of the last __call__ that asked for them
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    for c in range(len(images) + 1):
+        lo, hi = bounds[2 * c], bounds[2 * c + 1]
+        enc = tokenizer._tokenizer.encode(text[lo:hi], add_special_tokens=True)
+        chunk_ids = np.asarray(enc.ids, dtype=np.int64)
+        chunk_offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2) + lo
+        if c == 0:
+            drop_bos = len(chunk_ids) > 0 and chunk_ids[0] == tokenizer.bos_token_id
+        elif drop_bos:
+            chunk_ids, chunk_offsets = chunk_ids[1:], chunk_offsets[1:]
+        ids.append(chunk_ids)
+        offsets.append(chunk_offsets)
+        if c < len(images):
+            ids.append(np.array([marker_id], dtype=np.int64))
+            offsets.append(np.array([images[c]], dtype=np.int64))
+    return np.concatenate(ids), np.concatenate(offsets)
 
 
 def expand_image(values: np.ndarray, ids: np.ndarray, image_token_id: int, n: int, fill: int) -> np.ndarray:

@@ -41,7 +41,6 @@ from transformers import (
     Qwen2Config,
     SiglipVisionConfig,
 )
-from transformers.utils import is_torchvision_available
 
 from lit.constants import IMAGE_MARKER
 from lit.model.parts import PARTS, part_of
@@ -69,40 +68,56 @@ def n_params(param) -> int:
     return getattr(param, "ds_numel", param.numel())
 
 
+PIL_BACKEND = "pil"  # transformers 5's PIL image processors: the pixels every parity test checks
+
+
 def _image_processor(size: int, kind: str = "clip", **kwargs):
-    """The image processor of an architecture: the torchvision backend where torchvision is installed (GPU
-    machines), else its PIL implementation (CPU machines, where PyPI's CUDA-only torchvision is removed)."""
+    """The image processor of an architecture, always its PIL implementation (``<Name>Pil``): transformers 5
+    picks the torchvision backend by default where torchvision is installed (the GPU env), and its resize
+    gives other pixels than the PIL path LLaVA, TinyLLaVA and the parity tests use. ``siglip``: a plain resize
+    to ``size`` x ``size`` (SigLIP's processor has no crop)."""
     import transformers
 
-    name = {"clip": "CLIPImageProcessor", "llava_next": "LlavaNextImageProcessor", "blip": "BlipImageProcessor"}[kind]
-    cls = getattr(transformers, name if is_torchvision_available() else f"{name}Pil")
-    if kind == "blip":
+    name = {"clip": "CLIPImageProcessor", "llava_next": "LlavaNextImageProcessor", "blip": "BlipImageProcessor",
+            "siglip": "SiglipImageProcessor"}[kind]
+    cls = getattr(transformers, f"{name}Pil")
+    if kind in ("blip", "siglip"):
         return cls(size={"height": size, "width": size}, **kwargs)
     return cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size}, **kwargs)
 
 
-ASPECT_RATIOS = ("pad", "crop")
+def load_image_processor(path: str):
+    """The image processor saved at ``path`` (a vision tower or a checkpoint), in its PIL implementation
+    whatever transformers would default to (``backend="pil"``, transformers 5's successor of ``use_fast=False``)."""
+    return AutoImageProcessor.from_pretrained(path, backend=PIL_BACKEND)
+
+
+# LLaVA's and TinyLLaVA's data_args.image_aspect_ratio; "crop" is an older name of "square"
+ASPECT_RATIOS = ("pad", "square", "crop")
 
 
 def with_aspect_ratio(image_processor, mode: str):
     """LLaVA-1.5's and TinyLLaVA's ``image_aspect_ratio``: ``pad`` pads each image to a square with the
     processor's mean colour before resizing (LLaVA's ``expand2square``; transformers' ``LlavaImageProcessor``
     with ``do_pad``, which the saved processor carries, so lmms-eval's ``llava_hf`` sees the same pixels);
-    ``crop`` resizes the shorter side and centre-crops (CLIP's default), losing a non-square image's sides.
-    Returns a ``LlavaImageProcessor`` with the given processor's size, crop, resampling and normalisation."""
+    ``square`` (their default; also ``crop``) is the vision tower's own processor: CLIP resizes the shorter
+    side and centre-crops, losing a non-square image's sides; SigLIP resizes to its square size, no crop.
+    Returns a PIL ``LlavaImageProcessor`` with the given processor's size, crop, resampling and normalisation."""
     if mode not in ASPECT_RATIOS:
         raise ValueError(f"model.image_aspect_ratio={mode!r}; choose one of {', '.join(ASPECT_RATIOS)}")
     ip = image_processor
-    if type(ip).__name__.startswith("LlavaImageProcessor") and bool(ip.do_pad) == (mode == "pad"):
+    if type(ip).__name__ == "LlavaImageProcessorPil" and bool(ip.do_pad) == (mode == "pad"):
         return ip
     keep = {k: getattr(ip, k) for k in ("size", "crop_size", "do_center_crop", "resample", "image_mean", "image_std",
                                         "rescale_factor", "do_convert_rgb") if getattr(ip, k, None) is not None}
-    keep = {k: dict(v) if k in ("size", "crop_size") else v for k, v in keep.items()}
+    keep = {k: {n: v for n, v in dict(v).items() if v is not None} if k in ("size", "crop_size") else v
+            for k, v in keep.items()}
     keep.setdefault("do_center_crop", False)  # SigLIP resizes to a fixed square and has no crop
+    if "crop_size" not in keep and {"height", "width"} <= set(keep["size"]):  # the size the pixels have
+        keep["crop_size"] = dict(keep["size"])  # (LlavaProcessor counts image positions from crop_size)
     import transformers
 
-    cls = getattr(transformers, "LlavaImageProcessor" if is_torchvision_available() else "LlavaImageProcessorPil")
-    return cls(**keep, do_pad=mode == "pad")
+    return transformers.LlavaImageProcessorPil(**keep, do_pad=mode == "pad")
 
 
 def set_aspect_ratio(model, processor, mode: str | None) -> None:
@@ -112,13 +127,41 @@ def set_aspect_ratio(model, processor, mode: str | None) -> None:
         processor.image_processor = with_aspect_ratio(processor.image_processor, mode)
 
 
+STRATEGIES = ("default", "full")
+
+
+def feature_strategy(vision_cfg, strategy: str | None = None) -> str:
+    """``model.vision_feature_select_strategy`` (transformers' names): ``default`` drops the vision tower's
+    first position (CLIP's CLS token as LLaVA-1.5 does; for SigLIP, which has no CLS token, its first patch, as
+    TinyLLaVA Factory's ``patch`` selection does: 728 of 729 positions), ``full`` keeps them all. None: by the
+    tower, ``default`` for CLIP and ``full`` for SigLIP."""
+    if strategy is None:
+        return "full" if vision_cfg.model_type.startswith("siglip") else "default"
+    if strategy not in STRATEGIES:
+        raise ValueError(f"model.vision_feature_select_strategy={strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
+def check_feature_strategy(model, strategy: str | None) -> None:
+    """A loaded LLaVA keeps the strategy its checkpoint was built with: a clear error where the recipe's
+    ``model.vision_feature_select_strategy`` says otherwise (e.g. a stage-1 checkpoint made before the
+    recipe changed), instead of training on another number of image positions."""
+    have = getattr(model.config, "vision_feature_select_strategy", None)
+    if strategy is not None and have is not None and have != strategy:
+        raise ValueError(f"the checkpoint selects vision features with {have!r} but the recipe's "
+                         f"model.vision_feature_select_strategy is {strategy!r}: rebuild the stage-1 checkpoint "
+                         "with the recipe, or set the option to the checkpoint's")
+
+
 def _processor(arch: str, image_processor, tokenizer, vision_cfg, strategy: str, config):
+    from lit.data.image_inputs import extra_vision_positions
+
     if arch == "instructblip":
         return InstructBlipProcessor(image_processor=image_processor, tokenizer=tokenizer, qformer_tokenizer=tokenizer,
                                      num_query_tokens=config.num_query_tokens)
     return ARCHS[arch][2](image_processor=image_processor, tokenizer=tokenizer, patch_size=vision_cfg.patch_size,
                           vision_feature_select_strategy=strategy,
-                          num_additional_image_tokens=1 if strategy == "default" else 0, image_token=IMAGE_MARKER)
+                          num_additional_image_tokens=extra_vision_positions(vision_cfg), image_token=IMAGE_MARKER)
 
 
 def compose_tiny(cfg, tokenizer):
@@ -132,7 +175,7 @@ def compose_tiny(cfg, tokenizer):
                                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                        **text_kwargs)
     image_token = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
-    strategy = "default" if cfg.vision.arch == "clip" else "full"  # SigLIP has no CLS token to drop
+    strategy = "default"
     if arch == "instructblip":
         vision = InstructBlipVisionConfig(**vision_kwargs)
         qformer_kwargs = {k: v for k, v in dict(cfg.qformer).items() if k != "encoder_hidden_size"}
@@ -144,11 +187,13 @@ def compose_tiny(cfg, tokenizer):
         image_processor = _image_processor(vision.image_size, "blip")
     else:
         vision = VISION_CONFIGS[cfg.vision.arch](**vision_kwargs)
+        strategy = feature_strategy(vision, cfg.get("vision_feature_select_strategy"))
         extra = {"image_grid_pinpoints": [list(p) for p in cfg.image_grid_pinpoints]} if arch == "llava_next" else {}
         config = ARCHS[arch][0](text_config=text, vision_config=vision, image_token_index=image_token,
                                 vision_feature_layer=-1, vision_feature_select_strategy=strategy,
                                 projector_hidden_act="gelu", tie_word_embeddings=False, **extra)
-        image_processor = _image_processor(vision.image_size, "llava_next" if extra else "clip", **extra)
+        kind = "llava_next" if extra else cfg.vision.arch
+        image_processor = _image_processor(vision.image_size, kind, **extra)
         if arch == "llava":
             image_processor = with_aspect_ratio(image_processor, cfg.get("image_aspect_ratio", "pad"))
     torch.manual_seed(int(cfg.get("init_seed", 0)))
@@ -186,6 +231,7 @@ def load_pretrained(path: str, dtype: str = "float32", attn: str | None = "auto"
     check_checkpoint(path)
     try:
         processor = AutoProcessor.from_pretrained(path)
+        processor.image_processor = load_image_processor(path)  # the PIL backend, whatever the machine
         if is_adapter_checkpoint(path):  # a LoRA run saved with adapter.save=adapter
             return load_adapter_checkpoint(path, DTYPES.get(dtype, dtype)), processor
         config = AutoConfig.from_pretrained(path)
@@ -211,15 +257,17 @@ def apply_freeze(model, freeze) -> dict[str, int]:
 
 def compose_pretrained(text: str, vision: str, template, dtype: str = "float32", vision_feature_layer: int = -2,
                        arch: str = "llava", image_grid_pinpoints=None, image_aspect_ratio: str = "pad",
-                       attn: str | None = "auto"):
+                       attn: str | None = "auto", vision_feature_select_strategy: str | None = None):
     """A LLaVA (``arch: llava``) or LLaVA-NeXT (``llava_next``) from a pretrained causal LM and a pretrained
     vision tower (CLIP or SigLIP) with a new, randomly initialised projector (and NeXT's ``image_newline``).
     The skeleton is built on the meta device and the loaded modules are put into it, so a 7B/13B model is
     held once in memory, not a random copy plus the loaded one; under a live ZeRO-3 ``TrainingArguments`` the
     LM and the vision tower load partitioned (zero.Init) and DeepSpeed partitions the new projector.
     LLaVA-1.5 takes the penultimate vision layer (``vision_feature_layer`` -2) and drops CLIP's CLS token;
-    SigLIP has none, so all its patches are kept.
-    ``image_aspect_ratio`` (LLaVA only): ``pad`` to a square with the mean colour, as LLaVA-1.5 and TinyLLaVA."""
+    ``vision_feature_select_strategy`` (``feature_strategy``): None keeps all of SigLIP's patches, ``default``
+    drops its first as TinyLLaVA does.
+    ``image_aspect_ratio`` (LLaVA only, ``with_aspect_ratio``): ``pad`` to a square with the mean colour, as
+    LLaVA-1.5's stage 2; ``square``: the tower's own processor, as LLaVA-1.5's stage 1 and both TinyLLaVA stages."""
     from lit.model import hub
     from lit.model.tokenizer import prepare_tokenizer
 
@@ -231,13 +279,13 @@ def compose_pretrained(text: str, vision: str, template, dtype: str = "float32",
         tokenizer = AutoTokenizer.from_pretrained(text)
         text_cfg = AutoConfig.from_pretrained(text)
         vision_cfg = AutoConfig.from_pretrained(vision)
-        image_processor = AutoImageProcessor.from_pretrained(vision)
+        image_processor = load_image_processor(vision)
     except OSError as err:
         raise FileNotFoundError(f"cannot load {text!r} / {vision!r}: {err}. Offline? Download them first and set "
                                 "model.compose.text / model.compose.vision to local paths.") from err
     prepare_tokenizer(tokenizer, template)
     vision_cfg = getattr(vision_cfg, "vision_config", vision_cfg)
-    strategy = "default" if vision_cfg.model_type.startswith("clip") else "full"
+    strategy = feature_strategy(vision_cfg, vision_feature_select_strategy)
     extra = {}
     if arch == "llava_next":  # NeXT's any-resolution processor with the vision tower's normalisation
         extra = {"image_grid_pinpoints": [list(p) for p in image_grid_pinpoints]}

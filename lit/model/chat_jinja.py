@@ -45,7 +45,9 @@ def to_jinja(template: ChatTemplate) -> str:
     if template.image_only:  # stage-1 plain: the human turn is the image alone
         user_body = "{% if images %}" + _literal(IMAGE_MARKER) + "{% endif %}"
     elif template.image_first:
-        user_body = ("{% if images %}" + _literal(IMAGE_MARKER + template.image_sep) + "{{ text.replace(" + marker + ", '') | trim }}"
+        rest = "text.replace(" + marker + ", '') | trim"  # an image-only turn is the marker alone, no separator
+        user_body = ("{% if images %}{% set rest = " + rest + " %}" + _literal(IMAGE_MARKER)
+                     + "{% if rest %}" + _literal(template.image_sep) + "{{ rest }}{% endif %}"
                      "{% else %}{{ text }}{% endif %}")
     else:
         user_body = "{{ text }}"

@@ -56,6 +56,7 @@ def tokenizer_for(model_cfg: DictConfig, data_cfg: DictConfig, records: list[dic
 
 def _load_or_compose(model_cfg: DictConfig, template, tokenizer_of: Callable[[], object], args):
     from lit.model.build import (
+        check_feature_strategy,
         compose_pretrained,
         compose_tiny,
         load_pretrained,
@@ -67,6 +68,7 @@ def _load_or_compose(model_cfg: DictConfig, template, tokenizer_of: Callable[[],
     if model_cfg.pretrained:
         model, processor = load_pretrained(model_cfg.pretrained, dtype=model_cfg.dtype, attn=attn)
         set_aspect_ratio(model, processor, model_cfg.get("image_aspect_ratio"))
+        check_feature_strategy(model, model_cfg.get("vision_feature_select_strategy"))
         return model, processor
     if model_cfg.get("compose"):
         c = model_cfg.compose
@@ -74,7 +76,8 @@ def _load_or_compose(model_cfg: DictConfig, template, tokenizer_of: Callable[[],
                                   vision_feature_layer=c.get("vision_feature_layer", -2),
                                   arch=model_cfg.get("arch", "llava"),
                                   image_grid_pinpoints=model_cfg.get("image_grid_pinpoints"),
-                                  image_aspect_ratio=model_cfg.get("image_aspect_ratio", "pad"), attn=attn)
+                                  image_aspect_ratio=model_cfg.get("image_aspect_ratio", "pad"), attn=attn,
+                                  vision_feature_select_strategy=model_cfg.get("vision_feature_select_strategy"))
     with args.main_process_first(local=False, desc="building the tokenizer"):
         tokenizer = tokenizer_of()
     prepare_tokenizer(tokenizer, template)
@@ -84,8 +87,10 @@ def _load_or_compose(model_cfg: DictConfig, template, tokenizer_of: Callable[[],
 def build_model(model_cfg: DictConfig, adapter_cfg: DictConfig, template, args, *,
                 tokenizer_of: Callable[[], object]) -> BuiltModel:
     """Model, processor and prepared tokenizer; parts frozen as ``model.freeze`` says, LoRA where
-    ``adapter=lora``. ``args`` (the run's ``TrainingArguments``) must exist already, so that under ZeRO-3 the
-    weights are partitioned as they are built or loaded. ``tokenizer_of`` gives the tokenizer of a tiny model."""
+    ``adapter=lora``, training images augmented as ``model.image_augment`` says (``lit.data.blip_augment``).
+    ``args`` (the run's ``TrainingArguments``) must exist already, so that under ZeRO-3 the weights are
+    partitioned as they are built or loaded. ``tokenizer_of`` gives the tokenizer of a tiny model."""
+    from lit.data.blip_augment import augment_for
     from lit.data.image_inputs import image_inputs_for
     from lit.model.build import apply_freeze, n_params
     from lit.model.tokenizer import prepare_tokenizer
@@ -106,4 +111,6 @@ def build_model(model_cfg: DictConfig, adapter_cfg: DictConfig, template, args, 
                            extra_trainable=["embed_tokens", "lm_head"] if resized else [])
         trainable = {"lora+full": sum(n_params(p) for p in model.parameters() if p.requires_grad)}
     log.info("trainable parameters: %s", trainable)
-    return BuiltModel(model, processor, tokenizer, image_inputs_for(model.config, processor), lora)
+    inputs = image_inputs_for(model.config, processor)
+    inputs.augment = augment_for(model_cfg.get("image_augment"), processor.image_processor, seed=args.seed)
+    return BuiltModel(model, processor, tokenizer, inputs, lora)

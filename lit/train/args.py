@@ -1,14 +1,34 @@
-"""The ``train`` and ``deepspeed`` groups as Hugging Face ``TrainingArguments``, and where a run resumes."""
+"""The ``train`` and ``deepspeed`` groups as Hugging Face ``TrainingArguments`` (plus ``lr_schedule``), and where
+a run resumes."""
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from transformers import TrainingArguments
+
+from lit.train.schedule import SCHEDULES
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class LitTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with the schedules of ``lit.train.schedule`` (``train.lr_schedule``, which then
+    replaces ``lr_scheduler_type``) and the warm-up's starting rate."""
+
+    lr_schedule: str = field(default="", metadata={"help": "'' (lr_scheduler_type) or lavis_epoch_cosine"})
+    warmup_start_lr: float = field(default=0.0, metadata={"help": "the rate warm-up starts from (LAVIS warmup_lr)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.lr_schedule and self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"unknown train.lr_schedule {self.lr_schedule!r}; known: '' (lr_scheduler_type), "
+                             + ", ".join(SCHEDULES))
 
 
 def training_args(cfg: DictConfig, output_dir: Path):
@@ -16,8 +36,6 @@ def training_args(cfg: DictConfig, output_dir: Path):
     transformers sees ZeRO-3 (``is_deepspeed_zero3_enabled``) and builds and loads models partitioned under
     ``deepspeed.zero.Init``, so no rank ever holds the whole model. With ``global_batch_size`` set, gradient
     accumulation is derived from it, the per-device batch and the world size."""
-    from transformers import TrainingArguments
-
     from lit.train.distributed import (
         init_deepspeed_comm,
         launched_world_size,
@@ -42,8 +60,8 @@ def training_args(cfg: DictConfig, output_dir: Path):
     if cfg.deepspeed.enabled:
         kwargs["deepspeed"] = deepspeed_config(cfg)
     run_name = os.environ.get("WANDB_NAME") or cfg.run_name  # a recipe job names its wandb run by its job id
-    args = TrainingArguments(output_dir=str(output_dir), report_to=list(cfg.logger.report_to), run_name=run_name,
-                             remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, **kwargs)
+    args = LitTrainingArguments(output_dir=str(output_dir), report_to=list(cfg.logger.report_to), run_name=run_name,
+                                remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, **kwargs)
     init_deepspeed_comm(args)
     if cfg.get("global_batch_size") and args.world_size != world:
         raise RuntimeError(f"the launcher's environment says {world} processes but torch.distributed has "

@@ -78,6 +78,7 @@ def overrides(model: str, out: Path, data: Path) -> list[str]:
             f"data.image_root={data.parent / 'images'}", "data.too_long=truncate", "data.on_invalid=raise",
             "data.generate=false", "label_cache_dir=null", "logger=none", "deepspeed=zero3",
             "+train.ddp_backend=gloo", "train.use_cpu=true", "++train.tf32=false", f"train.bf16={cpu_has_bf16()}",
+            "++train.fp16=false",  # TinyLLaVA-3B's recipe trains in fp16, which needs a GPU
             "train.gradient_checkpointing=true", "train.max_steps=2", "train.per_device_train_batch_size=1",
             "global_batch_size=1", "train.dataloader_num_workers=0", "train.save_strategy=no",
             "train.logging_steps=1", "train.disable_tqdm=true", "group_by_modality_length=false",

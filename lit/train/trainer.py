@@ -62,6 +62,27 @@ class LitTrainer(Trainer):
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """Hugging Face's scheduler (``train.lr_scheduler_type``), or the one named by ``train.lr_schedule``
+        (``lit.train.schedule``: ``lavis_epoch_cosine``, LAVIS's per-micro-batch warm-up and per-epoch cosine)."""
+        name = getattr(self.args, "lr_schedule", "")
+        if not name or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        from functools import partial
+
+        from lit.train import schedule
+
+        args = self.args
+        batches = len(self.get_train_dataloader())  # per process, as the Trainer counts an epoch's update steps
+        accumulation = args.gradient_accumulation_steps
+        peak = args.learning_rate
+        factor = partial(getattr(schedule, name), steps_per_epoch=-(-batches // accumulation), accumulation=accumulation,
+                         epochs=args.num_train_epochs, warmup_steps=int(args.warmup_steps),
+                         start_factor=args.warmup_start_lr / peak if peak else 0.0)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         counts = inputs.pop("kind_counts", None)
         if counts is not None and model.training:

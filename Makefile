@@ -42,7 +42,7 @@ smoke: env  ## a paper model at real widths, 1 layer per tower, 2 ZeRO-3 steps o
 	$(BIN)/python -m lit.train.smoke $(MODEL) $(ARGS)
 
 plan: env  ## memory, fit and GPU-hours of a training job: make plan MODEL=llava7b [ARGS="gpus_per_node=4 gpu_mem_gb=40"]
-	$(BIN)/python -m lit.model.plan model=$(MODEL) $(ARGS)
+	$(BIN)/python -m lit.train.plan model=$(MODEL) $(ARGS)
 
 tables: env  ## every paper table from results/runs/ next to the paper's numbers -> results/tables/
 	$(BIN)/python -m lit.report.tables $(ARGS)

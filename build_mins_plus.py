@@ -15,8 +15,8 @@ def main(cfg: DictConfig) -> None:
 
     if not cfg.data.get("mins_plus"):
         raise SystemExit(f"data={cfg.data.name} is not a MIns+ data set (data.mins_plus is not set)")
-    generate_demo_data(cfg)  # the demo's instances are generated on first use
-    paths = build_for(cfg)
+    generate_demo_data(cfg.data)  # the demo's instances are generated on first use
+    paths = build_for(cfg.data)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "dataset.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))

@@ -24,7 +24,7 @@ def build_model(path: Path, hidden: int, layers: int) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from instraug.meta_prompts import load
-    from lit.model.tokenizer import train_bpe
+    from lit.mask.tokenizer import train_bpe
 
     corpus = [load(n).text for n in ("rephrase", "synonyms", "reorder", "simplify", "concise")]
     tok = train_bpe(corpus * 10 + [line for line in Path("instraug/demo/seeds.yaml").read_text().splitlines()] * 10,

@@ -47,10 +47,11 @@ def labelling_inputs(tokenizer: str, n_records: int, tmp: Path) -> tuple[list[di
     from PIL import Image
 
     from lit.data.image_inputs import ImageInputs
+    from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
     from lit.model.build import _image_processor
-    from lit.model.tokenizer import load_tokenizer, prepare_tokenizer
+    from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
 
     tok = load_tokenizer(tokenizer)
     template = get_template("vicuna_v1")
@@ -62,8 +63,8 @@ def labelling_inputs(tokenizer: str, n_records: int, tmp: Path) -> tuple[list[di
     Image.new("RGB", (32, 32)).save(tmp / "img.png")
     path = tmp / "corpus.json"
     path.write_text(json.dumps(records))
-    kwargs = dict(image_root=tmp, tokenizer=tok, template=template, scope=get_scope("lit"),
-                  image_inputs=ImageInputs(_image_processor(32), 576), max_length=1 << 20, progress=False)
+    kwargs = dict(spec=LabelSpec(template, get_scope("lit"), 1 << 20, image_root=tmp), tokenizer=tok,
+                  image_inputs=ImageInputs(_image_processor(32), 576), progress=False)
     return records, path, kwargs
 
 
@@ -80,7 +81,7 @@ def main() -> None:
     from lit.mask.mining import mine_file
     from lit.mask.render import encode, render
     from lit.mask.scopes import SCOPES, get_scope, labels_for
-    from lit.model.tokenizer import load_tokenizer, prepare_tokenizer
+    from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
 
     records = corpus(args.records)
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,7 +100,8 @@ def main() -> None:
         scope = get_scope(name)
         t0 = time.perf_counter()
         for i, rec in enumerate(subset):
-            enc = encode(render(rec, template, templates=templates if scope.uses_templates else frozenset()),
+            sentences = templates if scope.uses_template_sentences else frozenset()
+            enc = encode(render(rec, template, template_sentences=sentences),
                          tok, record_id=i, image_token_id=image_id)
             labels_for(enc, scope)
         rates[name] = len(subset) / (time.perf_counter() - t0)

@@ -32,12 +32,13 @@ def main() -> None:
     from lit.data.collate import Collator
     from lit.data.dataset import SupervisedDataset
     from lit.data.image_inputs import image_inputs_for
-    from lit.data.records import load_records
+    from lit.data.labels import LabelSpec
+    from lit.records import load_records
     from lit.mask.chat_templates import get_template
     from lit.mask.mining import mine
     from lit.mask.scopes import get_scope
     from lit.model.build import compose_tiny
-    from lit.model.tokenizer import load_tokenizer, prepare_tokenizer
+    from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
     from lit.train.loss import supervised_token_loss
 
     cfg = OmegaConf.load("conf/model/tiny.yaml")
@@ -49,9 +50,8 @@ def main() -> None:
     templates = mine(records, min_share=0.2, progress=False).sentences
     models, loaders, opts = {}, {}, {}
     for scope in ("vit", "lit"):
-        ds = SupervisedDataset(records, image_root=args.data, tokenizer=tok, template=template, scope=get_scope(scope),
-                               image_inputs=image_inputs_for(model.config, processor),
-                               max_length=512, templates=templates, progress=False)
+        spec = LabelSpec(template, get_scope(scope), 512, template_sentences=templates, image_root=args.data)
+        ds = SupervisedDataset(records, spec, tok, image_inputs_for(model.config, processor), progress=False)
         gen = torch.Generator().manual_seed(0)  # same order for both scopes: the same batches
         loaders[scope] = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, generator=gen,
                                                      collate_fn=Collator(tok.pad_token_id, ds.image_inputs))

@@ -48,7 +48,7 @@ def run(tree: Path, data: Path, work: Path, malloc: dict) -> dict:
            str(ROOT / "benchmarks" / "rss_probe.py"), str(tree / "train.py"), "experiment=demo_lit", *MODEL,
            f"data.root={data}", "data.generate=false", f"paths.data_dir={work}", f"hydra.run.dir={work / 'run'}",
            "deepspeed=zero3", "+train.ddp_backend=gloo", "train.max_steps=1", "train.per_device_train_batch_size=1",
-           "train.disable_tqdm=true", "loss.templates.min_share=0.3"]
+           "train.disable_tqdm=true", "loss.template_sentences.min_share=0.3"]
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-4000:])

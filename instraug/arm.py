@@ -1,4 +1,4 @@
-"""One MIns+ data set per arm, from the composed training config.
+"""One MIns+ data set per arm, from the ``data`` group of the composed training config.
 
 ``data.mins_plus`` names the inputs (instances file, pool or seed file, optional file of rewrites) and the
 drawing settings (variant = ``augmentation.name``, ``augmentation.sampling``, ``augmentation.epsilon``,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shlex
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -21,8 +21,8 @@ from instraug.build import DatasetMismatch, build_dataset, check_existing, input
 log = logging.getLogger(__name__)
 
 
-def _args(cfg: DictConfig) -> dict:
-    spec = cfg.data.mins_plus
+def _args(data: DictConfig) -> dict:
+    spec = data.mins_plus
     return {"instances": spec.instances, "pool": spec.pool, "generated": spec.get("generated"),
             "variant": spec.variant, "sampling": spec.sampling, "epsilon": spec.get("epsilon"), "seed": spec.seed,
             "cleanup": spec.get("cleanup", "official")}
@@ -35,9 +35,9 @@ class MissingInput(SystemExit):
 SEED_URL = "https://raw.githubusercontent.com/declare-lab/InstrAug/main/MultiInstruct/instruction_gen.py"
 
 
-def check_inputs(cfg: DictConfig) -> None:
+def check_inputs(data: DictConfig) -> None:
     """Stop in one line if the instances file, the pool or the file of rewrites is missing, saying how to make it."""
-    spec = cfg.data.mins_plus
+    spec = data.mins_plus
     if not Path(spec.instances).is_file():
         raise MissingInput(f"MultiInstruct instances file {spec.instances} (data.mins_plus.instances) does not "
                            "exist: collect MultiInstruct's per-task training files into it with `python -m "
@@ -52,28 +52,40 @@ def check_inputs(cfg: DictConfig) -> None:
         raise MissingInput(f"file of rewrites {spec.generated} (data.mins_plus.generated) does not exist")
 
 
-def build_for(cfg: DictConfig) -> dict[str, Path]:
+def build_for(data: DictConfig) -> dict[str, Path]:
     """Build the arm's set at ``data.path`` (nothing to do if the same set is there; refused if another is)."""
-    check_inputs(cfg)
-    out_dir = Path(cfg.data.path).parent
-    a = _args(cfg)
+    check_inputs(data)
+    out_dir = Path(data.path).parent
+    a = _args(data)
     log.info("MIns+ set %s: variant=%s sampling=%s epsilon=%s seed=%s from %s and %s", out_dir, a["variant"],
              a["sampling"], a["epsilon"], a["seed"], a["instances"], a["pool"])
     return build_dataset(out_dir=out_dir, **a)
 
 
-def require(cfg: DictConfig) -> None:
-    """For ``train.py``: the arm's set must exist and have been built from the inputs the config names."""
-    check_inputs(cfg)
-    out_dir = Path(cfg.data.path).parent
-    overrides = " ".join(shlex.quote(a) for a in sys.argv[1:]) or "<the same overrides as this run>"
-    a = _args(cfg)
+def run_overrides() -> list[str] | None:
+    """The command-line overrides of the running Hydra app (``train.py``), or None outside one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def require(data: DictConfig, overrides: Sequence[str] | None = None) -> None:
+    """For training: the arm's set (the ``data`` group) must exist and have been built from the inputs it names.
+    The errors give the command that builds it: ``build_mins_plus.py`` with the run's ``overrides`` (by default
+    those of the running Hydra app)."""
+    check_inputs(data)
+    out_dir = Path(data.path).parent
+    if overrides is None:
+        overrides = run_overrides()
+    command = "python build_mins_plus.py " + (" ".join(shlex.quote(o) for o in overrides) if overrides
+                                              else "<the same overrides as this run>")
+    a = _args(data)
     try:
         found = check_existing(out_dir, inputs_key(**a))
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}; the MIns+ set {cfg.data.path} cannot be checked") from err
+        raise FileNotFoundError(f"{err}; the MIns+ set {data.path} cannot be checked") from err
     except DatasetMismatch as err:
-        raise DatasetMismatch(f"{err}. Build this arm's set with: python build_mins_plus.py {overrides}") from err
+        raise DatasetMismatch(f"{err}. Build this arm's set with: {command}") from err
     if not found:
-        raise FileNotFoundError(f"the MIns+ set {cfg.data.path} does not exist: training does not build it. Build it "
-                                f"first with: python build_mins_plus.py {overrides}")
+        raise FileNotFoundError(f"the MIns+ set {data.path} does not exist: training does not build it. Build it "
+                                f"first with: {command}")

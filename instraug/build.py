@@ -39,8 +39,8 @@ from pathlib import Path
 from instraug.multiinstruct import DROPPED_TASKS, prepare
 from instraug.placeholders import UnsafePlaceholder, fill, multiset
 from instraug.seeds import load_seeds
-from lit.data.files import atomic_write, file_sha256
-from lit.data.records import read_jsonl
+from lit.files import atomic_write, file_sha256
+from lit.records import read_jsonl
 
 SAMPLING = ("official", "epsilon")
 CLEANUP = ("official", "strip")

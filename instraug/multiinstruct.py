@@ -162,7 +162,7 @@ def collect(src: str | Path, out: str | Path, split: str = "train") -> dict:
     and counted. Returns the counts per task."""
     import json
 
-    from lit.data.records import read_jsonl
+    from lit.records import read_jsonl
 
     files = sorted(Path(src).rglob(f"{split}.jsonl"))
     if not files:

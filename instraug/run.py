@@ -14,7 +14,7 @@ from instraug import pipeline, report
 from instraug.backends import build_backend, require_backend
 from instraug.filter import FilterConfig
 from instraug.seeds import load_seeds
-from lit.data.files import atomic_write
+from lit.files import atomic_write
 
 log = logging.getLogger(__name__)
 

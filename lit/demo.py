@@ -19,7 +19,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from lit.paths import conf_dir
+
+CONF_DIR = conf_dir()
 
 
 def arm_overrides(arm: str) -> list[str]:
@@ -64,8 +66,8 @@ def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bo
             from instraug.arm import build_for
             from lit.data.setup import generate_demo_data
 
-            generate_demo_data(cfg)
-            build_for(cfg)
+            generate_demo_data(cfg.data)
+            build_for(cfg.data)
         run(cfg, run_dir)
         stamp.write_text(wanted)
         print(f"=== scoring {arm} seed {seed} with lmms-eval ({time.time() - t0:.0f}s so far)", flush=True)
@@ -112,7 +114,7 @@ def run_all(jobs: list[tuple[str, int]], cfg, overrides: list[str], runs_dir: Pa
 
     from lit.data.setup import generate_demo_data
 
-    generate_demo_data(cfg)
+    generate_demo_data(cfg.data)
     if n_jobs <= 1 or len(jobs) == 1:
         return [run_one(arm, seed, overrides, runs_dir, fresh) for arm, seed in jobs]
     threads = max(1, (os.cpu_count() or 1) // n_jobs)

@@ -1,18 +1,28 @@
 """Reproduction recipes: one per paper table, each a list of jobs with explicit dependencies.
 
-``conf/recipe/<table>.yaml`` lists jobs (``augment`` / ``mins_plus`` (one arm's MIns+ set) / ``train`` / ``evaluate`` / ``vc``), each with Hydra overrides
-for its entry point, resources, and ``after`` (the jobs it needs). ``matrix`` expands one job over values
-(``{scope}`` in ids and overrides); ``{run:<job id>}`` is that job's run directory. Every job runs in
-``<output_root>/repro/<job id>`` (shared by tables, so a stage-1 model is trained once), and a job whose
-outputs exist is skipped. Runnable three ways:
+``conf/recipe/<table>.yaml`` lists jobs (``augment`` / ``mins_plus`` (one arm's MIns+ set) / ``train`` /
+``evaluate`` / ``vc``), each with Hydra overrides for its entry point, resources, and ``after`` (the jobs it
+needs). ``matrix`` expands one job over values (``{scope}`` in ids and overrides); ``{run:<job id>}`` is that
+job's run directory.
+
+- A job several tables need is written once, in ``conf/recipe/_jobs/*.yaml`` (a job, or a list of jobs that go
+  together), and a recipe lists it as ``- use: <name>``: its own keys replace the shared ones, and a ``matrix`` of
+  its own adds to the shared one's (first), for each job whose id names the key.
+- An ``evaluate`` job names the training job it scores with ``of: <job id>``: that job's checkpoint, after it,
+  its id as the result name.
+- A ``table``'s ``rows`` or ``columns`` may name a list that tables share, in ``conf/recipe/_tables/*.yaml``.
+
+Every job runs in ``<output_root>/repro/<job id>`` (shared by tables, so a stage-1 model is trained once), and a
+job whose outputs exist is skipped. Runnable three ways:
 
 - ``--dry``: print every job (command, resources, dependencies); no cluster needed;
 - ``--submit``: ``sbatch`` each job (``slurm/train.sbatch`` for training, one process per GPU;
-  ``slurm/augment.sbatch`` for augmentation, a ``vllm serve`` in the job; ``slurm/single.sbatch`` for the rest) with ``--dependency=afterok`` on the jobs it needs, its resources and the
-  site's settings (``--site``, ``conf/site/<name>.yaml``; ``lit/slurm.py``). Training jobs are submitted with
-  ``--requeue`` and ``resume=auto``. A job that is finished, or queued or running from an earlier invocation
-  (its run directory's submission record), is not submitted again; its dependents attach to it.
-  ``--wait`` blocks until every job has ended;
+  ``slurm/augment.sbatch`` for augmentation, a ``vllm serve`` in the job; ``slurm/single.sbatch`` for the rest)
+  with ``--dependency=afterok`` on the jobs it needs, its resources and the site's settings (``--site``,
+  ``conf/site/<name>.yaml``; ``lit/slurm.py``). Training jobs are submitted with ``--requeue`` and
+  ``schedule.resume=auto``. A job that is finished, or queued or running from an earlier invocation (its run
+  directory's submission record), is not submitted again; its dependents attach to it. ``--wait`` blocks until
+  every job has ended;
 - ``--local``: run the jobs one after another here (the tiny demo recipe, CI).
 
 wandb: every job gets ``WANDB_RUN_GROUP=<table>``, ``WANDB_JOB_TYPE=<kind>``, ``WANDB_NAME=<job id>``.
@@ -35,9 +45,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lit import slurm
+from lit.paths import conf_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ROOT / "conf" / "recipe"
+RECIPES = conf_dir() / "recipe"
 ENTRY = {"augment": "augment.py", "mins_plus": "build_mins_plus.py", "train": "train.py", "evaluate": "evaluate.py",
          "vc": "vc.py"}
 
@@ -74,7 +85,59 @@ def load(name: str) -> dict:
     path = RECIPES / f"{name}.yaml"
     if not path.exists():
         raise KeyError(f"unknown recipe {name!r}; known: {', '.join(available())}")
-    return OmegaConf.to_container(OmegaConf.load(path))
+    recipe = OmegaConf.to_container(OmegaConf.load(path))
+    shared = shared_jobs()
+    recipe["jobs"] = [job for spec in recipe["jobs"] for job in _expand(name, spec, shared)]
+    table = recipe.get("table") or {}
+    for part in ("rows", "columns"):
+        if isinstance(table.get(part), str):
+            lists = _shared("_tables")
+            if table[part] not in lists:
+                raise KeyError(f"recipe {name}: table {part} {table[part]!r} is not in conf/recipe/_tables/; "
+                               f"known: {', '.join(sorted(lists))}")
+            table[part] = lists[table[part]]
+    return recipe
+
+
+def _shared(folder: str) -> dict:
+    """The entries of ``conf/recipe/<folder>/*.yaml``, one namespace: name -> value."""
+    out: dict = {}
+    for path in sorted((RECIPES / folder).glob("*.yaml")):
+        for name, value in OmegaConf.to_container(OmegaConf.load(path)).items():
+            if name in out:
+                raise ValueError(f"{name!r} is defined twice in conf/recipe/{folder}/ ({path.name})")
+            out[name] = value
+    return out
+
+
+def shared_jobs() -> dict[str, dict | list[str]]:
+    """``conf/recipe/_jobs/*.yaml``: job name -> job (its ``id`` is the name unless it sets one), or set name -> the
+    names of its jobs (jobs several recipes share: stage 1 once, not once per table)."""
+    return {name: spec if isinstance(spec, list) else {"id": name, **spec} for name, spec in _shared("_jobs").items()}
+
+
+def _expand(recipe: str, spec: dict, shared: dict) -> list[dict]:
+    """A recipe's job as ``jobs`` reads it: ``use: <shared job or set>`` filled in, ``of: <job id>`` spelled out."""
+    spec = dict(spec)
+    if "use" in spec:
+        name = spec.pop("use")
+        if name not in shared:
+            raise KeyError(f"recipe {recipe}: unknown shared job {name!r}; known: {', '.join(sorted(shared))}")
+        if isinstance(shared[name], list):  # a set: the recipe's keys go to each of its jobs
+            return [job for member in shared[name] for job in _expand(recipe, {**spec, "use": member}, shared)]
+        base = shared[name]
+        own = spec.pop("matrix", {})
+        matrix = {**own, **{k: v for k, v in base.get("matrix", {}).items() if k not in own}}
+        spec = {**base, **spec}
+        matrix = {k: v for k, v in matrix.items() if f"{{{k}}}" in spec["id"]}  # a key the id lacks: not this job's
+        spec.pop("matrix", None)
+        if matrix:
+            spec["matrix"] = matrix
+    if "of" in spec:  # evaluate the checkpoint of job <of>
+        of = spec.pop("of")
+        spec["after"] = [of, *spec.get("after", [])]
+        spec["overrides"] = [f"ckpt={{run:{of}}}/checkpoint", *spec.get("overrides", []), f"result_name={of}"]
+    return [spec]
 
 
 def _subst(text: str, values: dict) -> str:
@@ -94,6 +157,9 @@ def jobs(recipe: dict, output_root: Path) -> list[Job]:
                            after=[_subst(a, values) for a in spec.get("after", [])],
                            resources=spec.get("resources", {})))
     ids = [j.id for j in out]
+    unexpanded = [i for i in ids if re.search(r"\{\w+\}", i)]
+    if unexpanded:
+        raise ValueError(f"recipe {recipe['name']}: job {unexpanded[0]} has a placeholder no matrix sets")
     if len(set(ids)) != len(out):
         raise ValueError(f"recipe {recipe['name']}: duplicate job ids")
     for i, job in enumerate(out):
@@ -131,7 +197,7 @@ def run(name: str, mode: str, output_root: Path, extra: list[str] = (), out=sys.
     for job in todo:  # "train:train.max_steps=2" goes to train jobs only; an unprefixed override to all
         job.overrides += [o for kind, o in scoped if kind in (None, job.kind)]
         if job.kind == "train":  # a requeued or re-run job continues from its last complete checkpoint
-            job.overrides.append("resume=auto")
+            job.overrides.append("schedule.resume=auto")
     site_cfg = slurm.load_site(site, site_overrides)
     kinds = ", ".join(f"{n} {k}" for k in ENTRY if (n := sum(j.kind == k for j in todo)))
     print(f"# {recipe['title']}: {len(todo)} jobs ({kinds}); {gpu_hours(todo):g} GPU-hours requested", file=out)
@@ -148,7 +214,7 @@ def run(name: str, mode: str, output_root: Path, extra: list[str] = (), out=sys.
               f"{r.get('nodes', 1)} node(s) x {r.get('gpus', 1)} GPU, ~{r.get('hours', '?')} h)", file=out)
         print("  " + " ".join(shlex.quote(a) for a in job.command(output_root)), file=out)
         if mode == "dry" and job.kind == "train":
-            from lit.model.plan import (
+            from lit.train.plan import (
                 plan_lines,  # memory, fit and GPU-hours of the job on its resources
             )
 

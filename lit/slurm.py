@@ -17,8 +17,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from lit.paths import conf_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-SITES = ROOT / "conf" / "site"
+SITES = conf_dir() / "site"
 RECORD = "slurm_submission.json"
 # squeue states of a job that will still run (or is running); anything else has ended
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
@@ -79,7 +81,7 @@ def sbatch_command(job_id: str, kind: str, resources: dict, site: DictConfig, ou
     if site.mem_gb:
         args.append(f"--mem={int(site.mem_gb)}G")
     if kind == "train":
-        args.append("--requeue")  # preempted or requeued: it starts again and resumes (resume=auto)
+        args.append("--requeue")  # preempted or requeued: it starts again and resumes (schedule.resume=auto)
     if deps:
         args.append("--dependency=afterok:" + ":".join(deps))
     for key, value in site.sbatch_extra.items():  # the same dict as submitit's additional_parameters

@@ -1,12 +1,27 @@
-"""List every import between the project's modules (top-level and function-local) and fail on a cycle.
+"""List every import between the project's modules (top-level and function-local); fail on a cycle or an upward import.
 
-    python scripts/import_graph.py            # prints cycles (exit 1) or "no cycle" (exit 0)
+    python scripts/import_graph.py            # prints cycles, upward imports and unplaced modules (exit 1), or "clean"
     python scripts/import_graph.py --edges    # also prints every edge, ``a -> b``, and the lit/instraug crossings
 
 Imports are read with ``ast`` (nothing is imported or executed). ``from pkg import name`` counts as an import of
 ``pkg.name`` when that is a module of the project, else of ``pkg``. A package's ``__init__`` is the package itself.
-"""
 
+Every module sits in one layer, and a module imports only from its own layer or the layers below it.
+From the bottom up (``LAYERS``; ``x.*`` is ``x`` and everything under it):
+
+    ground    lit.constants, lit.records, lit.files, lit.tracking, lit.chat_api, lit.paths
+    instraug  instraug.*                      builds MIns+; reads the ground floor only
+    mask      lit.mask.*                      chat templates, tokenizer preparation, render, scopes, mining
+    data      lit.data.*                      datasets, image inputs, collate, sampler, label cache
+    model     lit.model.*                     build, load, checkpoint, architectures
+    eval      lit.eval.*                      evaluates a checkpoint through lit.model and lit.data
+    train     lit.train.*                     training, its plan, and the smoke run (which evaluates)
+    launch    lit.recipes, lit.slurm          the paper-table job graph and its cluster jobs
+    report    lit.report.*                    tables, plots and docs fragments from results and recipes
+    top       lit, lit.demo                   the end-to-end demo
+
+A module in no layer is an error too, so a new module is placed deliberately.
+"""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +31,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("lit", "instraug")
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; see the module docstring
+    ("ground", ("lit.constants", "lit.records", "lit.files", "lit.tracking", "lit.chat_api", "lit.paths")),
+    ("instraug", ("instraug.*",)),
+    ("mask", ("lit.mask.*",)),
+    ("data", ("lit.data.*",)),
+    ("model", ("lit.model.*",)),
+    ("eval", ("lit.eval.*",)),
+    ("train", ("lit.train.*",)),
+    ("launch", ("lit.recipes", "lit.slurm")),
+    ("report", ("lit.report.*",)),
+    ("top", ("lit", "lit.demo")),
+)
 
 
 def project_modules(root: Path = ROOT) -> dict[str, Path]:
@@ -120,6 +147,36 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
+def layer_of(module: str, layers=LAYERS) -> int | None:
+    """The index of ``module``'s layer (0 is the bottom), or None when no layer names it."""
+    for i, (_, patterns) in enumerate(layers):
+        for pattern in patterns:
+            if pattern.endswith(".*"):
+                package = pattern[:-2]
+                if module == package or module.startswith(package + "."):
+                    return i
+            elif module == pattern:
+                return i
+    return None
+
+
+def unplaced(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    """Modules that no layer names."""
+    return sorted(m for m in graph if layer_of(m, layers) is None)
+
+
+def upward(graph: dict[str, set[str]], layers=LAYERS) -> list[tuple[str, str]]:
+    """Imports from a module into a higher layer than its own."""
+    found = []
+    for a, targets in graph.items():
+        la = layer_of(a, layers)
+        for b in targets:
+            lb = layer_of(b, layers)
+            if la is not None and lb is not None and lb > la:
+                found.append((a, b))
+    return sorted(found)
+
+
 def crossings(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
     """Edges between the two top-level packages."""
     return sorted((a, b) for a, targets in graph.items() for b in targets if a.split(".")[0] != b.split(".")[0])
@@ -128,8 +185,9 @@ def crossings(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edges", action="store_true", help="print every edge and the package crossings")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the tree holding lit/ and instraug/ (default: this repository)")
     args = parser.parse_args(argv)
-    graph = import_graph()
+    graph = import_graph(args.root)
     if args.edges:
         for a in sorted(graph):
             for b in sorted(graph[a]):
@@ -140,10 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     found = cycles(graph)
     for component in found:
         print("import cycle: " + " <-> ".join(component))
-    if not found:
-        print(f"no cycle among {len(graph)} modules")
-    return 1 if found else 0
-
+    names = [name for name, _ in LAYERS]
+    up = upward(graph)
+    for a, b in up:
+        print(f"upward import: {a} ({names[layer_of(a)]}) -> {b} ({names[layer_of(b)]})")
+    lost = unplaced(graph)
+    for module in lost:
+        print(f"module in no layer: {module} (add it to LAYERS in scripts/import_graph.py)")
+    if found or up or lost:
+        return 1
+    print(f"clean: no cycle and no upward import among {len(graph)} modules ({' < '.join(names)})")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,7 +40,7 @@ def sp_model_dir(tmp_path_factory) -> Path:
 
 def _with_all_specials(tok):
     from lit.mask.chat_templates import TEMPLATES
-    from lit.model.tokenizer import prepare_tokenizer
+    from lit.mask.tokenizer import prepare_tokenizer
 
     for template in TEMPLATES.values():
         prepare_tokenizer(tok, template)
@@ -54,7 +54,7 @@ def tokenizers(sp_model_dir) -> dict:
     LlamaTokenizer converted from the SentencePiece model with legacy=True and legacy=False."""
     from transformers import LlamaTokenizer
 
-    from lit.model.tokenizer import train_bpe
+    from lit.mask.tokenizer import train_bpe
 
     out = {"bpe": _with_all_specials(train_bpe(CORPUS * 30, vocab_size=400))}
     for legacy in (True, False):  # add_bos_token as in Vicuna's tokenizer config
@@ -106,7 +106,7 @@ def tiny_chat_model(tmp_path_factory) -> Path:
     backends, `transformers serve` and the Slurm augmentation job are tested against."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lit.model.tokenizer import train_bpe
+    from lit.mask.tokenizer import train_bpe
 
     path = tmp_path_factory.mktemp("tinychat")
     tok = train_bpe(["Rewrite the instruction. Describe {A} in the image please."] * 20, vocab_size=300)

@@ -26,7 +26,8 @@ def test_lora_config_is_llava_recipe():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["model=llava7b", "adapter=lora", "loss=lit"])
     assert (cfg.adapter.r, cfg.adapter.alpha, cfg.adapter.dropout) == (128, 256, 0.05)
-    assert cfg.train.learning_rate == 2e-4 and cfg.adapter.projector_lr == 2e-5 and cfg.group_by_modality_length
+    assert cfg.train.learning_rate == 2e-4 and cfg.adapter.projector_lr == 2e-5
+    assert cfg.schedule.group_by_modality_length
 
 
 @pytest.mark.integration
@@ -101,3 +102,17 @@ def test_projector_gets_its_own_learning_rate(trained, tmp_path):
     assert all("lora_" in names[i] for i in by_lr[2e-4])
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert by_lr[2e-4] | by_lr[2e-5] == trainable
+
+
+def test_part_learning_rates_come_from_the_model_and_adapter_groups():
+    """What run() hands the Trainer: the model's own part rates (NeXT's vision tower) and LoRA's projector rate."""
+    from hydra import compose, initialize_config_dir
+    from tiny_runs import CONF
+
+    from lit.train.trainer import part_lrs
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        next_lora = compose("train", overrides=["model=llava_next7b", "adapter=lora"])
+        plain = compose("train", overrides=["model=llava7b"])
+    assert part_lrs(next_lora.model, next_lora.adapter) == {"vision": 2e-6, "projector": 2e-5}
+    assert part_lrs(plain.model, plain.adapter) == {}

@@ -14,7 +14,7 @@ from tiny_runs import CONF
 
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER
 from lit.data.image_inputs import image_inputs_for
-from lit.data.records import RecordError
+from lit.records import RecordError
 from lit.mask.chat_templates import get_template
 
 SIZES = [(32, 32), (30, 70), (60, 25), (64, 64), (17, 90)]  # (height, width): every NeXT grid and odd aspects
@@ -22,7 +22,7 @@ SIZES = [(32, 32), (30, 70), (60, 25), (64, 64), (17, 90)]  # (height, width): e
 
 def _tiny(arch_config: str, tokenizer):
     from lit.model.build import compose_tiny
-    from lit.model.tokenizer import prepare_tokenizer
+    from lit.mask.tokenizer import prepare_tokenizer
 
     cfg = OmegaConf.merge(OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{arch_config}.yaml"))
     cfg.text.hidden_size = cfg.vision.hidden_size = 32
@@ -163,14 +163,15 @@ def test_next_image_token_count_matches_processor_and_model(bpe_tokenizer):
 def test_next_dataset_and_label_cache_keep_per_image_counts(varied_data, bpe_tokenizer, tmp_path):
     from lit.data.collate import Collator
     from lit.data.label_cache import labelled_dataset
-    from lit.data.records import load_records
+    from lit.data.labels import LabelSpec
+    from lit.records import load_records
     from lit.mask.scopes import get_scope
 
     tok = bpe_tokenizer
     model, processor, cfg = _tiny("tiny_next", tok)
     inputs = image_inputs_for(model.config, processor)
-    kwargs = dict(image_root=varied_data, tokenizer=tok, template=get_template("vicuna_v1"), scope=get_scope("lit"),
-                  image_inputs=inputs, max_length=2048, progress=False)
+    kwargs = dict(spec=LabelSpec(get_template("vicuna_v1"), get_scope("lit"), 2048, image_root=varied_data),
+                  tokenizer=tok, image_inputs=inputs, progress=False)
     records = load_records(varied_data / "train.json")
     built = labelled_dataset(records, varied_data / "train.json", tmp_path, **kwargs)
     cached = labelled_dataset(records, varied_data / "train.json", tmp_path, **kwargs)
@@ -221,8 +222,8 @@ def test_next_trains_and_checkpoint_generates(varied_data, tmp_path):
     from lit.eval.lmms_model import LitLlava
     from lit.train.run import run
 
-    cfg = tiny_cfg(varied_data, tmp_path, "model=tiny_next", "train.max_steps=2", "label_cache_dir=null",
-                   "loss.templates.min_share=0.5")
+    cfg = tiny_cfg(varied_data, tmp_path, "model=tiny_next", "train.max_steps=2", "data.label_cache_dir=null",
+                   "loss.template_sentences.min_share=0.5")
     metrics = run(cfg, tmp_path)
     assert metrics["steps"] == 2 and metrics["instruction"] > 0
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "checkpoint")
@@ -234,7 +235,7 @@ def test_next_trains_and_checkpoint_generates(varied_data, tmp_path):
     out = lmm.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=lmm.tokenizer.pad_token_id)
     assert out.shape[1] > inputs["input_ids"].shape[1]
     _assert_llava_hf_reads_it_as_we_do(tmp_path / "checkpoint", _rgb(30, 70))
-    from lit.data.records import load_records
+    from lit.records import load_records
     from lit.eval.vc import analyse
 
     records = [r for r in load_records(varied_data / "train.json") if "image" in r][:2]
@@ -250,13 +251,14 @@ def test_next_recipe_composes():
         cfg = compose("train", overrides=["loss=lit", "model=llava_next7b"])
         stage1 = compose("train", overrides=["model=llava_next7b_stage1"])
     assert cfg.model.arch == "llava_next" and not cfg.model.freeze.vision and cfg.model.part_lrs.vision == 2e-6
-    assert cfg.train.learning_rate == 1e-5 and cfg.global_batch_size == 32 and cfg.deepspeed.config.zero_optimization.stage == 3
+    assert cfg.train.learning_rate == 1e-5 and cfg.schedule.global_batch_size == 32 and cfg.deepspeed.config.zero_optimization.stage == 3
     assert stage1.model.compose.text == "lmsys/vicuna-7b-v1.5" and stage1.model.arch == "llava_next"
     assert stage1.model.freeze.lm and stage1.model.freeze.vision and not stage1.model.freeze.projector
 
 
 def test_iblip_qformer_reads_the_instruction(bpe_tokenizer):
     from lit.data.dataset import SupervisedDataset
+    from lit.data.labels import LabelSpec
     from lit.mask.scopes import get_scope
 
     model, processor, cfg = _tiny("tiny_iblip", bpe_tokenizer)
@@ -275,8 +277,8 @@ def test_iblip_qformer_reads_the_instruction(bpe_tokenizer):
     assert not torch.allclose(outs[0], outs[1])  # the instruction reaches the image features through the Q-Former
     text_only = {"id": "t1", "conversations": record["conversations"]}
     with pytest.raises(RecordError, match="t1.*text-only"):
-        SupervisedDataset([text_only], image_root=None, tokenizer=bpe_tokenizer, template=get_template("instructblip"),
-                          scope=get_scope("lit"), image_inputs=inputs, max_length=512, progress=False)
+        SupervisedDataset([text_only], LabelSpec(get_template("instructblip"), get_scope("lit"), 512), bpe_tokenizer,
+                          inputs, progress=False)
 
 
 @pytest.mark.integration
@@ -290,7 +292,7 @@ def test_iblip_trains_and_checkpoint_generates(demo_data, tmp_path):
     from lit.eval.lmms_model import LitLlava
     from lit.train.run import run
 
-    cfg = tiny_cfg(demo_data, tmp_path, "model=tiny_iblip", "train.max_steps=2", "label_cache_dir=null")
+    cfg = tiny_cfg(demo_data, tmp_path, "model=tiny_iblip", "train.max_steps=2", "data.label_cache_dir=null")
     metrics = run(cfg, tmp_path)
     assert metrics["steps"] == 2 and metrics["instruction"] > 0 and "role" not in metrics
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "checkpoint")
@@ -331,7 +333,7 @@ def test_next_data_converter(tmp_path, demo_data):
     import pyarrow.parquet as pq
 
     from lit.data.convert.next_data import convert
-    from lit.data.records import load_records
+    from lit.records import load_records
 
     png = (demo_data / json.loads((demo_data / "train.json").read_text())[0]["image"]).read_bytes()
     turns = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A circle."}]

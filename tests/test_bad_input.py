@@ -7,8 +7,9 @@ import json
 import pytest
 
 from lit.data.dataset import SupervisedDataset
+from lit.data.labels import LabelSpec
 from lit.data.image_inputs import ImageInputs
-from lit.data.records import RecordError, load_records
+from lit.records import RecordError, load_records
 from lit.mask.chat_templates import get_template
 from lit.mask.render import render
 from lit.mask.scopes import get_scope
@@ -44,9 +45,8 @@ def test_invalid_conversations_name_record_and_reason(record, reason):
 
 
 def _dataset(records, tokenizer, image_root, **kw):
-    return SupervisedDataset(records, image_root=image_root, tokenizer=tokenizer, template=VICUNA,
-                             scope=get_scope("vit"), image_inputs=ImageInputs(_image_processor(32), 16),
-                             max_length=kw.pop("max_length", 512), progress=False, **kw)
+    spec = LabelSpec(VICUNA, get_scope("vit"), kw.pop("max_length", 512), image_root=image_root, **kw)
+    return SupervisedDataset(records, spec, tokenizer, ImageInputs(_image_processor(32), 16), progress=False)
 
 
 def test_missing_image_is_an_error_naming_the_record(bpe_tokenizer, demo_data):
@@ -99,7 +99,7 @@ def test_malformed_json_names_the_line(tmp_path):
 
 def test_template_without_single_eos_token_is_reported(bpe_tokenizer):
     from lit.mask.render import encode
-    from lit.model.tokenizer import train_bpe
+    from lit.mask.tokenizer import train_bpe
 
     plain = train_bpe(["hello there"] * 5, vocab_size=300)  # knows </s> but not <|endoftext|>
     spans = render(_rec(("human", "hello"), ("gpt", "there")), get_template("phi"))

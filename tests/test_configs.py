@@ -56,11 +56,11 @@ def test_loss_group_selects_the_scope(scope):
 def test_llava7b_recipe_values():
     cfg = _compose("loss=lit", "model=llava7b")
     t = cfg.train
-    assert cfg.model.pretrained.endswith("llava7b_stage1/checkpoint") and cfg.stage == "sft"
+    assert cfg.model.pretrained.endswith("llava7b_stage1/checkpoint") and cfg.schedule.stage == "sft"
     assert cfg.deepspeed.enabled and cfg.deepspeed.config.zero_optimization.stage == 3
     assert t.bf16 and t.learning_rate == 2e-5 and t.num_train_epochs == 1 and t.lr_scheduler_type == "cosine"
     assert t.warmup_steps == 0.03 and t.gradient_checkpointing and cfg.data.max_length == 2048
-    assert t.per_device_train_batch_size * 8 == cfg.global_batch_size == 128  # accumulation 1 on 8 GPUs
+    assert t.per_device_train_batch_size * 8 == cfg.schedule.global_batch_size == 128  # accumulation 1 on 8 GPUs
     assert t.save_strategy == "steps" and t.save_steps <= 500 and t.save_total_limit >= 1  # resumable after preemption
     assert cfg.model.freeze.vision and not cfg.model.freeze.lm and cfg.loss.name == "lit"
 
@@ -109,10 +109,10 @@ def test_the_eval_base_holds_every_setting_the_spec_reads():
 @pytest.mark.parametrize("model", ["llava7b", "llava13b", "tinyllava05b", "tinyllava3b"])
 def test_stage1_recipes_compose_pretrained_parts_and_train_only_the_projector(model):
     cfg = _compose(f"model={model}_stage1", "loss=lit")
-    assert cfg.stage == "pretrain" and cfg.model.chat_template == "plain" and cfg.model.compose.text
+    assert cfg.schedule.stage == "pretrain" and cfg.model.chat_template == "plain" and cfg.model.compose.text
     assert cfg.model.freeze.vision and cfg.model.freeze.lm and not cfg.model.freeze.projector
     assert cfg.deepspeed.config.zero_optimization.stage == 2 and cfg.train.learning_rate == 1e-3
     assert cfg.data.name == "llava558k"
     sft = _compose(f"model={model}", "loss=lit")
-    assert sft.stage == "sft" and sft.model.pretrained.endswith(f"{model}_stage1/checkpoint")
-    assert sft.train.learning_rate == 2e-5 and sft.global_batch_size == 128
+    assert sft.schedule.stage == "sft" and sft.model.pretrained.endswith(f"{model}_stage1/checkpoint")
+    assert sft.train.learning_rate == 2e-5 and sft.schedule.global_batch_size == 128

@@ -26,7 +26,7 @@ def test_demo_eval_uses_the_configs_yes_no_rule(tmp_path, demo_data):
 
     overrides = [f"data.root={demo_data}", "data.generate=false", f"paths.data_dir={tmp_path}",
                  "train.max_steps=2", "train.disable_tqdm=true", "train.per_device_train_batch_size=4",
-                 "model.text.hidden_size=32", "model.vision.hidden_size=32", "loss.templates.min_share=0.3",
+                 "model.text.hidden_size=32", "model.vision.hidden_size=32", "loss.template_sentences.min_share=0.3",
                  "eval.tasks=[demo_pope]", "eval.vc_items=2", "eval.batch_size=4", "eval.yes_no_rule=llava"]
     result = run_one("lit", 0, overrides, tmp_path / "runs", fresh=True)
     run_dir = tmp_path / "runs" / "lit-s0"

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # where runnable blocks may be
 BIN = Path(sys.executable).parent
 HYDRA_ENTRIES = {"train.py", "evaluate.py", "augment.py", "build_mins_plus.py", "vc.py"}
-REAL_MODULES = {"lit.model.plan"}        # `python -m` tools cheap enough to run as written
+REAL_MODULES = {"lit.train.plan"}        # `python -m` tools cheap enough to run as written
 REAL_SCRIPTS = {"scripts/import_graph.py"}
 REAL_MAKE = {"plan"}                     # make targets run as written (besides `repro`, which gets DRY=1)
 FENCE = re.compile(r"^ *```([^\n]*)\n(.*?)^ *```", re.S | re.M)  # also fences indented in a list

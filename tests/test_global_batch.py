@@ -30,11 +30,11 @@ def test_training_args_take_the_derived_accumulation(demo_data, tmp_path, monkey
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
-    cfg = tiny_cfg(demo_data, tmp_path, "global_batch_size=32")
+    cfg = tiny_cfg(demo_data, tmp_path, "schedule.global_batch_size=32")
     args = training_args(cfg, tmp_path)
     assert args.gradient_accumulation_steps == 8 and args.per_device_train_batch_size == 4
-    bad = tiny_cfg(demo_data, tmp_path, "global_batch_size=32", "train.gradient_accumulation_steps=2")
-    with pytest.raises(ValueError, match="disagrees with global_batch_size"):
+    bad = tiny_cfg(demo_data, tmp_path, "schedule.global_batch_size=32", "train.gradient_accumulation_steps=2")
+    with pytest.raises(ValueError, match="disagrees with schedule.global_batch_size"):
         training_args(bad, tmp_path)
 
 
@@ -50,7 +50,7 @@ def test_the_llava_batch_of_128_on_16_8_and_1_processes(world, split):
 def test_a_global_batch_that_no_process_count_divides_is_refused():
     from lit.train.distributed import split_global_batch
 
-    with pytest.raises(ValueError, match=r"global_batch_size=8 cannot be split evenly over 16 processes"):
+    with pytest.raises(ValueError, match=r"schedule.global_batch_size=8 cannot be split evenly over 16 processes"):
         split_global_batch(8, 1, 16)  # InstructBLIP's global batch 8 on 2 nodes x 8 GPUs
     with pytest.raises(ValueError, match="per_device_train_batch_size=14"):
         split_global_batch(126, 16, 3)  # fits per device, but no whole accumulation: as before
@@ -67,13 +67,13 @@ def test_training_args_derive_the_per_device_batch_and_log_it(demo_data, tmp_pat
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     with caplog.at_level(logging.INFO, logger="lit.train.args"):
-        args = training_args(tiny_cfg(demo_data, tmp_path, "global_batch_size=2"), tmp_path)
+        args = training_args(tiny_cfg(demo_data, tmp_path, "schedule.global_batch_size=2"), tmp_path)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 1)
-    assert "per_device_train_batch_size=4 x 1 processes exceeds global_batch_size=2: 2 per device" in caplog.text
+    assert "train.per_device_train_batch_size=4 x 1 processes exceeds schedule.global_batch_size=2: 2" in caplog.text
 
 
 def test_the_plan_uses_the_derived_split():
-    from lit.model.plan import compose, plan
+    from lit.train.plan import compose, plan
 
     sixteen = plan(compose(["model=llava7b"]), nodes=2, gpus_per_node=8)
     assert sixteen["accumulation"] == 1 and sixteen["batch"].startswith("8 per GPU x 16 GPUs x 1 accumulation = 128")

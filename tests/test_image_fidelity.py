@@ -289,7 +289,7 @@ def test_tiny_models_built_from_configs_use_the_pil_backend(tokenizers, torchvis
     from omegaconf import OmegaConf
 
     from lit.model.build import compose_tiny
-    from lit.model.tokenizer import prepare_tokenizer
+    from lit.mask.tokenizer import prepare_tokenizer
 
     for extra in ("tiny", "tiny_next", "tiny_iblip"):
         cfg = OmegaConf.merge(OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{extra}.yaml"))

@@ -110,7 +110,7 @@ def test_seeds_to_generation_to_mins_plus_to_training_to_lmms_eval(tiny_chat_mod
 
     cfg = tiny_cfg(data, tmp_path / "run", "data=mins_plus", "augmentation=mins_plus", f"data.mins_plus.pool={result['pool']}",
                    f"data.mins_plus.instances={instances}", "train.max_steps=3")
-    built = build_for(cfg)
+    built = build_for(cfg.data)
     records = json.loads(built["llava"].read_text())
     assert len(records) == len(rows)
     prompts = {r["id"]: r["conversations"][0]["value"] for r in records}

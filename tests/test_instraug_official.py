@@ -23,7 +23,7 @@ from instraug import build
 from instraug.multiinstruct import DROPPED_TASKS, prepare
 from instraug.placeholders import fill
 from instraug.seeds import SeedFileError, load_seeds, summary
-from lit.data.files import file_sha256
+from lit.files import file_sha256
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "instraug"
 OFFICIAL = FIXTURES / "instruction_gen.py"
@@ -240,12 +240,33 @@ def test_training_refuses_a_missing_or_foreign_set(tmp_path):
     cfg = _compose("experiment=instraug_llava7b_mins_plus", f"data.root={tmp_path}", f"data.mins_plus.pool={pool}",
                    f"data.mins_plus.instances={instances}")
     with pytest.raises(FileNotFoundError, match="does not exist: training does not build it.*build_mins_plus.py"):
-        require(cfg)
-    build_for(cfg)
-    require(cfg)
+        require(cfg.data)
+    build_for(cfg.data)
+    require(cfg.data)
     pool.write_text(pool.read_text().replace("Rewrite 0", "Rewrite zero"))
     with pytest.raises(build.DatasetMismatch, match="pool_sha256.*python build_mins_plus.py"):
-        require(cfg)
+        require(cfg.data)
+
+
+def test_the_refusal_names_the_runs_overrides(tmp_path):
+    """The refusal gives the command that builds the arm's set: build_mins_plus.py with the training run's
+    overrides, as the caller passes them or, under train.py, as Hydra parsed them (not the process's argv)."""
+    import subprocess
+    import sys
+
+    from instraug.arm import require
+
+    instances, pool = _instances(tmp_path, 20), _pool(tmp_path, 5)
+    overrides = ["data=mins_plus", "augmentation=mins_plus", f"data.root={tmp_path}", f"data.mins_plus.pool={pool}",
+                 f"data.mins_plus.instances={instances}", "logger=none"]
+    cfg = _compose(*overrides)
+    command = "with: python build_mins_plus.py experiment=x 'data.root=a b'"
+    with pytest.raises(FileNotFoundError, match=re.escape(command)):
+        require(cfg.data, overrides=["experiment=x", "data.root=a b"])
+    done = subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Build it first with: python build_mins_plus.py " + " ".join(overrides) + "\n" in done.stderr, done.stderr
 
 
 class _FlakyChat(BaseHTTPRequestHandler):

@@ -23,7 +23,7 @@ TEMPLATE = get_template("instructblip")
 
 def _tiny(tokenizer):
     from lit.model.build import compose_tiny
-    from lit.model.tokenizer import prepare_tokenizer
+    from lit.mask.tokenizer import prepare_tokenizer
 
     cfg = OmegaConf.merge(OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_iblip.yaml"))
     cfg.text.hidden_size = cfg.vision.hidden_size = 32
@@ -46,13 +46,14 @@ def _rgb(h, w, seed=0):
 def _dataset(tokenizer, processor, model, records, tmp_path, augment=None, template=None):
     from lit.data.dataset import SupervisedDataset
     from lit.data.image_inputs import image_inputs_for
+    from lit.data.labels import LabelSpec
     from lit.mask.scopes import get_scope
 
     _rgb(48, 64).save(tmp_path / "img.png")
     inputs = image_inputs_for(model.config, processor)
     inputs.augment = augment
-    return SupervisedDataset(records, image_root=tmp_path, tokenizer=tokenizer, template=template or TEMPLATE,
-                             scope=get_scope("vit"), image_inputs=inputs, max_length=4096, progress=False)
+    spec = LabelSpec(template or TEMPLATE, get_scope("vit"), 4096, image_root=tmp_path)
+    return SupervisedDataset(records, spec, tokenizer, inputs, progress=False)
 
 
 def _record(instruction, answer="red", rid="r0"):

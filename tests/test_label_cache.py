@@ -3,23 +3,29 @@ input the labels depend on gives a new entry."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from lit.data.image_inputs import ImageInputs
-from lit.data.label_cache import labelled_dataset
+from lit.data.label_cache import MIN_SHARD, labelled_dataset
+from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import get_template
 from lit.mask.scopes import get_scope
 from lit.model.build import _image_processor
 
 
-def _build(records_path, tokenizer, cache, scope="lit", **kw):
-    from lit.data.records import load_records
+def _build(records_path, tokenizer, cache, scope="lit", workers=None, min_shard=MIN_SHARD, **settings):
+    """``settings``: ``LabelSpec`` fields other than the chat template, scope and image root (max_length 512)."""
+    from lit.records import load_records
 
-    return labelled_dataset(load_records(records_path), records_path, cache, image_root=records_path.parent,
-                            tokenizer=tokenizer, template=get_template("vicuna_v1"), scope=get_scope(scope),
-                            image_inputs=ImageInputs(_image_processor(32), 16), max_length=512, progress=False, **kw)
+    spec = LabelSpec(get_template("vicuna_v1"), get_scope(scope), **{"max_length": 512, **settings},
+                     image_root=records_path.parent)
+    return labelled_dataset(load_records(records_path), records_path, cache, spec, tokenizer=tokenizer,
+                            image_inputs=ImageInputs(_image_processor(32), 16), workers=workers, min_shard=min_shard,
+                            progress=False)
 
 
 def _same(a, b):
@@ -57,7 +63,8 @@ def test_anything_the_labels_depend_on_gives_a_new_entry(demo_data, bpe_tokenize
     path.write_text(json.dumps(json.loads((demo_data / "train.json").read_text())[:4]))
     _build(path, bpe_tokenizer, tmp_path)
     _build(path, bpe_tokenizer, tmp_path, scope="vit")
-    _build(path, bpe_tokenizer, tmp_path, templates=frozenset({"Answer the question using a single word or phrase."}))
+    _build(path, bpe_tokenizer, tmp_path,
+           template_sentences=frozenset({"Answer the question using a single word or phrase."}))
     path.write_text(json.dumps(json.loads((demo_data / "train.json").read_text())[:5]))
     grown = _build(path, bpe_tokenizer, tmp_path)
     assert len(grown) == 5 and len(list(tmp_path.glob("labels_*"))) == 4
@@ -88,7 +95,7 @@ def test_labelling_in_worker_processes_equals_one_process(demo_data, bpe_tokeniz
 def test_a_bad_record_in_a_worker_names_the_record(demo_data, bpe_tokenizer, tmp_path):
     import pytest
 
-    from lit.data.records import RecordError
+    from lit.records import RecordError
 
     records = json.loads((demo_data / "train.json").read_text())[:6]
     records[4] = {"id": "bad-4", "conversations": [{"from": "human", "value": "no answer"}]}
@@ -96,3 +103,31 @@ def test_a_bad_record_in_a_worker_names_the_record(demo_data, bpe_tokenizer, tmp
     path.write_text(json.dumps(records))
     with pytest.raises(RecordError, match="bad-4"):
         _build(path, bpe_tokenizer, tmp_path, workers=2, min_shard=1)
+
+
+def test_every_label_setting_is_in_the_cache_key():
+    """Each field of the ``LabelSpec`` (the data set's argument) changes the label cache's key, so a setting
+    added there cannot reach the labels without reaching the key; the spec is frozen and checks its policies."""
+    base = LabelSpec(get_template("vicuna_v1"), get_scope("lit"), 512)
+    other = {"chat_template": get_template("chatml"), "scope": get_scope("vit"), "max_length": 256,
+             "template_sentences": frozenset({"Answer briefly."}), "too_long": "truncate", "on_invalid": "skip",
+             "image_root": "/images"}
+    assert set(other) == {f.name for f in dataclasses.fields(LabelSpec)}
+    for name, value in other.items():
+        assert dataclasses.replace(base, **{name: value}).key() != base.key(), name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.max_length = 1024
+    with pytest.raises(ValueError, match="data.too_long must be error|truncate"):
+        dataclasses.replace(base, too_long="cut")
+
+
+def test_the_key_ignores_truncation_an_earlier_call_left_on_the_tokenizer(demo_data, bpe_tokenizer, tmp_path):
+    """A fast tokenizer keeps the truncation of its last call that asked for one (InstructBLIP's Q-Former
+    tokenizes with ``truncation=True``); labelling does not depend on it, so neither does the cache key."""
+    from lit.data.label_cache import _tokenizer_state
+
+    before = _tokenizer_state(bpe_tokenizer)
+    bpe_tokenizer("a long text " * 20, truncation=True, max_length=4)
+    assert bpe_tokenizer._tokenizer.truncation is not None
+    assert _tokenizer_state(bpe_tokenizer) == before
+    bpe_tokenizer._tokenizer.no_truncation()

@@ -35,7 +35,7 @@ from lit.constants import IGNORE_INDEX
 from lit.mask.chat_templates import LLAVA_SYSTEM, TEMPLATES, get_template
 from lit.mask.render import encode, render
 from lit.mask.scopes import get_scope, labels_for
-from lit.model.tokenizer import prepare_tokenizer
+from lit.mask.tokenizer import prepare_tokenizer
 
 IMAGE_TOKEN_INDEX = -200  # llava/constants.py
 IMAGE = "<image>"

@@ -48,9 +48,9 @@ def supervised_runs(tokenizer, enc, labels) -> list[str]:
 @pytest.mark.parametrize("scope", list(SCOPES))
 def test_golden_supervised_runs(any_tokenizer, scope):
     tokenizer = any_tokenizer
-    templates = frozenset({SHORT, YESNO})
-    enc = encode(render(RECORD, get_template("vicuna_v1"), templates=templates, record_id="two-turns"), tokenizer,
-                 record_id="two-turns", image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    sentences = frozenset({SHORT, YESNO})
+    enc = encode(render(RECORD, get_template("vicuna_v1"), template_sentences=sentences, record_id="two-turns"),
+                 tokenizer, record_id="two-turns", image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
     labels = labels_for(enc, get_scope(scope))
     assert supervised_runs(tokenizer, enc, labels) == GOLDEN[scope]
     assert ((labels == IGNORE_INDEX) | (labels == enc.input_ids)).all()
@@ -69,7 +69,7 @@ def test_templates_change_only_the_lit_scope(bpe_tokenizer):
     template = get_template("vicuna_v1")
     image_id = bpe_tokenizer.convert_tokens_to_ids("<image>")
     plain = encode(render(RECORD, template), bpe_tokenizer, record_id="r", image_token_id=image_id)
-    marked = encode(render(RECORD, template, templates=frozenset({SHORT})), bpe_tokenizer, record_id="r",
+    marked = encode(render(RECORD, template, template_sentences=frozenset({SHORT})), bpe_tokenizer, record_id="r",
                     image_token_id=image_id)
     for scope in ("vit", "lit_nosys", "lit_all"):
         assert np.array_equal(labels_for(plain, get_scope(scope)), labels_for(marked, get_scope(scope)))

@@ -29,7 +29,8 @@ def test_dump_and_show(tmp_path, demo_data, tokenizers):
                     "--min-share", "0.4"], check=True, capture_output=True)
     rows = {}
     for loss in ("vit", "lit"):
-        _cli("dump", *common, "--loss", loss, "--templates", str(templates), "--out", str(tmp_path / f"{loss}.jsonl"))
+        _cli("dump", *common, "--loss", loss, "--template-sentences", str(templates),
+             "--out", str(tmp_path / f"{loss}.jsonl"))
         rows[loss] = [json.loads(line) for line in (tmp_path / f"{loss}.jsonl").read_text().splitlines()]
     assert len(rows["vit"]) == len(json.loads(data.read_text()))
     image_id = tokenizers["bpe"].convert_tokens_to_ids("<image>")
@@ -44,7 +45,7 @@ def test_dump_and_show(tmp_path, demo_data, tokenizers):
     tok = tokenizers["bpe"]
     for lit in rows["lit"]:  # the template in every record (share 1.0) never is
         assert not any("Answer yes or no" in run for run in _supervised_runs(tok, lit["labels"]))
-    out = _cli("show", *common, "--loss", "lit", "--templates", str(templates), "--n", "2", "--html",
+    out = _cli("show", *common, "--loss", "lit", "--template-sentences", str(templates), "--n", "2", "--html",
                str(tmp_path / "mask.html"))
     assert out.count("=== train-") == 2 and "[" in out
     assert 'class="on"' in (tmp_path / "mask.html").read_text()
@@ -74,7 +75,7 @@ def test_dump_on_a_llama_tokenizer_without_image_token(tmp_path, sp_model_dir):
 
     from lit.mask.chat_templates import get_template
     from lit.mask.mining import is_option, sentence_spans
-    from lit.model.tokenizer import load_prepared
+    from lit.mask.tokenizer import load_prepared
 
     tok_dir = tmp_path / "vicuna_tok"
     LlamaTokenizer.from_pretrained(str(sp_model_dir), legacy=False, add_bos_token=True).save_pretrained(tok_dir)

@@ -60,7 +60,7 @@ def test_label_invariants(any_tokenizer, template_name):
     @given(st.lists(conversation(), min_size=50, max_size=50))
     def check(batch):
         for record in batch:
-            spans = render(record, template, templates=TEMPLATE_SET)
+            spans = render(record, template, template_sentences=TEMPLATE_SET)
             enc = encode(spans, tokenizer, record_id="random", image_token_id=image_id)
             text = "".join(s.text for s in spans)
             chunks = [tokenizer(c).input_ids for c in text.split("<image>")]  # as tokenizer_image_token, llava/mm_utils.py 185-198

@@ -54,7 +54,7 @@ def test_the_collect_command_writes_what_the_build_reads(tmp_path):
     collect(tmp_path / "training_data_1K", data / DOCUMENTED)  # the documented command, in-process
     cfg = _cfg("instraug_llava7b_mins_plus", data, f"data.mins_plus.pool={tmp_path}/run/pool.jsonl")
     with pytest.raises(MissingInput, match=r"pool .*run/pool\.jsonl .*python augment\.py"):
-        check_inputs(cfg)  # past the instances: the next missing input is the pool
+        check_inputs(cfg.data)  # past the instances: the next missing input is the pool
     seeds = _cfg("instraug_llava7b_mins", data)
     with pytest.raises(MissingInput, match=r"instruction_gen\.py .*curl -L -o"):
-        check_inputs(seeds)
+        check_inputs(seeds.data)

@@ -1,11 +1,11 @@
-"""lit.model.plan on the published architectures (meta device, no hub): parameter counts as published, image
+"""lit.train.plan on the published architectures (meta device, no hub): parameter counts as published, image
 positions from the real processors, DeepSpeed's memory estimators, fit / no fit, the repro dry-run hook."""
 
 from __future__ import annotations
 
 import pytest
 
-from lit.model.plan import compose, format_plan, main, plan
+from lit.train.plan import compose, format_plan, main, plan
 
 
 @pytest.mark.parametrize("model,published", [("llava7b", 7.06e9), ("llava13b", 13.35e9),

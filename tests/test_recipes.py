@@ -122,7 +122,8 @@ def test_repro_args_mix_options_and_overrides(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lit.recipes", "demo_t4", "--dry", *args], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("train.max_steps=2") == 2 and "resume=auto" in proc.stdout and "vc.py" in proc.stdout
+    assert proc.stdout.count("train.max_steps=2") == 2 and "schedule.resume=auto" in proc.stdout
+    assert "vc.py" in proc.stdout
     assert str(tmp_path) in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "lit.recipes", "demo_t4", "--submit", "--site", "nowhere"], cwd=ROOT,
                          capture_output=True, text=True)
@@ -196,8 +197,8 @@ def test_jobs_starting_together_generate_the_demo_data_once(tmp_path):
     waits for it and then reads complete files."""
     code = ("import logging, sys, json; from omegaconf import OmegaConf; from lit.data.setup import generate_demo_data; "
             "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
-            "generate_demo_data(OmegaConf.create({'data': {'generate': True, 'root': sys.argv[1], 'n_train': 300, "
-            "'n_test': 20, 'image_size': 32, 'seed': 0}})); "
+            "generate_demo_data(OmegaConf.create({'generate': True, 'root': sys.argv[1], 'n_train': 300, "
+            "'n_test': 20, 'image_size': 32, 'seed': 0})); "
             "print(len(json.loads(open(sys.argv[1] + '/train.json').read())))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "demo")], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -205,3 +206,40 @@ def test_jobs_starting_together_generate_the_demo_data_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
     assert [out.strip() for out, _ in results] == ["300", "300"]
     assert sum("generating the demo data set" in err for _, err in results) == 1
+
+
+SHARED = """stage1_a: {kind: train, overrides: ["experiment=a_stage1"], resources: {gpus: 8, hours: 1}}
+sft_a:
+  id: sft_a_{scope}
+  kind: train
+  after: [stage1_a]
+  overrides: ["experiment=a_{scope}", "model.pretrained={run:stage1_a}/checkpoint"]
+l2t_a: [stage1_a, sft_a]
+"""
+
+
+def _recipe_dir(tmp_path, monkeypatch, jobs: str):
+    monkeypatch.setattr(recipes, "RECIPES", tmp_path)
+    (tmp_path / "_jobs").mkdir()
+    (tmp_path / "_jobs" / "shared.yaml").write_text(SHARED)
+    (tmp_path / "t.yaml").write_text(f"name: t\njobs:\n{jobs}")
+
+
+def test_a_shared_job_set_is_expanded_with_the_recipes_matrix_and_of_names_the_scored_run(tmp_path, monkeypatch):
+    _recipe_dir(tmp_path, monkeypatch, "  - {use: l2t_a, matrix: {scope: [vit, lit]}}\n"
+                "  - {id: 'ev_{scope}', kind: evaluate, of: 'sft_a_{scope}', matrix: {scope: [lit]}, overrides: [eval=x]}\n")
+    assert recipes.available() == ["t"]  # _jobs/ is not a recipe
+    got = {j.id: j for j in recipes.jobs(recipes.load("t"), Path("/out"))}
+    assert list(got) == ["stage1_a", "sft_a_vit", "sft_a_lit", "ev_lit"]  # stage 1 once: its id names no scope
+    assert got["sft_a_lit"].overrides == ["experiment=a_lit", "model.pretrained=/out/repro/stage1_a/checkpoint"]
+    assert got["ev_lit"].after == ["sft_a_lit"]
+    assert got["ev_lit"].overrides == ["ckpt=/out/repro/sft_a_lit/checkpoint", "eval=x", "result_name=sft_a_lit"]
+
+
+def test_an_unknown_shared_job_or_a_placeholder_no_matrix_sets_is_refused(tmp_path, monkeypatch):
+    _recipe_dir(tmp_path, monkeypatch, "  - use: stage1_b\n")
+    with pytest.raises(KeyError, match="unknown shared job 'stage1_b'; known: l2t_a, sft_a, stage1_a"):
+        recipes.load("t")
+    (tmp_path / "t.yaml").write_text("name: t\njobs:\n  - use: sft_a\n")
+    with pytest.raises(ValueError, match="job sft_a_{scope} has a placeholder no matrix sets"):
+        recipes.jobs(recipes.load("t"), Path("/out"))

@@ -68,19 +68,19 @@ def _dataset(demo_data, bpe_tokenizer):
     """20 demo image records and 12 text-only ones, labelled by the real dataset."""
     from lit.data.dataset import SupervisedDataset
     from lit.data.image_inputs import ImageInputs
+    from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
     from lit.model.build import _image_processor
-    from lit.model.tokenizer import prepare_tokenizer
+    from lit.mask.tokenizer import prepare_tokenizer
 
     template = get_template("vicuna_v1")
     prepare_tokenizer(bpe_tokenizer, template)
     records = json.loads((demo_data / "train.json").read_text())[:20]
     records += [{"id": f"text-{i}", "conversations": [{"from": "human", "value": "Say hello " * (1 + i % 5)},
                                                       {"from": "gpt", "value": "hello"}]} for i in range(12)]
-    return SupervisedDataset(records, image_root=demo_data, tokenizer=bpe_tokenizer, template=template,
-                             scope=get_scope("lit"), image_inputs=ImageInputs(_image_processor(32), 16),
-                             max_length=512, progress=False)
+    spec = LabelSpec(template, get_scope("lit"), 512, image_root=demo_data)
+    return SupervisedDataset(records, spec, bpe_tokenizer, ImageInputs(_image_processor(32), 16), progress=False)
 
 
 def test_trainer_batches_hold_one_modality(demo_data, bpe_tokenizer, tmp_path):

@@ -154,12 +154,13 @@ def _losses(run_dir: Path) -> list[float]:
 
 def test_requeued_training_resumes_from_its_checkpoint(tmp_path, demo_data):
     """`scontrol requeue` of a running training job: Slurm starts it again, it continues from its last
-    complete checkpoint (resume=auto) and ends with the losses of an uninterrupted run."""
+    complete checkpoint (schedule.resume=auto) and ends with the losses of an uninterrupted run."""
     site = slurm.load_site(SITE)
     job = next(j for j in recipes.jobs(recipes.load("demo_t4"), tmp_path) if j.id == "demo_vit")
     job.overrides += ["logger=none", f"data.root={demo_data}", "data.generate=false", f"paths.data_dir={tmp_path}",
                       "train.max_steps=16", "train.per_device_train_batch_size=4", "train.logging_steps=1",
-                      "train.save_strategy=steps", "+train.save_steps=2", "train.disable_tqdm=true", "resume=auto"]
+                      "train.save_strategy=steps", "+train.save_steps=2", "train.disable_tqdm=true",
+                      "schedule.resume=auto"]
     submitted = {}
     for name in ("straight", "requeued"):
         run_dir = tmp_path / name

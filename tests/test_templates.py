@@ -90,7 +90,7 @@ def test_an_option_in_a_template_file_is_still_supervised():
     from lit.mask.render import render
 
     record = _rec("What is it?\nA. red\nB. blue\nAnswer with a letter.")
-    spans = render(record, get_template("vicuna_v1"), templates=frozenset({"A. red", "Answer with a letter."}))
+    spans = render(record, get_template("vicuna_v1"), template_sentences=frozenset({"A. red", "Answer with a letter."}))
     kinds = {s.text: s.kind for s in spans}
     assert kinds["Answer with a letter."] == "template" and "A. red" in "".join(
         s.text for s in spans if s.kind == "instruction")
@@ -101,7 +101,7 @@ def test_mining_settings_come_from_the_loss_config(tmp_path):
 
     from lit.mask.mining import CONF_DIR, loss_settings
 
-    expected = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "loss" / "lit.yaml").templates)
+    expected = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "loss" / "lit.yaml").template_sentences)
     assert loss_settings("lit") == expected and expected["min_share"] == 0.05
     data = tmp_path / "d.json"  # a sentence in 3% of records: a template at 0.01, not at the config's 0.05
     data.write_text(json.dumps([_rec("Rare tail.")] * 3 + [_rec(f"Question {i}?") for i in range(97)]))

@@ -78,7 +78,7 @@ def test_mins_plus_data_is_built_at_epsilon_and_trained_on(demo_data, tmp_path):
                                           "model.vision.hidden_size=32"])
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path / "run")
-    build_for(cfg)
+    build_for(cfg.data)
     metrics = run(cfg, tmp_path / "run")
     assert metrics["steps"] == 2
     built = [json.loads(line) for line in (demo_data / "mins_plus" / "eps0.0-s0" / "train.jsonl").read_text().splitlines()]

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from lit.data.dataset import SupervisedDataset
+from lit.data.labels import LabelSpec
 from lit.data.image_inputs import ImageInputs
-from lit.data.records import RecordError
+from lit.records import RecordError
 from lit.mask.chat_templates import get_template
 from lit.mask.scopes import get_scope
 from lit.model.build import _image_processor
@@ -32,9 +33,9 @@ def _record(rid, question, answer, image=True):
 
 
 def _dataset(records, tokenizer, root, n_image, max_length, on_invalid="raise", allow_empty=False):
-    return SupervisedDataset(records, image_root=root, tokenizer=tokenizer, template=get_template("vicuna_v1"),
-                             scope=get_scope("vit"), image_inputs=ImageInputs(_image_processor(32), n_image),
-                             max_length=max_length, too_long="truncate", on_invalid=on_invalid, progress=False,
+    spec = LabelSpec(get_template("vicuna_v1"), get_scope("vit"), max_length, too_long="truncate",
+                     on_invalid=on_invalid, image_root=root)
+    return SupervisedDataset(records, spec, tokenizer, ImageInputs(_image_processor(32), n_image), progress=False,
                              allow_empty=allow_empty)
 
 

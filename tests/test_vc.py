@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lit.constants import IGNORE_INDEX
-from lit.data.records import load_records
+from lit.records import load_records
 from lit.eval import vc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,7 @@ def test_each_pair_scores_only_its_own_answer_tokens(trained, demo_data):
     and the summed log-probability equals minus HF's mean loss on those labels times their number."""
     from lit.data.dataset import SupervisedDataset
     from lit.data.image_inputs import image_inputs_for
+    from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
     from lit.model.build import load_pretrained
@@ -54,9 +55,8 @@ def test_each_pair_scores_only_its_own_answer_tokens(trained, demo_data):
     pairs = vc.qa_pairs([record])
     assert len(pairs) == len(record["conversations"]) // 2 and pairs[1]["conversations"] == record["conversations"][:4]
     tok = processor.tokenizer
-    ds = SupervisedDataset(pairs, image_root=demo_data, tokenizer=tok, template=get_template("vicuna_v1"),
-                           scope=get_scope("vit"), image_inputs=image_inputs_for(model.config, processor),
-                           max_length=512, progress=False)
+    spec = LabelSpec(get_template("vicuna_v1"), get_scope("vit"), 512, image_root=demo_data)
+    ds = SupervisedDataset(pairs, spec, tok, image_inputs_for(model.config, processor), progress=False)
     item = ds[1]
     eos = tok.convert_tokens_to_ids("</s>")
     labels = vc.last_answer_labels(item["labels"], count_eos=False, eos_id=eos)

@@ -75,13 +75,13 @@ def test_sigkill_and_resume_gives_the_same_losses(tmp_path, demo_data):
     steps = sorted(int(p.name.split("-")[-1]) for p in killed.glob("checkpoint-*"))
     assert steps and steps[-1] == 4 and (killed / "checkpoint-4" / "trainer_state.json").is_file()
     assert not (killed / "checkpoint").exists() and not (killed / "log_history.json").exists()
-    _train(killed, demo_data, *args, "resume=true")
+    _train(killed, demo_data, *args, "schedule.resume=true")
     assert _losses(killed) == pytest.approx(reference, rel=1e-5)
 
 
 def test_resume_without_checkpoint_says_what_to_do(tmp_path, demo_data):
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "train.py", *TINY, f"data.root={demo_data}", "resume=true",
+    proc = subprocess.run([sys.executable, "train.py", *TINY, f"data.root={demo_data}", "schedule.resume=true",
                            f"hydra.run.dir={tmp_path / 'fresh'}", "train.max_steps=1"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "holds no complete checkpoint-* folder" in proc.stderr
@@ -112,7 +112,7 @@ def test_zero3_save_after_resume_writes_full_weights(tmp_path, demo_data):
     run_dir = tmp_path / "z3r"
     args = ("deepspeed=zero3", "+train.ddp_backend=gloo", "train.save_strategy=steps", "+train.save_steps=2")
     _train(run_dir, demo_data, *args, "train.max_steps=2", env_extra=_ds_env())
-    _train(run_dir, demo_data, *args, "train.max_steps=3", "resume=true", env_extra=_ds_env())
+    _train(run_dir, demo_data, *args, "train.max_steps=3", "schedule.resume=true", env_extra=_ds_env())
     metrics = json.loads((run_dir / "train_metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["zero_stage"] == 3
     saved = load_file(run_dir / "checkpoint" / "model.safetensors")

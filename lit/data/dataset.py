@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER, SPAN_KINDS
 from lit.data.image_inputs import ImageInputs, open_image
-from lit.data.records import RecordError, record_id
-from lit.mask.chat_templates import ChatTemplate, lavis_layout
+from lit.data.labels import LabelSpec
+from lit.records import RecordError, record_id
+from lit.mask.chat_templates import lavis_layout
 from lit.mask.render import encode, expand_image, render
-from lit.mask.scopes import MaskScope, labels_for, supervised_counts
+from lit.mask.scopes import labels_for, supervised_counts
 
 
 def check_image_root(records: list[dict], image_root: str | Path | None) -> None:
@@ -69,7 +70,7 @@ class Audit:
 
 
 class SupervisedDataset(Dataset):
-    """LLaVA-format records tokenized with ``template`` and labelled by ``scope``.
+    """LLaVA-format records rendered in ``spec.chat_template``, tokenized and labelled by ``spec.scope``.
 
     Each item: ``input_ids``/``labels`` (T',) with the image placeholder expanded to as many positions
     as ``image_inputs`` says the image takes (labels IGNORE_INDEX there), ``image``: the per-image model
@@ -77,25 +78,23 @@ class SupervisedDataset(Dataset):
     (len(SPAN_KINDS),), and any per-record token inputs (InstructBLIP's ``qformer_input_ids``).
     """
 
-    def __init__(self, records: list[dict], *, image_root: str | Path | None, tokenizer, template: ChatTemplate,
-                 scope: MaskScope, image_inputs: ImageInputs, max_length: int,
-                 templates: frozenset[str] = frozenset(), on_invalid: str = "raise", too_long: str = "error",
+    def __init__(self, records: list[dict], spec: LabelSpec, tokenizer, image_inputs: ImageInputs, *,
                  progress: bool = True, first_index: int = 0, allow_empty: bool = False):
-        """``first_index``: the position of ``records[0]`` in the data file (record ids of id-less records, when
-        a shard of the file is labelled); ``allow_empty``: a shard may have no usable record."""
-        if on_invalid not in ("raise", "skip") or too_long not in ("error", "truncate"):
-            raise ValueError("data.on_invalid must be raise|skip and data.too_long must be error|truncate")
-        self._set_inputs(tokenizer, image_inputs, image_root)
+        """``spec``: how the records are labelled (``lit.data.labels.LabelSpec``); ``first_index``: the position of
+        ``records[0]`` in the data file (record ids of id-less records, when a shard of the file is labelled);
+        ``allow_empty``: a shard may have no usable record."""
+        self._set_inputs(tokenizer, image_inputs)
+        self.spec = spec
         self.audit = Audit(n_records=len(records))
         self.examples: list[Example] = []
-        check_image_root(records, self.image_root)
-        for i, record in enumerate(tqdm(records, desc=f"building labels ({scope.name})", disable=not progress,
+        check_image_root(records, spec.image_root)
+        for i, record in enumerate(tqdm(records, desc=f"building labels ({spec.scope.name})", disable=not progress,
                                         mininterval=1.0)):
             rid = record_id(record, first_index + i)
             try:
-                example = self._build(record, rid, tokenizer, template, scope, templates, max_length, too_long)
+                example = self._build(record, rid, tokenizer)
             except RecordError as err:
-                if on_invalid == "raise":
+                if spec.on_invalid == "raise":
                     raise
                 self.audit.skipped.append({"id": rid, "reason": err.reason})
                 continue
@@ -106,30 +105,30 @@ class SupervisedDataset(Dataset):
         if not self.examples and not allow_empty:
             raise ValueError(f"no usable records out of {len(records)}; first problems: {self.audit.skipped[:3]}")
 
-    def _set_inputs(self, tokenizer, image_inputs: ImageInputs, image_root: str | Path | None) -> None:
-        """What ``__getitem__`` needs besides the examples: image root, image inputs, image token id."""
-        self.image_root = Path(image_root) if image_root else None
+    def _set_inputs(self, tokenizer, image_inputs: ImageInputs) -> None:
+        """What ``__getitem__`` needs besides the examples: the image inputs and the image token id."""
         self.image_inputs = image_inputs
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
         self.pad_token_id = tokenizer.pad_token_id
 
-    def _build(self, record, rid, tokenizer, template, scope, templates, max_length, too_long) -> Example:
+    def _build(self, record, rid, tokenizer) -> Example:
+        spec, template, max_length = self.spec, self.spec.chat_template, self.spec.max_length
         image = None
         if "image" in record:
-            image = (self.image_root / record["image"]) if self.image_root else Path(record["image"])
+            image = (spec.image_root / record["image"]) if spec.image_root else Path(record["image"])
             if not image.is_file():
                 raise RecordError(rid, f"missing image: {image} does not exist (check data.image_root)")
         elif self.image_inputs.requires_image:
             raise RecordError(rid, "text-only record: this model (InstructBLIP) needs an image in every record")
         n_image = self.image_inputs.n_tokens_of_file(image, rid) if image is not None else 0
-        enc = encode(render(record, template, templates=templates, record_id=rid), tokenizer, record_id=rid,
-                     image_token_id=self.image_token_id)
+        enc = encode(render(record, template, template_sentences=spec.template_sentences, record_id=rid), tokenizer,
+                     record_id=rid, image_token_id=self.image_token_id)
         enc.input_ids, enc.kinds = lavis_layout(template, enc.input_ids, enc.kinds, truncate=True)  # InstructBLIP
-        labels = labels_for(enc, scope)
+        labels = labels_for(enc, spec.scope)
         extra = max(n_image - 1, 0)
         truncated = len(labels) + extra > max_length
         if truncated:
-            if too_long == "error":
+            if spec.too_long == "error":
                 raise RecordError(rid, f"too long: {len(labels) + extra} tokens > max_length {max_length}; "
                                        "raise data.max_length or set data.too_long=truncate")
             keep = max_length - extra  # text positions left beside the image's; the item is cut to max_length
@@ -169,13 +168,14 @@ class SupervisedDataset(Dataset):
         ArrowDataset.from_dict(columns).save_to_disk(str(folder / "data"))
 
     @classmethod
-    def load_labels(cls, folder: str | Path, *, tokenizer, image_inputs: ImageInputs,
-                    image_root: str | Path | None) -> "SupervisedDataset":
+    def load_labels(cls, folder: str | Path, spec: LabelSpec, tokenizer,
+                    image_inputs: ImageInputs) -> "SupervisedDataset":
         """A data set whose examples are read (memory-mapped) from ``save_labels``' folder."""
         from datasets import load_from_disk
 
         self = cls.__new__(cls)
-        self._set_inputs(tokenizer, image_inputs, image_root)
+        self._set_inputs(tokenizer, image_inputs)
+        self.spec = spec
         report = json.loads((Path(folder) / "audit.json").read_text())
         self.audit = Audit(n_records=report["n_records"], skipped=report["skipped"], truncated=report["truncated"],
                            supervised_by_kind=Counter(report["supervised_tokens_by_kind"]),

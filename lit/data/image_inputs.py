@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from lit.constants import IMAGE_MARKER
-from lit.data.records import RecordError
+from lit.records import RecordError
 
 
 class ImageInputs:

@@ -2,11 +2,11 @@
 
 Tokenizing and labelling LLaVA-mix-665K takes minutes; a second run with the same inputs reads the
 result back instead. The cache key covers everything the labels depend on: the data file's bytes, the
-tokenizer (its full serialisation), the chat template, the mask scope, the template sentences,
-max_length / too_long / on_invalid, how images become positions (``ImageInputs.spec``) and the image root, and the source of the code that
-builds labels (so a change there invalidates old entries). Entries live in ``<cache_dir>/labels_<key>/``
-(``data/`` Arrow files + ``audit.json``) and are written under a temporary name and renamed, so ranks
-that build at the same time never read a half-written entry.
+tokenizer (its full serialisation), the label settings (``lit.data.labels.LabelSpec``: chat template, mask
+scope, template sentences, max_length / too_long / on_invalid, image root), how images become positions
+(``ImageInputs.spec``), and the source of the code that builds labels (so a change there invalidates old
+entries). Entries live in ``<cache_dir>/labels_<key>/`` (``data/`` Arrow files + ``audit.json``) and are written
+under a temporary name and renamed, so ranks that build at the same time never read a half-written entry.
 
 A missing entry is labelled in shards by forked worker processes (``workers``, default: every core this
 process may use), and the run then trains from the memory-mapped entry, never from an in-memory list, so
@@ -15,7 +15,6 @@ dataloader workers share the pages instead of copying Python objects.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -25,33 +24,37 @@ import os
 import shutil
 from pathlib import Path
 
-from lit.data.files import file_sha256
+from lit.data.labels import LabelSpec
+from lit.files import file_sha256
 
 log = logging.getLogger(__name__)
 MIN_SHARD = 2000  # records per labelling worker at least: below that, forking costs more than it saves
 # The code that decides the labels, relative to the ``lit`` package: a change to any of it invalidates the cache.
-LABEL_CODE = ("mask/chat_templates.py", "data/dataset.py", "data/image_inputs.py", "mask/scopes.py", "data/records.py",
-              "mask/render.py", "mask/mining.py")
+LABEL_CODE = ("mask/chat_templates.py", "data/dataset.py", "data/labels.py", "data/image_inputs.py", "mask/scopes.py",
+              "records.py", "mask/render.py", "mask/mining.py")
 
 
 def _tokenizer_state(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    body = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    if backend is not None:  # without the truncation/padding a previous call left on the backend: not labelling state
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None), state.pop("padding", None)
+        body = json.dumps(state, sort_keys=True)
+    else:
+        body = json.dumps(tokenizer.get_vocab(), sort_keys=True)
     return body + json.dumps({"specials": tokenizer.all_special_tokens, "added": sorted(tokenizer.get_added_vocab().items()),
                               "cls": type(tokenizer).__name__, "bos": getattr(tokenizer, "add_bos_token", None)})
 
 
-def fingerprint(data_path: str | Path, *, tokenizer, template, scope, templates, max_length, too_long, on_invalid,
-                image_inputs, image_root) -> str:
+def fingerprint(data_path: str | Path, spec: LabelSpec, *, tokenizer, image_inputs) -> str:
+    """The cache key of labelling ``data_path`` by ``spec`` with ``tokenizer`` and ``image_inputs``: the data
+    file's bytes, the label code, the tokenizer, the spec (``LabelSpec.key``) and the image inputs' spec."""
     h = hashlib.sha256(file_sha256(data_path).encode())
     code_dir = Path(__file__).resolve().parent.parent
     for name in LABEL_CODE:
         h.update((code_dir / name).read_bytes())
     h.update(_tokenizer_state(tokenizer).encode())
-    h.update(json.dumps({"template": dataclasses.asdict(template), "scope": scope.name,
-                         "templates": sorted(templates), "max_length": max_length, "too_long": too_long,
-                         "on_invalid": on_invalid, "image_inputs": image_inputs.spec(),
-                         "image_root": str(image_root)}, sort_keys=True, default=str).encode())
+    h.update(json.dumps({**spec.key(), "image_inputs": image_inputs.spec()}, sort_keys=True, default=str).encode())
     return h.hexdigest()[:20]
 
 
@@ -60,43 +63,43 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-_SHARD_INPUT: tuple = ()  # (records, kwargs) handed to forked workers without pickling
+_SHARD_INPUT: tuple = ()  # (records, spec, tokenizer, image_inputs, progress) handed to forked workers unpickled
 
 
 def _label_shard(job: tuple[int, int, int, str]):
     from lit.data.dataset import SupervisedDataset
-    from lit.data.records import RecordError
+    from lit.records import RecordError
 
     index, start, stop, folder = job
-    records, kwargs = _SHARD_INPUT
+    records, spec, tokenizer, image_inputs, progress = _SHARD_INPUT
     try:
-        SupervisedDataset(records[start:stop], first_index=start, allow_empty=True,
-                          **{**kwargs, "progress": kwargs.get("progress", True) and index == 0}).save_labels(folder)
+        SupervisedDataset(records[start:stop], spec, tokenizer, image_inputs, first_index=start, allow_empty=True,
+                          progress=progress and index == 0).save_labels(folder)
     except RecordError as err:  # its (id, reason) constructor does not survive pickling
         return err.record_id, err.reason
     return None
 
 
-def build_labels(records: list[dict], folder: str | Path, workers: int | None = None, min_shard: int = MIN_SHARD,
-                 **kwargs) -> None:
-    """Label ``records`` into ``folder`` (``save_labels``' layout) with up to ``workers`` processes, each
-    labelling a contiguous shard; shards are joined in file order, audits summed."""
+def build_labels(records: list[dict], folder: str | Path, spec: LabelSpec, tokenizer, image_inputs, *,
+                 workers: int | None = None, min_shard: int = MIN_SHARD, progress: bool = True) -> None:
+    """Label ``records`` by ``spec`` into ``folder`` (``save_labels``' layout) with up to ``workers`` processes,
+    each labelling a contiguous shard; shards are joined in file order, audits summed."""
     from datasets import concatenate_datasets, load_from_disk
 
     from lit.data.dataset import Audit, SupervisedDataset
-    from lit.data.records import RecordError
+    from lit.records import RecordError
 
     folder = Path(folder)
     n_proc = max(1, min(workers or available_cores(), math.ceil(len(records) / max(min_shard, 1))))
     if n_proc == 1:
-        SupervisedDataset(records, **kwargs).save_labels(folder)
+        SupervisedDataset(records, spec, tokenizer, image_inputs, progress=progress).save_labels(folder)
         return
     global _SHARD_INPUT
     size = math.ceil(len(records) / n_proc)
     jobs = [(i, a, min(a + size, len(records)), str(folder / "shards" / f"{i:04d}"))
             for i, a in enumerate(range(0, len(records), size))]
     log.info("labelling %d records with %d processes", len(records), len(jobs))
-    _SHARD_INPUT = (records, kwargs)
+    _SHARD_INPUT = (records, spec, tokenizer, image_inputs, progress)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers' tokenizers run single-threaded
     try:
         with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
@@ -123,30 +126,28 @@ def build_labels(records: list[dict], folder: str | Path, workers: int | None = 
     shutil.rmtree(folder / "shards")
 
 
-def labelled_dataset(records: list[dict] | None, data_path: str | Path, cache_dir: str | Path | None, *,
-                     workers: int | None = None, min_shard: int = MIN_SHARD, **kwargs):
-    """A ``SupervisedDataset`` of the records of ``data_path`` (``records``: already read, or None to read
-    them only if they must be labelled): read from the cache, else labelled into it and then read from it."""
+def labelled_dataset(records: list[dict] | None, data_path: str | Path, cache_dir: str | Path | None,
+                     spec: LabelSpec, *, tokenizer, image_inputs, workers: int | None = None,
+                     min_shard: int = MIN_SHARD, progress: bool = True):
+    """A ``SupervisedDataset`` of the records of ``data_path`` labelled by ``spec`` (``records``: already read, or
+    None to read them only if they must be labelled): read from the cache, else labelled into it and then read."""
     from lit.data.dataset import SupervisedDataset
-    from lit.data.records import load_records
+    from lit.records import load_records
 
     if not cache_dir:
-        return SupervisedDataset(records if records is not None else load_records(data_path), **kwargs)
-    key = fingerprint(data_path, **{k: kwargs[k] for k in ("tokenizer", "template", "scope", "max_length",
-                                                           "image_inputs", "image_root")},
-                      templates=kwargs.get("templates", frozenset()), too_long=kwargs.get("too_long", "error"),
-                      on_invalid=kwargs.get("on_invalid", "raise"))
-    entry = Path(cache_dir) / f"labels_{key}"
+        return SupervisedDataset(records if records is not None else load_records(data_path), spec, tokenizer,
+                                 image_inputs, progress=progress)
+    entry = Path(cache_dir) / f"labels_{fingerprint(data_path, spec, tokenizer=tokenizer, image_inputs=image_inputs)}"
     if (entry / "audit.json").is_file():
         log.info("labels read from the cache %s", entry)
     else:
         tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        build_labels(records if records is not None else load_records(data_path), tmp, workers, min_shard, **kwargs)
+        build_labels(records if records is not None else load_records(data_path), tmp, spec, tokenizer, image_inputs,
+                     workers=workers, min_shard=min_shard, progress=progress)
         try:
             tmp.rename(entry)
             log.info("labels cached in %s", entry)
         except OSError:  # another rank finished first: its entry is the same
             shutil.rmtree(tmp, ignore_errors=True)
-    return SupervisedDataset.load_labels(entry, tokenizer=kwargs["tokenizer"], image_inputs=kwargs["image_inputs"],
-                                         image_root=kwargs["image_root"])
+    return SupervisedDataset.load_labels(entry, spec, tokenizer, image_inputs)

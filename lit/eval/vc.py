@@ -131,10 +131,11 @@ def analyse(ckpt: str, records: list[dict], image_root: str, template: str = "vi
 
     from lit.data.dataset import SupervisedDataset
     from lit.data.image_inputs import image_inputs_for
+    from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
     from lit.model.build import load_pretrained
-    from lit.model.tokenizer import prepare_tokenizer
+    from lit.mask.tokenizer import prepare_tokenizer
 
     chat = get_template(template)
     model, processor = load_pretrained(ckpt, dtype=_model_dtype(ckpt, dtype))
@@ -142,10 +143,10 @@ def analyse(ckpt: str, records: list[dict], image_root: str, template: str = "vi
     if attention_share:
         model.set_attn_implementation("eager")  # attention weights are returned by eager attention only
     model.to(device).eval()
-    ds = SupervisedDataset(qa_pairs(records), image_root=image_root, tokenizer=processor.tokenizer, template=chat,
-                           scope=get_scope("vit"), image_inputs=image_inputs_for(model.config, processor),
-                           max_length=getattr(model.config.text_config, "max_position_embeddings", 4096),
-                           too_long="truncate", progress=False)
+    spec = LabelSpec(chat, get_scope("vit"), getattr(model.config.text_config, "max_position_embeddings", 4096),
+                     too_long="truncate", image_root=image_root)
+    ds = SupervisedDataset(qa_pairs(records), spec, processor.tokenizer, image_inputs_for(model.config, processor),
+                           progress=False)
     eos_id = processor.tokenizer.convert_tokens_to_ids(chat.eos) if chat.eos else None
     rng = np.random.default_rng(seed)
     pairs = []
@@ -205,7 +206,7 @@ def run_from_config(cfg) -> list[dict]:
     ``vc/ci_high``, ``vc/n``, and ``vc/attention_to_image`` with the attention diagnostic)."""
     from omegaconf import OmegaConf
 
-    from lit.data.records import load_records
+    from lit.records import load_records
     from lit.eval.evaluate import store_result, trained_run
     from lit.tracking import git_sha
     from lit.model.build import check_checkpoint

@@ -1,11 +1,12 @@
 """What the model is trained on: each record's tokens with the supervised ones marked, under one loss scope.
 
-The tokenizer is prepared as training prepares it (``lit.model.tokenizer.prepare_tokenizer``: ``<image>`` is
+The tokenizer is prepared as training prepares it (``lit.mask.tokenizer.prepare_tokenizer``: ``<image>`` is
 added to a Vicuna/Llama tokenizer that lacks it), and ``--loss lit`` takes its template settings from
 ``conf/loss/lit.yaml``, so the audit shows exactly the mask training builds::
 
     python -m lit.mask.audit show --data FILE --tokenizer DIR --template T --loss L [--n 5] [--html OUT.html]
-    python -m lit.mask.audit dump --data FILE --tokenizer DIR --template T --loss L [--templates FILE] --out OUT.jsonl
+    python -m lit.mask.audit dump --data FILE --tokenizer DIR --template T --loss L [--template-sentences FILE] \
+        --out OUT.jsonl
 """
 
 from __future__ import annotations
@@ -17,21 +18,22 @@ import sys
 from pathlib import Path
 
 from lit.constants import IGNORE_INDEX, SPAN_KINDS
-from lit.data.records import load_records, record_id
+from lit.records import load_records, record_id
 from lit.mask.chat_templates import get_template
 from lit.mask.render import encode, render
 from lit.mask.scopes import SCOPES, get_scope, labels_for
 
 
 def _template_sentences(args, records) -> frozenset[str]:
-    """Templates for ``--loss lit`` exactly as training gets them: from ``--templates``, else from the loss
-    config (its ``templates.file``, or mined from the whole corpus, not only ``--n``, with its thresholds)."""
+    """Template sentences for ``--loss lit`` exactly as training gets them: from ``--template-sentences``, else from
+    the loss config (its ``template_sentences.file``, or mined from the whole corpus, not only ``--n``, with its
+    thresholds)."""
     from lit.mask.mining import TemplateSet, loss_settings, mine
 
-    if not get_scope(args.loss).uses_templates:
+    if not get_scope(args.loss).uses_template_sentences:
         return frozenset()
     settings = loss_settings(args.loss)
-    path = args.templates or settings.get("file")
+    path = args.template_sentences or settings.get("file")
     if path:
         return TemplateSet.load(path).sentences
     return mine(records, min_share=settings["min_share"], min_count=settings["min_count"], top_k=settings["top_k"],
@@ -39,7 +41,7 @@ def _template_sentences(args, records) -> frozenset[str]:
 
 
 def _encode_all(args):
-    from lit.model.tokenizer import load_prepared
+    from lit.mask.tokenizer import load_prepared
 
     template = get_template(args.template)
     tokenizer = load_prepared(args.tokenizer, template)  # adds <image> where missing, as training does
@@ -51,7 +53,7 @@ def _encode_all(args):
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     for i, record in enumerate(records):
         rid = record_id(record, i)
-        enc = encode(render(record, template, templates=sentences, record_id=rid), tokenizer, record_id=rid,
+        enc = encode(render(record, template, template_sentences=sentences, record_id=rid), tokenizer, record_id=rid,
                      image_token_id=image_id)
         yield rid, tokenizer, enc, labels_for(enc, scope)
 
@@ -101,9 +103,9 @@ def _main(argv: list[str] | None = None) -> None:
         p.add_argument("--tokenizer", required=True, help="tokenizer directory (save_pretrained layout)")
         p.add_argument("--template", required=True, help="chat template name, e.g. vicuna_v1")
         p.add_argument("--loss", required=True, choices=list(SCOPES))
-        p.add_argument("--templates", help="template artefact from `python -m lit.mask.mining mine`; with --loss "
-                                           "lit and none given, templates come as training gets them: the loss "
-                                           "config's templates.file, else mined from --data with its thresholds")
+        p.add_argument("--template-sentences", help="template artefact from `python -m lit.mask.mining mine`; with "
+                       "--loss lit and none given, the sentences come as training gets them: the loss config's "
+                       "template_sentences.file, else mined from --data with its thresholds")
     show, dump = sub.choices["show"], sub.choices["dump"]
     show.add_argument("--n", type=int, default=5, help="how many records")
     show.add_argument("--html", help="also write an HTML page with supervised tokens highlighted")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import re
 from collections import Counter
 from contextlib import contextmanager
@@ -34,8 +35,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lit.constants import IMAGE_MARKER
-from lit.data.files import file_sha256
-from lit.data.records import load_records
+from lit.files import file_sha256
+from lit.paths import conf_dir
+from lit.records import load_records
+
+log = logging.getLogger(__name__)
 
 # A sentence: a visible character, then (possessively, so each character is looked at once) runs of plain
 # characters, or of punctuation that does not end it (after a one-letter word or a line-initial number, or
@@ -43,7 +47,7 @@ from lit.data.records import load_records
 _SENTENCE = re.compile(r"\S(?:[^.!?\n]++|(?:(?<=\b[A-Z])|(?<=^\d)|(?<=^\d\d))[.!?]++|[.!?]++(?!\s|$))*+(?:[.!?]++)?",
                        re.M)
 _OPTION = re.compile(r"(?:[A-Za-z][.)]|\([A-Za-z0-9]{1,2}\)|\d{1,2}[.)])\s")
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = conf_dir()
 
 
 def is_option(sentence: str) -> bool:
@@ -65,8 +69,8 @@ def human_sentences(record: dict) -> set[str]:
 
 
 def loss_settings(loss: str = "lit") -> dict:
-    """``templates`` settings of the ``loss`` config group, composed by Hydra as training composes it
-    (``file``, ``min_share``, ``min_count``, ``top_k``); empty for a scope without templates."""
+    """``template_sentences`` settings of the ``loss`` config group, composed by Hydra as training composes it
+    (``file``, ``min_share``, ``min_count``, ``top_k``); empty for a scope without template sentences."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -76,7 +80,7 @@ def loss_settings(loss: str = "lit") -> dict:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="loss/" + loss)
     node = cfg.loss if "loss" in cfg else cfg
-    return OmegaConf.to_container(node.get("templates") or OmegaConf.create({}), resolve=True)
+    return OmegaConf.to_container(node.get("template_sentences") or OmegaConf.create({}), resolve=True)
 
 
 @dataclass
@@ -150,6 +154,36 @@ def mine_file(data: str | Path, out: str | Path | None = None, **params) -> Temp
     if out is not None:
         result.save(out)
     return result
+
+
+def template_sentences(loss, scope, data_path: str | Path, cache_dir: str | Path) -> frozenset[str]:
+    """The task-template sentences that ``scope`` (the ``loss`` group's, ``lit.mask.scopes``) keeps out of the loss,
+    none for the other scopes: the group's ``template_sentences.file``, or mined from the training corpus
+    ``data_path`` and cached in ``cache_dir``."""
+    if not scope.uses_template_sentences:
+        return frozenset()
+    t = loss.template_sentences
+    found = TemplateSet.load(t.file) if t.file else mine_file(
+        data_path, Path(cache_dir) / f"templates_{Path(data_path).stem}.json",
+        min_share=t.min_share, min_count=t.min_count, top_k=t.top_k)
+    log.info("%d template sentences masked: %s", len(found.sentences), sorted(found.sentences)[:5])
+    return found.sentences
+
+
+ALL_TEMPLATES_SHARE = 0.95  # template tokens / instruction tokens from which `lit` is (nearly) `vit`
+
+
+def warn_if_all_template_sentences(audit, loss, n_sentences: int) -> float | None:
+    """Warn once when the template sentences cover (nearly) every instruction token of a labelled set (its
+    ``audit``): the ``lit`` arm then supervises the responses only, like ``vit``, and the ablation ladder has one
+    rung less. Returns the share (0 without template sentences, None without instruction tokens)."""
+    share = audit.template_share()
+    if share is not None and share >= ALL_TEMPLATES_SHARE:
+        log.warning("loss=%s: the %d template sentences cover %.1f%% of the instruction tokens, so `%s` supervises "
+                    "(almost) only the responses, as `vit` does; raise loss.template_sentences.min_share (now %s, "
+                    "conf/loss/%s.yaml) or set loss.template_sentences.top_k / loss.template_sentences.file",
+                    loss.name, n_sentences, 100 * share, loss.name, loss.template_sentences.get("min_share"), loss.name)
+    return share
 
 
 def mining_params(args) -> dict:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lit.constants import IMAGE_MARKER, KIND_INDEX
-from lit.data.records import RecordError
+from lit.records import RecordError
 from lit.mask.chat_templates import ChatTemplate
 from lit.mask.mining import is_option, sentence_spans
 
@@ -65,13 +65,13 @@ def _check_turns(rid: object, turns: list, has_image: bool, open_ended: bool) ->
         raise RecordError(rid, f"{IMAGE_MARKER} marker but no 'image' field")
 
 
-def _content_spans(text: str, templates: frozenset[str]) -> list[Span]:
+def _content_spans(text: str, template_sentences: frozenset[str]) -> list[Span]:
     """Split a user message into instruction and template-sentence spans (gaps are instruction); an answer
     option (``A. red``) stays instruction even if a hand-made template file lists it."""
     spans: list[Span] = []
     pos = 0
-    for start, end in sentence_spans(text) if templates else ():
-        if text[start:end] in templates and not is_option(text[start:end]):
+    for start, end in sentence_spans(text) if template_sentences else ():
+        if text[start:end] in template_sentences and not is_option(text[start:end]):
             if start > pos:
                 spans.append(Span(text[pos:start], "instruction"))
             spans.append(Span(text[start:end], "template"))
@@ -81,18 +81,20 @@ def _content_spans(text: str, templates: frozenset[str]) -> list[Span]:
     return spans
 
 
-def _user_body(text: str, template: ChatTemplate, templates: frozenset[str]) -> list[Span]:
-    if template.image_only:
+def _user_body(text: str, chat_template: ChatTemplate, template_sentences: frozenset[str]) -> list[Span]:
+    if chat_template.image_only:
         return [Span(IMAGE_MARKER, "image")] if IMAGE_MARKER in text else []
     if IMAGE_MARKER not in text:
-        return _content_spans(text, templates)
-    if template.image_first:
+        return _content_spans(text, template_sentences)
+    if chat_template.image_first:
         rest = text.replace(IMAGE_MARKER, "").strip()
         if not rest:  # an image-only turn: the marker alone, no separator (LLaVA strips "<image>\n" to "<image>")
             return [Span(IMAGE_MARKER, "image")]
-        return [Span(IMAGE_MARKER, "image"), Span(template.image_sep, "format"), *_content_spans(rest, templates)]
+        return [Span(IMAGE_MARKER, "image"), Span(chat_template.image_sep, "format"),
+                *_content_spans(rest, template_sentences)]
     before, after = text.split(IMAGE_MARKER)
-    return [*_content_spans(before, templates), Span(IMAGE_MARKER, "image"), *_content_spans(after, templates)]
+    return [*_content_spans(before, template_sentences), Span(IMAGE_MARKER, "image"),
+            *_content_spans(after, template_sentences)]
 
 
 def _fill(pieces, body: list[Span] | None = None, system: str = "") -> list[Span]:
@@ -107,11 +109,11 @@ def _fill(pieces, body: list[Span] | None = None, system: str = "") -> list[Span
     return out
 
 
-def render(record: dict, template: ChatTemplate, *, templates: frozenset[str] = frozenset(),
+def render(record: dict, chat_template: ChatTemplate, *, template_sentences: frozenset[str] = frozenset(),
            record_id: object = None, add_generation_prompt: bool = False) -> list[Span]:
-    """Spans of a record's conversation in ``template``'s format.
+    """Spans of a record's conversation in ``chat_template``'s format.
 
-    ``templates`` are the sentences rendered as kind ``template`` instead of ``instruction``.
+    ``template_sentences`` are the sentences rendered as kind ``template`` instead of ``instruction``.
     With ``add_generation_prompt`` the conversation must end with a human turn, and the assistant's
     generation prompt is appended (inference).
     """
@@ -120,14 +122,15 @@ def render(record: dict, template: ChatTemplate, *, templates: frozenset[str] = 
     _check_turns(rid, turns if isinstance(turns, list) else [], "image" in record, add_generation_prompt)
     if add_generation_prompt and turns[-1]["from"] != "human":
         raise RecordError(rid, "a prompt for generation must end with a human turn")
-    spans = _fill(template.system, system=template.system_prompt) if template.system_prompt else []
+    system = chat_template.system_prompt
+    spans = _fill(chat_template.system, system=system) if system else []
     for turn in turns:
         if turn["from"] == "human":
-            spans += _fill(template.user, _user_body(turn["value"], template, templates))
+            spans += _fill(chat_template.user, _user_body(turn["value"], chat_template, template_sentences))
         else:
-            spans += _fill(template.assistant, [Span(turn["value"], "response")])
+            spans += _fill(chat_template.assistant, [Span(turn["value"], "response")])
     if add_generation_prompt:
-        spans += _fill(template.generation_prompt)
+        spans += _fill(chat_template.generation_prompt)
     return [s for s in spans if s.text]
 
 
@@ -175,7 +178,7 @@ def encode(spans: list[Span], tokenizer, *, record_id: object, image_token_id: i
             hit = np.nonzero((starts_tok == span_start[i]) & (ends_tok == span_start[i] + len(span.text)))[0]
             if len(hit) != 1:
                 raise RecordError(record_id, f"{span.kind} text {span.text!r} is not a single token of the tokenizer; "
-                                             "add it as a special token (see lit.model.tokenizer.prepare_tokenizer)")
+                                             "add it as a special token (see lit.mask.tokenizer.prepare_tokenizer)")
     return Encoded(ids, kinds)
 
 
@@ -184,7 +187,7 @@ def _image_id(tokenizer, marker: str, record_id, image_token_id: int | None) -> 
     alone = tokenizer._tokenizer.encode(marker, add_special_tokens=False)
     if len(alone.ids) != 1 or tuple(alone.offsets[0]) != (0, len(marker)):
         raise RecordError(record_id, f"image text {marker!r} is not a single token of the tokenizer; "
-                                     "add it as a special token (see lit.model.tokenizer.prepare_tokenizer)")
+                                     "add it as a special token (see lit.mask.tokenizer.prepare_tokenizer)")
     if image_token_id is not None and alone.ids[0] != image_token_id:
         raise RecordError(record_id, f"{IMAGE_MARKER} became id {alone.ids[0]}, not the image token id {image_token_id}")
     return alone.ids[0]

@@ -9,7 +9,7 @@ lit_nosys  + instruction, template                          minus system/roles (
 lit        + instruction                                    minus templates (+~11%)
 ========== ================================================ ============================
 
-The tokenizer is prepared as training prepares it (``lit.model.tokenizer.prepare_tokenizer``: ``<image>`` is
+The tokenizer is prepared as training prepares it (``lit.mask.tokenizer.prepare_tokenizer``: ``<image>`` is
 added to a Vicuna/Llama tokenizer that lacks it), and ``--loss lit`` takes its template settings from
 ``conf/loss/lit.yaml``, so the audit shows exactly the mask training builds.
 
@@ -45,7 +45,7 @@ class MaskScope:
     kinds: frozenset[str]
 
     @property
-    def uses_templates(self) -> bool:
+    def uses_template_sentences(self) -> bool:
         """Only ``lit`` treats template sentences differently from the rest of the instruction."""
         return "instruction" in self.kinds and "template" not in self.kinds
 

@@ -1,9 +1,7 @@
 """The paper models' architectures as published (``conf/architecture/*.yaml``, each citing its config.json),
-built without weights: on the meta device for ``lit.model.plan``, or with fewer layers for ``lit.train.smoke``."""
+built without weights: on the meta device for ``lit.train.plan``, or with fewer layers for ``lit.train.smoke``."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -16,8 +14,9 @@ from transformers import (
 )
 
 from lit.model.build import ARCHS, TEXT_CONFIGS, VISION_CONFIGS
+from lit.paths import conf_dir
 
-ARCH_DIR = Path(__file__).resolve().parents[2] / "conf" / "architecture"
+ARCH_DIR = conf_dir() / "architecture"
 
 
 def load_architecture(name: str) -> DictConfig:
@@ -65,7 +64,7 @@ def image_positions(arch: DictConfig) -> dict[str, int]:
     from lit.constants import IMAGE_MARKER
     from lit.data.image_inputs import image_inputs_for
     from lit.model.build import _image_processor, _processor
-    from lit.model.tokenizer import train_bpe
+    from lit.mask.tokenizer import train_bpe
 
     config = build_config(arch, text_layers=1, vision_layers=1)
     tokenizer = train_bpe(["a stand-in tokenizer: only the image marker matters"], vocab_size=300)

@@ -269,7 +269,7 @@ def compose_pretrained(text: str, vision: str, template, dtype: str = "float32",
     ``image_aspect_ratio`` (LLaVA only, ``with_aspect_ratio``): ``pad`` to a square with the mean colour, as
     LLaVA-1.5's stage 2; ``square``: the tower's own processor, as LLaVA-1.5's stage 1 and both TinyLLaVA stages."""
     from lit.model import hub
-    from lit.model.tokenizer import prepare_tokenizer
+    from lit.mask.tokenizer import prepare_tokenizer
 
     text, vision = hub.local(text), hub.local(vision)  # offline: cached snapshots, or one line naming the download
     if arch not in ("llava", "llava_next"):

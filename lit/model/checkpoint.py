@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from lit.paths import conf_dir
+
+CONF_DIR = conf_dir()
 
 
 class MissingCheckpoint(SystemExit):

@@ -35,8 +35,8 @@ def _template_text(template) -> str:
 def tokenizer_for(model_cfg: DictConfig, data_cfg: DictConfig, records: list[dict] | None, template):
     """The tokenizer at ``model.tokenizer``; for a tiny model with ``train_tokenizer``, a BPE trained on the
     training corpus (or ``data.tokenizer_corpus``) the first time."""
-    from lit.data.records import load_records
-    from lit.model.tokenizer import load_tokenizer, train_bpe
+    from lit.records import load_records
+    from lit.mask.tokenizer import load_tokenizer, train_bpe
 
     path = model_cfg.tokenizer or model_cfg.pretrained
     if path and Path(path).exists() or not model_cfg.get("train_tokenizer"):
@@ -62,7 +62,7 @@ def _load_or_compose(model_cfg: DictConfig, template, tokenizer_of: Callable[[],
         load_pretrained,
         set_aspect_ratio,
     )
-    from lit.model.tokenizer import prepare_tokenizer
+    from lit.mask.tokenizer import prepare_tokenizer
 
     attn = model_cfg.get("attn_implementation")
     if model_cfg.pretrained:
@@ -93,7 +93,7 @@ def build_model(model_cfg: DictConfig, adapter_cfg: DictConfig, template, args, 
     from lit.data.blip_augment import augment_for
     from lit.data.image_inputs import image_inputs_for
     from lit.model.build import apply_freeze, n_params
-    from lit.model.tokenizer import prepare_tokenizer
+    from lit.mask.tokenizer import prepare_tokenizer
 
     model, processor = _load_or_compose(model_cfg, template, tokenizer_of, args)
     tokenizer = processor.tokenizer

@@ -166,11 +166,13 @@ CONFIG_GROUPS = {
     "loss": "the mask scope (the table in Train)",
     "adapter": "full fine-tuning or LoRA (`lora`: r 128, alpha 256, lr 2e-4, the projector in full at 2e-5, as "
                "LLaVA-1.5's `finetune_lora.sh`)",
+    "schedule": "each published training schedule once (`train`, the DeepSpeed choice, the global batch, the "
+                "stage); a model names its own",
     "deepspeed": "the ZeRO stage",
     "eval": "lmms-eval tasks and scoring settings",
     "augmentation": "InstrAug generation and MIns+ sampling",
     "experiment": "one paper run as deltas over the groups",
-    "architecture": "published architectures without weights (`lit.model.plan`, `make smoke`)",
+    "architecture": "published architectures without weights (`lit.train.plan`, `make smoke`)",
     "logger": "experiment logging (`wandb` offline by default)",
     "paths": "where data, outputs and results live (`LIT_ROOT`, `LIT_DATA_DIR`, `LIT_OUTPUT_DIR`)",
     "site": "Slurm settings of `make repro` and the submitit launcher",

@@ -34,7 +34,7 @@ class LitTrainingArguments(TrainingArguments):
 def training_args(cfg: DictConfig, output_dir: Path):
     """``TrainingArguments`` from ``cfg.train`` (+ the DeepSpeed config). Built before any model: while it lives,
     transformers sees ZeRO-3 (``is_deepspeed_zero3_enabled``) and builds and loads models partitioned under
-    ``deepspeed.zero.Init``, so no rank ever holds the whole model. With ``global_batch_size`` set, gradient
+    ``deepspeed.zero.Init``, so no rank ever holds the whole model. With ``schedule.global_batch_size`` set, gradient
     accumulation is derived from it, the per-device batch and the world size."""
     from lit.train.distributed import (
         init_deepspeed_comm,
@@ -44,18 +44,19 @@ def training_args(cfg: DictConfig, output_dir: Path):
 
     kwargs = OmegaConf.to_container(cfg.train, resolve=True)
     world = launched_world_size()
-    if cfg.get("global_batch_size"):
+    global_batch = cfg.schedule.global_batch_size
+    if global_batch:
         configured = kwargs["per_device_train_batch_size"]
-        per_device, steps = split_global_batch(cfg.global_batch_size, configured, world)
+        per_device, steps = split_global_batch(global_batch, configured, world)
         if per_device != configured:
-            log.info("train.per_device_train_batch_size=%d x %d processes exceeds global_batch_size=%d: %d per device, "
-                     "%d accumulation step(s)", configured, world, cfg.global_batch_size, per_device, steps)
+            log.info("train.per_device_train_batch_size=%d x %d processes exceeds schedule.global_batch_size=%d: %d "
+                     "per device, %d accumulation step(s)", configured, world, global_batch, per_device, steps)
             kwargs["per_device_train_batch_size"] = per_device
         given = kwargs.get("gradient_accumulation_steps", 1)
         if given not in (1, steps):
-            raise ValueError(f"train.gradient_accumulation_steps={given} disagrees with global_batch_size="
-                             f"{cfg.global_batch_size} on {world} processes ({steps} steps): set one of them only "
-                             "(global_batch_size=null to choose the accumulation yourself)")
+            raise ValueError(f"train.gradient_accumulation_steps={given} disagrees with schedule.global_batch_size="
+                             f"{global_batch} on {world} processes ({steps} steps): set one of them only "
+                             "(schedule.global_batch_size=null to choose the accumulation yourself)")
         kwargs["gradient_accumulation_steps"] = steps
     if cfg.deepspeed.enabled:
         kwargs["deepspeed"] = deepspeed_config(cfg)
@@ -63,7 +64,7 @@ def training_args(cfg: DictConfig, output_dir: Path):
     args = LitTrainingArguments(output_dir=str(output_dir), report_to=list(cfg.logger.report_to), run_name=run_name,
                                 remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, **kwargs)
     init_deepspeed_comm(args)
-    if cfg.get("global_batch_size") and args.world_size != world:
+    if global_batch and args.world_size != world:
         raise RuntimeError(f"the launcher's environment says {world} processes but torch.distributed has "
                            f"{args.world_size}: set WORLD_SIZE for every process")
     log.info("batch: %d per device x %d processes x %d accumulation steps = %d", args.per_device_train_batch_size,
@@ -86,7 +87,7 @@ def deepspeed_config(cfg: DictConfig) -> dict:
 def last_complete_checkpoint(output_dir: Path, required: bool = True) -> str | None:
     """The newest ``checkpoint-N`` that was written completely (a run killed while saving leaves a partial one,
     which the Trainer would pick and fail on); its ``trainer_state.json`` is written last. None if there is none
-    and ``required`` is false (``resume=auto``: a requeued job resumes, a first start starts)."""
+    and ``required`` is false (``schedule.resume=auto``: a requeued job resumes, a first start starts)."""
     found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     complete = [p for p in found if (p / "trainer_state.json").is_file()]
     for partial in sorted(set(found) - set(complete)):
@@ -95,7 +96,7 @@ def last_complete_checkpoint(output_dir: Path, required: bool = True) -> str | N
         log.info("no complete checkpoint in %s: starting from scratch", output_dir)
         return None
     if not complete:
-        raise FileNotFoundError(f"resume=true but {output_dir} holds no complete checkpoint-* folder; pass the run "
-                                "directory of the interrupted run as hydra.run.dir=<dir>")
+        raise FileNotFoundError(f"schedule.resume=true but {output_dir} holds no complete checkpoint-* folder; pass "
+                                "the run directory of the interrupted run as hydra.run.dir=<dir>")
     log.info("resuming from %s", complete[-1])
     return str(complete[-1])

@@ -15,14 +15,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from lit.data.setup import build_dataset, load_training_records, prepare_data
+from instraug.arm import require as require_mins_plus
+from lit.data.labels import LabelSpec
+from lit.data.setup import build_dataset, generate_demo_data, load_training_records
 from lit.mask.chat_templates import get_template
+from lit.mask.mining import template_sentences, warn_if_all_template_sentences
 from lit.mask.scopes import get_scope
 from lit.model.checkpoint import require_pretrained, save_checkpoint
 from lit.model.setup import build_model, tokenizer_for
 from lit.tracking import git_sha, set_logger_env
 from lit.train.args import last_complete_checkpoint, training_args
-from lit.train.trainer import build_trainer, train_metrics
+from lit.train.trainer import build_trainer, part_lrs, train_metrics
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,9 @@ def write_run_files(cfg: DictConfig, output_dir: Path) -> None:
 
 
 def check_stage(cfg: DictConfig, scope) -> None:
-    if cfg.get("stage") == "pretrain" and scope.name != "vit":
-        raise ValueError(f"stage=pretrain trains the projector on captions with the answer-only loss; loss={scope.name} "
-                         "does not apply there (L2T changes stage 2 only): drop the loss override")
+    if cfg.schedule.stage == "pretrain" and scope.name != "vit":
+        raise ValueError("schedule.stage=pretrain trains the projector on captions with the answer-only loss; "
+                         f"loss={scope.name} does not apply there (L2T changes stage 2 only): drop the loss override")
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
@@ -53,23 +56,31 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     set_seed(cfg.seed)
     with args.main_process_first(local=False, desc="preparing the data"):
         if main:
-            prepare_data(cfg)
-    records = load_training_records(cfg, args)
+            generate_demo_data(cfg.data)
+            if cfg.data.get("mins_plus"):  # built by build_mins_plus.py, never by training: checked only
+                require_mins_plus(cfg.data)
+    records = load_training_records(cfg.data, args)
     template, scope = get_template(cfg.model.chat_template), get_scope(cfg.loss.name)
     check_stage(cfg, scope)
 
     built = build_model(cfg.model, cfg.adapter, template, args,
                         tokenizer_of=partial(tokenizer_for, cfg.model, cfg.data, records, template))
-    dataset = build_dataset(cfg, records, tokenizer=built.tokenizer, template=template, scope=scope,
+    with args.main_process_first(local=False, desc="mining template sentences"):  # the main process writes the cache
+        sentences = template_sentences(cfg.loss, scope, cfg.data.path, cfg.paths.cache_dir)
+    labels = LabelSpec.of(cfg.data, chat_template=template, scope=scope, template_sentences=sentences)
+    dataset = build_dataset(cfg.data, records, labels=labels, tokenizer=built.tokenizer,
                             image_inputs=built.image_inputs, args=args)
+    if main:
+        warn_if_all_template_sentences(dataset.audit, cfg.loss, len(sentences))
     del records  # the examples are in the (memory-mapped) data set now; dataloader workers must not copy the list
     gc.collect()
     audit = dataset.write_audit(output_dir / "data_audit.json") if main else dataset.audit.to_json()
     log.info("records used %d / %d; supervised tokens by kind %s", audit["n_used"], audit["n_records"],
              audit["supervised_tokens_by_kind"])
 
-    trainer = build_trainer(cfg, built, args, dataset)
-    mode = cfg.get("resume")  # false | true (a checkpoint must exist) | auto (if one exists)
+    trainer = build_trainer(built, args, dataset, part_lrs=part_lrs(cfg.model, cfg.adapter),
+                            group_by_modality_length=cfg.schedule.group_by_modality_length)
+    mode = cfg.schedule.resume  # false | true (a checkpoint must exist) | auto (if one exists)
     resume = last_complete_checkpoint(output_dir, required=mode != "auto") if mode else None
     result = trainer.train(resume_from_checkpoint=resume)
     save_checkpoint(trainer, built, template, cfg.adapter, cfg.model.dtype, output_dir)

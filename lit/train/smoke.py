@@ -60,7 +60,7 @@ def write_data(out: Path, max_length: int, seed: int = 0) -> Path:
 def overrides(model: str, out: Path, data: Path) -> list[str]:
     """``train.py`` overrides: the recipe of ``model`` at its published widths with one layer per tower."""
     from lit.model.architecture import load_architecture
-    from lit.model.plan import compose
+    from lit.train.plan import compose
 
     cfg = compose([f"model={model}"])
     if not cfg.model.get("architecture"):
@@ -76,12 +76,12 @@ def overrides(model: str, out: Path, data: Path) -> list[str]:
             "model.train_tokenizer=true", "+model.vocab_size=1000", f"+model.text={flow(text)}",
             f"+model.vision={flow(vision)}", "data=llava665k", f"data.root={data.parent}", f"data.path={data}",
             f"data.image_root={data.parent / 'images'}", "data.too_long=truncate", "data.on_invalid=raise",
-            "data.generate=false", "label_cache_dir=null", "logger=none", "deepspeed=zero3",
+            "data.generate=false", "data.label_cache_dir=null", "logger=none", "deepspeed=zero3",
             "+train.ddp_backend=gloo", "train.use_cpu=true", "++train.tf32=false", f"train.bf16={cpu_has_bf16()}",
             "++train.fp16=false",  # TinyLLaVA-3B's recipe trains in fp16, which needs a GPU
             "train.gradient_checkpointing=true", "train.max_steps=2", "train.per_device_train_batch_size=1",
-            "global_batch_size=1", "train.dataloader_num_workers=0", "train.save_strategy=no",
-            "train.logging_steps=1", "train.disable_tqdm=true", "group_by_modality_length=false",
+            "schedule.global_batch_size=1", "train.dataloader_num_workers=0", "train.save_strategy=no",
+            "train.logging_steps=1", "train.disable_tqdm=true", "schedule.group_by_modality_length=false",
             f"paths.data_dir={out}", f"hydra.run.dir={out / 'run'}"]
     if cfg.model.get("compose"):
         args.append("~model.compose")
@@ -123,7 +123,7 @@ def reload_and_generate(ckpt: Path, arch: str, chat_template: str, dtype: str) -
 
 
 def smoke(model: str, out: Path) -> dict:
-    from lit.model.plan import compose
+    from lit.train.plan import compose
 
     out.mkdir(parents=True, exist_ok=True)
     cfg = compose([f"model={model}"])

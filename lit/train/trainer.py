@@ -140,23 +140,26 @@ class KillAfterSave(TrainerCallback):
         return control
 
 
-def _part_lrs(cfg) -> dict[str, float]:
-    """Per-part learning rates: the model's (``model.part_lrs``, e.g. NeXT's vision tower) and LoRA's projector."""
-    lrs = dict(cfg.model.get("part_lrs") or {})
-    if cfg.adapter.get("projector_lr") is not None:
-        lrs["projector"] = cfg.adapter.projector_lr
+def part_lrs(model, adapter) -> dict[str, float]:
+    """Per-part learning rates of the ``model`` and ``adapter`` groups: the model's (``model.part_lrs``, e.g.
+    NeXT's vision tower) and LoRA's projector (``adapter.projector_lr``)."""
+    lrs = dict(model.get("part_lrs") or {})
+    if adapter.get("projector_lr") is not None:
+        lrs["projector"] = adapter.projector_lr
     return lrs
 
 
-def build_trainer(cfg, built, args, dataset) -> LitTrainer:
-    """The Trainer of a run: the supervised-token loss, LLaVA's modality-length grouping when asked, per-part
-    learning rates, the collator of the model's image inputs, and the ``LIT_TEST_KILL_AFTER_SAVE`` hook when set."""
+def build_trainer(built, args, dataset, *, group_by_modality_length: bool = False,
+                  part_lrs: dict[str, float] | None = None) -> LitTrainer:
+    """The Trainer of a run (``args``: its ``TrainingArguments``, ``lit.train.args.training_args``): the
+    supervised-token loss, LLaVA's modality-length grouping when asked, the per-part learning rates, the collator
+    of the model's image inputs, and the ``LIT_TEST_KILL_AFTER_SAVE`` hook when set."""
     from lit.data.collate import Collator
 
     kill_step = os.environ.get(KILL_AFTER_SAVE)
     return LitTrainer(model=built.model, args=args, train_dataset=dataset,
                       data_collator=Collator(built.tokenizer.pad_token_id, built.image_inputs),
-                      group_by_modality_length=cfg.group_by_modality_length, part_lrs=_part_lrs(cfg),
+                      group_by_modality_length=group_by_modality_length, part_lrs=part_lrs,
                       callbacks=[KillAfterSave(int(kill_step))] if kill_step else None)
 
 

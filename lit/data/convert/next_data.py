@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lit.data.records import RecordError
+from lit.records import RecordError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _FORMATS = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"GIF8": ".gif", b"RIFF": ".webp", b"BM": ".bmp"}

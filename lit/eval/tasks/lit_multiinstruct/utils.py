@@ -56,7 +56,7 @@ def raw_instances(dataset) -> list[dict]:
     """The instances as the test file has them. ``datasets`` unifies a JSON file's types (the box
     ``[1.5, 2, 20, 30]`` comes back as ``[1.5, 2.0, 20.0, 30.0]``, missing dict keys as ``None``), which would
     change the region strings; so the lines are read again from ``<task_name>/test.jsonl``, in file order."""
-    from lit.data.records import read_jsonl
+    from lit.records import read_jsonl
 
     if len(dataset) == 0:
         return []

@@ -1,6 +1,6 @@
 """What a training job needs on a cluster, computed on CPU from the configs:
 
-    python -m lit.model.plan model=llava7b [deepspeed=zero3] [nodes=1 gpus_per_node=8 gpu_mem_gb=80]
+    python -m lit.train.plan model=llava7b [deepspeed=zero3] [nodes=1 gpus_per_node=8 gpu_mem_gb=80]
                        [mfu=0.4 peak_tflops=312 mean_tokens=... records=...] [any train.py override]
 
 The architecture as published (``model.architecture`` -> ``conf/architecture/<name>.yaml``) is built on the meta
@@ -140,7 +140,7 @@ def plan(cfg: DictConfig, nodes: int = 1, gpus_per_node: int = 8, gpu_mem_gb: fl
     gpus = nodes * gpus_per_node
     t = cfg.train
     per_device, length = int(t.per_device_train_batch_size), int(cfg.data.max_length)
-    global_batch = int(cfg.get("global_batch_size") or per_device * gpus * t.gradient_accumulation_steps)
+    global_batch = int(cfg.schedule.global_batch_size or per_device * gpus * t.gradient_accumulation_steps)
     try:
         per_device, accumulation = split_global_batch(global_batch, per_device, gpus)  # as training derives it
         batch_note = f"{per_device} per GPU x {gpus} GPUs x {accumulation} accumulation = {global_batch}"
@@ -208,9 +208,9 @@ def compose(overrides: list[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from lit.model.architecture import ARCH_DIR
+    from lit.paths import conf_dir
 
-    with initialize_config_dir(config_dir=str(ARCH_DIR.parent), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
 
 

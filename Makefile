@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help env lock demo demo-sweep repro tables smoke plan test test-unit test-slurm test-full clean
+.PHONY: help env lock demo demo-sweep repro tables smoke plan test test-unit test-slurm test-full lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -60,6 +60,14 @@ test-unit: env  ## the unit tests only, under 2 minutes: `make test` without the
 test-slurm: env  ## the Slurm tests on a one-node local Slurm (root; installs and starts it, stops it after)
 	scripts/local_slurm.sh up
 	$(BIN)/python -m pytest -q -m slurm; status=$$?; scripts/local_slurm.sh down; exit $$status
+
+lint: env  ## ruff's lint and format checks over the tree (pyproject.toml [tool.ruff]); CI runs it first
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: env  ## apply ruff's formatter and its safe lint fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 test-full: env  ## everything, incl. 10,000-conversation property runs
 	LIT_FULL_TESTS=1 $(BIN)/python -m pytest -q

@@ -27,14 +27,25 @@ def build_model(path: Path, hidden: int, layers: int) -> None:
     from lit.mask.tokenizer import train_bpe
 
     corpus = [load(n).text for n in ("rephrase", "synonyms", "reorder", "simplify", "concise")]
-    tok = train_bpe(corpus * 10 + [line for line in Path("instraug/demo/seeds.yaml").read_text().splitlines()] * 10,
-                    vocab_size=1000)
-    tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
-                         "{% if add_generation_prompt %}<s>assistant:{% endif %}")
+    tok = train_bpe(
+        corpus * 10 + [line for line in Path("instraug/demo/seeds.yaml").read_text().splitlines()] * 10, vocab_size=1000
+    )
+    tok.chat_template = (
+        "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<s>assistant:{% endif %}"
+    )
     tok.save_pretrained(path)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
-                      num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 64),
-                      bos_token_id=tok.bos_token_id, eos_token_id=None, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 64),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=None,
+        pad_token_id=tok.pad_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
 
 
@@ -67,7 +78,7 @@ def main() -> None:
     times: dict[str, list[float]] = {a: [] for a in arms}
     n_jobs = 0
     for rep in range(args.repeats):
-        for arm in (list(arms) if rep % 2 == 0 else list(arms)[::-1]):
+        for arm in list(arms) if rep % 2 == 0 else list(arms)[::-1]:
             mix = {name: args.samples for name in ("rephrase", "synonyms", "reorder", "simplify", "concise")}
             jobs = jobs_for(parents, mix, [0.6], backend.name)
             n_jobs = len(jobs)
@@ -75,10 +86,17 @@ def main() -> None:
             t0 = time.perf_counter()
             run_jobs(jobs, backend, work / f"{arm}-{rep}.jsonl", sampling, batch_size=arms[arm], progress=False)
             times[arm].append(time.perf_counter() - t0)
-    result = {"device": args.device, "threads": torch.get_num_threads(), "hidden": args.hidden, "layers": args.layers,
-              "jobs": n_jobs, "new_tokens": args.new_tokens, "batch": args.batch,
-              "generations_per_s": {a: n_jobs / statistics.median(t) for a, t in times.items()},
-              "seconds": times}
+    result = {
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "jobs": n_jobs,
+        "new_tokens": args.new_tokens,
+        "batch": args.batch,
+        "generations_per_s": {a: n_jobs / statistics.median(t) for a, t in times.items()},
+        "seconds": times,
+    }
     result["speedup"] = result["generations_per_s"]["pipeline"] / result["generations_per_s"]["official_2_at_a_time"]
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -38,8 +38,12 @@ def main() -> None:
             ds.lengths()
             times[label] = time.perf_counter() - t0
         size = sum(f.stat().st_size for f in (tmp / "cache").rglob("*") if f.is_file())
-    result = {"records": len(records), "seconds": {k: round(v, 2) for k, v in times.items()},
-              "speedup": round(times["build_and_write"] / times["read_back"], 1), "cache_mb": round(size / 2**20, 1)}
+    result = {
+        "records": len(records),
+        "seconds": {k: round(v, 2) for k, v in times.items()},
+        "speedup": round(times["build_and_write"] / times["read_back"], 1),
+        "cache_mb": round(size / 2**20, 1),
+    }
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1))
 

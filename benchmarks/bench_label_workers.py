@@ -41,9 +41,12 @@ def main() -> None:
             lengths[n] = ds.lengths()
     assert all(v == lengths[args.workers[0]] for v in lengths.values()), "worker counts disagree"
     base = seconds[args.workers[0]]
-    result = {"records": len(records), "seconds": {str(k): round(v, 2) for k, v in seconds.items()},
-              "speedup": {str(k): round(base / v, 2) for k, v in seconds.items()},
-              "records_per_s": {str(k): round(len(records) / v) for k, v in seconds.items()}}
+    result = {
+        "records": len(records),
+        "seconds": {str(k): round(v, 2) for k, v in seconds.items()},
+        "speedup": {str(k): round(base / v, 2) for k, v in seconds.items()},
+        "records_per_s": {str(k): round(len(records) / v) for k, v in seconds.items()},
+    }
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1))
 

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import mining_corpus  # the same directory: run as python benchmarks/bench_labels.py
 
-SUFFIXES = ["Answer the question using a single word or phrase.",
-            "Answer with the option's letter from the given choices directly.", ""]
+SUFFIXES = [
+    "Answer the question using a single word or phrase.",
+    "Answer with the option's letter from the given choices directly.",
+    "",
+]
 NOUNS = ["dog", "cat", "bus", "man", "woman", "table", "sign", "tree", "car", "plate", "book", "phone"]
 
 
@@ -50,8 +53,8 @@ def labelling_inputs(tokenizer: str, n_records: int, tmp: Path) -> tuple[list[di
     from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
-    from lit.model.build import _image_processor
     from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
+    from lit.model.build import _image_processor
 
     tok = load_tokenizer(tokenizer)
     template = get_template("vicuna_v1")
@@ -63,8 +66,12 @@ def labelling_inputs(tokenizer: str, n_records: int, tmp: Path) -> tuple[list[di
     Image.new("RGB", (32, 32)).save(tmp / "img.png")
     path = tmp / "corpus.json"
     path.write_text(json.dumps(records))
-    kwargs = dict(spec=LabelSpec(template, get_scope("lit"), 1 << 20, image_root=tmp), tokenizer=tok,
-                  image_inputs=ImageInputs(_image_processor(32), 576), progress=False)
+    kwargs = dict(
+        spec=LabelSpec(template, get_scope("lit"), 1 << 20, image_root=tmp),
+        tokenizer=tok,
+        image_inputs=ImageInputs(_image_processor(32), 576),
+        progress=False,
+    )
     return records, path, kwargs
 
 
@@ -101,13 +108,16 @@ def main() -> None:
         t0 = time.perf_counter()
         for i, rec in enumerate(subset):
             sentences = templates if scope.uses_template_sentences else frozenset()
-            enc = encode(render(rec, template, template_sentences=sentences),
-                         tok, record_id=i, image_token_id=image_id)
+            enc = encode(render(rec, template, template_sentences=sentences), tok, record_id=i, image_token_id=image_id)
             labels_for(enc, scope)
         rates[name] = len(subset) / (time.perf_counter() - t0)
-    result = {"records_mined": len(records), "mining_seconds": round(mining_s, 1),
-              "templates_found": len(templates), "label_records": len(subset),
-              "conversations_per_second": {k: round(v) for k, v in rates.items()}}
+    result = {
+        "records_mined": len(records),
+        "mining_seconds": round(mining_s, 1),
+        "templates_found": len(templates),
+        "label_records": len(subset),
+        "conversations_per_second": {k: round(v) for k, v in rates.items()},
+    }
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1))
 

@@ -68,12 +68,18 @@ def main() -> None:
             gc.enable()
         size_mb = path.stat().st_size / 1e6
     options_seen = [r for r in mined.top if is_option(r["sentence"])]
-    result = {"records": mined.n_records, "file_mb": round(size_mb), "min_share": args.min_share,
-              "ours_seconds": round(min(ours), 2), "plain_seconds": round(min(plain), 2),
-              "ratio_ours_over_plain": round(min(ours) / min(plain), 3),
-              "plain_gc_paused_seconds": round(min(plain_no_gc), 2),
-              "ratio_ours_over_plain_gc_paused": round(min(ours) / min(plain_no_gc), 3), "templates": len(mined.templates),
-              "max_option_line_share": round(max((r["share"] for r in options_seen), default=0.0), 4)}
+    result = {
+        "records": mined.n_records,
+        "file_mb": round(size_mb),
+        "min_share": args.min_share,
+        "ours_seconds": round(min(ours), 2),
+        "plain_seconds": round(min(plain), 2),
+        "ratio_ours_over_plain": round(min(ours) / min(plain), 3),
+        "plain_gc_paused_seconds": round(min(plain_no_gc), 2),
+        "ratio_ours_over_plain_gc_paused": round(min(ours) / min(plain_no_gc), 3),
+        "templates": len(mined.templates),
+        "max_option_line_share": round(max((r["share"] for r in options_seen), default=0.0), 4),
+    }
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 

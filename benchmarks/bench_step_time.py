@@ -2,7 +2,8 @@
 
 The mask changes only which labels are -100, so the forward/backward work is identical; this measures
 what is left (label handling, the loss over more supervised tokens). Two models with the same init are
-stepped alternately (VIT batch i, LIT batch i, then LIT first on the next step, ...), so drift in machine load hits both alike.
+stepped alternately (VIT batch i, LIT batch i, then LIT first on the next step, ...), so drift in machine load
+hits both alike.
 
     python benchmarks/bench_step_time.py --steps 200 [--hidden 128] [--device cpu]
 """
@@ -33,12 +34,12 @@ def main() -> None:
     from lit.data.dataset import SupervisedDataset
     from lit.data.image_inputs import image_inputs_for
     from lit.data.labels import LabelSpec
-    from lit.records import load_records
     from lit.mask.chat_templates import get_template
     from lit.mask.mining import mine
     from lit.mask.scopes import get_scope
-    from lit.model.build import compose_tiny
     from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
+    from lit.model.build import compose_tiny
+    from lit.records import load_records
     from lit.train.loss import supervised_token_loss
 
     cfg = OmegaConf.load("conf/model/tiny.yaml")
@@ -53,15 +54,20 @@ def main() -> None:
         spec = LabelSpec(template, get_scope(scope), 512, template_sentences=templates, image_root=args.data)
         ds = SupervisedDataset(records, spec, tok, image_inputs_for(model.config, processor), progress=False)
         gen = torch.Generator().manual_seed(0)  # same order for both scopes: the same batches
-        loaders[scope] = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, generator=gen,
-                                                     collate_fn=Collator(tok.pad_token_id, ds.image_inputs))
+        loaders[scope] = torch.utils.data.DataLoader(
+            ds,
+            batch_size=args.batch,
+            shuffle=True,
+            generator=gen,
+            collate_fn=Collator(tok.pad_token_id, ds.image_inputs),
+        )
         models[scope] = copy.deepcopy(model).to(args.device).train()
         opts[scope] = torch.optim.AdamW(models[scope].parameters(), lr=5e-4)
     iters = {s: iter(loaders[s]) for s in loaders}
     times = {"vit": [], "lit": []}
     tokens = {"vit": 0, "lit": 0}
     for step in range(args.steps):
-        for scope in (("vit", "lit") if step % 2 == 0 else ("lit", "vit")):  # neither always goes first
+        for scope in ("vit", "lit") if step % 2 == 0 else ("lit", "vit"):  # neither always goes first
             try:
                 batch = next(iters[scope])
             except StopIteration:
@@ -83,11 +89,15 @@ def main() -> None:
                 times[scope].append(time.perf_counter() - t0)
                 tokens[scope] += int((labels[:, 1:] != -100).sum())
     med = {s: statistics.median(v) for s, v in times.items()}
-    result = {"device": args.device, "steps_timed": len(times["vit"]), "batch": args.batch,
-              "median_step_s": {s: round(v, 5) for s, v in med.items()},
-              "steps_per_s": {s: round(1 / v, 2) for s, v in med.items()},
-              "lit_over_vit_throughput": round(med["vit"] / med["lit"], 4),
-              "supervised_tokens_per_step": {s: round(tokens[s] / len(times[s]), 1) for s in tokens}}
+    result = {
+        "device": args.device,
+        "steps_timed": len(times["vit"]),
+        "batch": args.batch,
+        "median_step_s": {s: round(v, 5) for s, v in med.items()},
+        "steps_per_s": {s: round(1 / v, 2) for s, v in med.items()},
+        "lit_over_vit_throughput": round(med["vit"] / med["lit"], 4),
+        "supervised_tokens_per_step": {s: round(tokens[s] / len(times[s]), 1) for s in tokens},
+    }
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1))
 

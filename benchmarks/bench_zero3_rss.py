@@ -24,9 +24,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ["model.text.hidden_size=1024", "model.text.intermediate_size=4096", "model.text.num_hidden_layers=30",
-         "model.text.num_attention_heads=16", "model.text.num_key_value_heads=16", "model.freeze.lm=true",
-         "model.freeze.vision=true"]
+MODEL = [
+    "model.text.hidden_size=1024",
+    "model.text.intermediate_size=4096",
+    "model.text.num_hidden_layers=30",
+    "model.text.num_attention_heads=16",
+    "model.text.num_key_value_heads=16",
+    "model.freeze.lm=true",
+    "model.freeze.vision=true",
+]
 
 
 def n_params(layers: int = 30, hidden: int = 1024, inter: int = 4096, vocab: int = 512) -> int:
@@ -42,13 +48,36 @@ def _port() -> str:
 def run(tree: Path, data: Path, work: Path, malloc: dict) -> dict:
     probe = work / "rss"
     probe.mkdir(parents=True)
-    env = {**os.environ, **malloc, "WANDB_MODE": "disabled", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(tree),
-           "RSS_PROBE_DIR": str(probe), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_port()}",
-           str(ROOT / "benchmarks" / "rss_probe.py"), str(tree / "train.py"), "experiment=demo_lit", *MODEL,
-           f"data.root={data}", "data.generate=false", f"paths.data_dir={work}", f"hydra.run.dir={work / 'run'}",
-           "deepspeed=zero3", "+train.ddp_backend=gloo", "train.max_steps=1", "train.per_device_train_batch_size=1",
-           "train.disable_tqdm=true", "loss.template_sentences.min_share=0.3"]
+    env = {
+        **os.environ,
+        **malloc,
+        "WANDB_MODE": "disabled",
+        "DS_ACCELERATOR": "cpu",
+        "PYTHONPATH": str(tree),
+        "RSS_PROBE_DIR": str(probe),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_port()}",
+        str(ROOT / "benchmarks" / "rss_probe.py"),
+        str(tree / "train.py"),
+        "experiment=demo_lit",
+        *MODEL,
+        f"data.root={data}",
+        "data.generate=false",
+        f"paths.data_dir={work}",
+        f"hydra.run.dir={work / 'run'}",
+        "deepspeed=zero3",
+        "+train.ddp_backend=gloo",
+        "train.max_steps=1",
+        "train.per_device_train_batch_size=1",
+        "train.disable_tqdm=true",
+        "loss.template_sentences.min_share=0.3",
+    ]
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-4000:])
@@ -72,8 +101,10 @@ def main() -> None:
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
         results = {"params": n_params(), "full_fp32_mb": round(n_params() * 4 / 2**20)}
         for label, malloc in (("default_malloc", {}), ("fixed_mmap_threshold", {"MALLOC_MMAP_THRESHOLD_": "131072"})):
-            results[label] = {"before": run(before, tmp / "data", tmp / f"{label}_before", malloc),
-                              "after": run(ROOT, tmp / "data", tmp / f"{label}_after", malloc)}
+            results[label] = {
+                "before": run(before, tmp / "data", tmp / f"{label}_before", malloc),
+                "after": run(ROOT, tmp / "data", tmp / f"{label}_after", malloc),
+            }
     print(json.dumps(results, indent=1))
     Path(args.out).write_text(json.dumps(results, indent=1))
 

@@ -24,8 +24,13 @@ def question(rng: random.Random) -> str:
         return f"What color is the {noun} next to the {other}? {SHORT}"
     if kind < 0.75:
         topic = rng.choice(NOUNS)
-        return rng.choice([f"Who wrote this book about the {topic}?", f"What is the title of this book on the {topic}?",
-                           f"Is this book about the {topic} a comedy?"])
+        return rng.choice(
+            [
+                f"Who wrote this book about the {topic}?",
+                f"What is the title of this book on the {topic}?",
+                f"Is this book about the {topic} a comedy?",
+            ]
+        )
     return f"Can you describe how the {noun} interacts with the {other} in this scene, and why it matters?"
 
 
@@ -41,8 +46,10 @@ def corpus(n: int, seed: int = 0, *, ask=None, max_answer_words: int = 4) -> lis
         conv = []
         for k in range(rounds):
             q = ask(rng)
-            conv += [{"from": "human", "value": ("<image>\n" + q) if image and k == 0 else q},
-                     {"from": "gpt", "value": " ".join(rng.choice(NOUNS) for _ in range(rng.randint(1, max_answer_words)))}]
+            conv += [
+                {"from": "human", "value": ("<image>\n" + q) if image and k == 0 else q},
+                {"from": "gpt", "value": " ".join(rng.choice(NOUNS) for _ in range(rng.randint(1, max_answer_words)))},
+            ]
         rec = {"id": str(i), "conversations": conv}
         if image:
             rec["image"] = f"coco/train2017/{i:012d}.jpg"

@@ -23,9 +23,16 @@ log = logging.getLogger(__name__)
 
 def _args(data: DictConfig) -> dict:
     spec = data.mins_plus
-    return {"instances": spec.instances, "pool": spec.pool, "generated": spec.get("generated"),
-            "variant": spec.variant, "sampling": spec.sampling, "epsilon": spec.get("epsilon"), "seed": spec.seed,
-            "cleanup": spec.get("cleanup", "official")}
+    return {
+        "instances": spec.instances,
+        "pool": spec.pool,
+        "generated": spec.get("generated"),
+        "variant": spec.variant,
+        "sampling": spec.sampling,
+        "epsilon": spec.get("epsilon"),
+        "seed": spec.seed,
+        "cleanup": spec.get("cleanup", "official"),
+    }
 
 
 class MissingInput(SystemExit):
@@ -39,14 +46,19 @@ def check_inputs(data: DictConfig) -> None:
     """Stop in one line if the instances file, the pool or the file of rewrites is missing, saying how to make it."""
     spec = data.mins_plus
     if not Path(spec.instances).is_file():
-        raise MissingInput(f"MultiInstruct instances file {spec.instances} (data.mins_plus.instances) does not "
-                           "exist: collect MultiInstruct's per-task training files into it with `python -m "
-                           f"instraug.multiinstruct training_data_1K/ {spec.instances}` (training_data_1K/: "
-                           "MultiInstruct's preprocessing output), or set data.root to the folder of train.jsonl")
+        raise MissingInput(
+            f"MultiInstruct instances file {spec.instances} (data.mins_plus.instances) does not "
+            "exist: collect MultiInstruct's per-task training files into it with `python -m "
+            f"instraug.multiinstruct training_data_1K/ {spec.instances}` (training_data_1K/: "
+            "MultiInstruct's preprocessing output), or set data.root to the folder of train.jsonl"
+        )
     if not Path(spec.pool).is_file():
-        how = (f"fetch the official seeds with `curl -L -o {spec.pool} {SEED_URL}`" if Path(spec.pool).suffix == ".py"
-               else "give the pool.jsonl of an augment.py run (`python augment.py augmentation=mins_plus` writes "
-                    "<run dir>/pool.jsonl) as data.mins_plus.pool=<augment run>/pool.jsonl")
+        how = (
+            f"fetch the official seeds with `curl -L -o {spec.pool} {SEED_URL}`"
+            if Path(spec.pool).suffix == ".py"
+            else "give the pool.jsonl of an augment.py run (`python augment.py augmentation=mins_plus` writes "
+            "<run dir>/pool.jsonl) as data.mins_plus.pool=<augment run>/pool.jsonl"
+        )
         raise MissingInput(f"instruction pool {spec.pool} (data.mins_plus.pool) does not exist: {how}")
     if spec.get("generated") and not Path(spec.generated).is_file():
         raise MissingInput(f"file of rewrites {spec.generated} (data.mins_plus.generated) does not exist")
@@ -57,8 +69,16 @@ def build_for(data: DictConfig) -> dict[str, Path]:
     check_inputs(data)
     out_dir = Path(data.path).parent
     a = _args(data)
-    log.info("MIns+ set %s: variant=%s sampling=%s epsilon=%s seed=%s from %s and %s", out_dir, a["variant"],
-             a["sampling"], a["epsilon"], a["seed"], a["instances"], a["pool"])
+    log.info(
+        "MIns+ set %s: variant=%s sampling=%s epsilon=%s seed=%s from %s and %s",
+        out_dir,
+        a["variant"],
+        a["sampling"],
+        a["epsilon"],
+        a["seed"],
+        a["instances"],
+        a["pool"],
+    )
     return build_dataset(out_dir=out_dir, **a)
 
 
@@ -77,8 +97,9 @@ def require(data: DictConfig, overrides: Sequence[str] | None = None) -> None:
     out_dir = Path(data.path).parent
     if overrides is None:
         overrides = run_overrides()
-    command = "python build_mins_plus.py " + (" ".join(shlex.quote(o) for o in overrides) if overrides
-                                              else "<the same overrides as this run>")
+    command = "python build_mins_plus.py " + (
+        " ".join(shlex.quote(o) for o in overrides) if overrides else "<the same overrides as this run>"
+    )
     a = _args(data)
     try:
         found = check_existing(out_dir, inputs_key(**a))
@@ -87,5 +108,6 @@ def require(data: DictConfig, overrides: Sequence[str] | None = None) -> None:
     except DatasetMismatch as err:
         raise DatasetMismatch(f"{err}. Build this arm's set with: {command}") from err
     if not found:
-        raise FileNotFoundError(f"the MIns+ set {data.path} does not exist: training does not build it. Build it "
-                                f"first with: {command}")
+        raise FileNotFoundError(
+            f"the MIns+ set {data.path} does not exist: training does not build it. Build it first with: {command}"
+        )

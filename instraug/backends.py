@@ -41,15 +41,20 @@ class TransformersBackend:
     def generate(self, chats: list[list[dict]], sampling: Sampling, seeds: list[int]) -> list[str]:
         replies = []
         for start in range(0, len(chats), self.batch_size):
-            batch = chats[start:start + self.batch_size]
+            batch = chats[start : start + self.batch_size]
             texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in batch]
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             self.torch.manual_seed(seeds[start])
             with self.torch.no_grad():
-                out = self.model.generate(**enc, do_sample=sampling.temperature > 0, temperature=sampling.temperature,
-                                          top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
-                                          pad_token_id=self.tokenizer.pad_token_id)
-            replies += self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                out = self.model.generate(
+                    **enc,
+                    do_sample=sampling.temperature > 0,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_new_tokens=sampling.max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            replies += self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         return replies
 
 
@@ -57,8 +62,15 @@ class OpenAIBackend:
     """Requests through the ``openai`` client (``lit.chat_api``): transient failures are retried with backoff
     (``max_retries``), other 4xx stop the run at once naming the request."""
 
-    def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key: str = "EMPTY",
-                 concurrency: int = 32, timeout: float = 600, max_retries: int = 5):
+    def __init__(
+        self,
+        model: str,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        api_key: str = "EMPTY",
+        concurrency: int = 32,
+        timeout: float = 600,
+        max_retries: int = 5,
+    ):
         from lit.chat_api import client
 
         self.name, self.concurrency = model, concurrency
@@ -67,8 +79,14 @@ class OpenAIBackend:
     def _one(self, chat: list[dict], sampling: Sampling, seed: int) -> str:
         from lit.chat_api import complete
 
-        request = {"model": self.name, "messages": chat, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                   "max_tokens": sampling.max_new_tokens, "seed": seed}
+        request = {
+            "model": self.name,
+            "messages": chat,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_new_tokens,
+            "seed": seed,
+        }
         return complete(self.client, request, what=f"(seed {seed}) {chat[-1]['content'][:80]!r}")
 
     def generate(self, chats: list[list[dict]], sampling: Sampling, seeds: list[int]) -> list[str]:
@@ -78,8 +96,12 @@ class OpenAIBackend:
 
 def vllm_sampling_kwargs(sampling: Sampling, seed: int) -> dict:
     """What ``vllm.SamplingParams`` receives (kept apart so it is checked without vLLM installed)."""
-    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens,
-            "seed": seed}
+    return {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_new_tokens,
+        "seed": seed,
+    }
 
 
 class BackendUnavailable(SystemExit):
@@ -97,7 +119,8 @@ def require_backend(kind: str, model: str = "<model>") -> None:
             "the vLLM environment (conda env create -f environment-vllm.yml && conda activate lit-vllm), or serve the "
             f"model (vllm serve {model}) and use the OpenAI-compatible backend: augmentation.backend.kind=openai "
             "'~augmentation.backend.args' "
-            f"'+augmentation.backend.args={{model: {model}, base_url: \"http://127.0.0.1:8000/v1\"}}'")
+            f"'+augmentation.backend.args={{model: {model}, base_url: \"http://127.0.0.1:8000/v1\"}}'"
+        )
 
 
 class VLLMBackend:

@@ -73,10 +73,19 @@ def pool_from_files(seeds_path: str | Path, generated_path: str | Path | None, p
     for g in load_seeds(generated_path) if generated_path else []:
         roots = [s for s in by_task.get(g.task, []) if multiset(s.text) == multiset(g.text)]
         if not roots:
-            raise ValueError(f"{generated_path}: {g.seed_id} {g.text!r} has no seed of task {g.task!r} with the same "
-                             "placeholders")
-        pool.append({"id": f"gen:{g.seed_id}", "task": g.task, "text": g.text, "origin": "generated",
-                     "root_id": roots[0].seed_id, "provenance": provenance})
+            raise ValueError(
+                f"{generated_path}: {g.seed_id} {g.text!r} has no seed of task {g.task!r} with the same placeholders"
+            )
+        pool.append(
+            {
+                "id": f"gen:{g.seed_id}",
+                "task": g.task,
+                "text": g.text,
+                "origin": "generated",
+                "root_id": roots[0].seed_id,
+                "provenance": provenance,
+            }
+        )
     return pool
 
 
@@ -89,22 +98,32 @@ def pool_from_official_tsv(path: str | Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     if not rows or not {"task_name", "instructions", "origin"} <= set(rows[0]):
-        raise ValueError(f"{path}: expected the official TSV columns task_name, instructions, origin "
-                         f"(found {sorted(rows[0]) if rows else 'no rows'})")
+        raise ValueError(
+            f"{path}: expected the official TSV columns task_name, instructions, origin "
+            f"(found {sorted(rows[0]) if rows else 'no rows'})"
+        )
     pool, counts = [], Counter()
     for i, row in enumerate(rows):
         seed = row["origin"].strip() == "-1"
         if not seed and str(row.get("is_preserved", "True")).strip().lower() not in ("true", "1"):
             continue
         task = row["task_name"]
-        pool.append({"id": f"{task}#{counts[task]}" if seed else f"gen:{i}", "task": task, "text": row["instructions"],
-                     "origin": "seed" if seed else "generated", "provenance": f"file:{Path(path).name}:{i}"})
+        pool.append(
+            {
+                "id": f"{task}#{counts[task]}" if seed else f"gen:{i}",
+                "task": task,
+                "text": row["instructions"],
+                "origin": "seed" if seed else "generated",
+                "provenance": f"file:{Path(path).name}:{i}",
+            }
+        )
         counts[task] += seed
     return pool
 
 
-def sample_instruction(rng: random.Random, seeds: list[str], generated: list[str], sampling: str = "official",
-                       epsilon: float | None = None) -> tuple[str, str]:
+def sample_instruction(
+    rng: random.Random, seeds: list[str], generated: list[str], sampling: str = "official", epsilon: float | None = None
+) -> tuple[str, str]:
     if sampling == "official":
         k = rng.randrange(len(seeds) + len(generated))
         return (seeds[k], "seed") if k < len(seeds) else (generated[k - len(seeds)], "generated")
@@ -134,8 +153,15 @@ def clean_instruction(text: str, cleanup: str = "official") -> str:
     return text
 
 
-def build(instances: list[dict], pool_rows: list[dict], sampling: str = "official", epsilon: float | None = None,
-          seed: int = 0, skipped: Counter | None = None, cleanup: str = "official") -> list[dict]:
+def build(
+    instances: list[dict],
+    pool_rows: list[dict],
+    sampling: str = "official",
+    epsilon: float | None = None,
+    seed: int = 0,
+    skipped: Counter | None = None,
+    cleanup: str = "official",
+) -> list[dict]:
     """MultiInstruct instances -> rows with ``prompt``, ``target``, ``instruction``, ``instruction_origin``;
     ``skipped`` (if given) counts the instances of dropped tasks per task."""
     rng = random.Random(seed)
@@ -158,17 +184,29 @@ def build(instances: list[dict], pool_rows: list[dict], sampling: str = "officia
             prompt = fill(instruction, prepared.fields)
         except UnsafePlaceholder as err:
             raise UnsafePlaceholder(f"instance {rid} ({key}), instruction {instruction!r}: {err}") from err
-        rows.append({**inst, "id": rid, "prompt": prompt, "target": prepared.target, "instruction": instruction,
-                     "instruction_origin": origin})
+        rows.append(
+            {
+                **inst,
+                "id": rid,
+                "prompt": prompt,
+                "target": prepared.target,
+                "instruction": instruction,
+                "instruction_origin": origin,
+            }
+        )
     return rows
 
 
 def to_llava(rows: list[dict]) -> list[dict]:
     out = []
     for row in rows:
-        record = {"id": row["id"], "conversations": [
-            {"from": "human", "value": ("<image>\n" if row.get("image_path") else "") + row["prompt"]},
-            {"from": "gpt", "value": row["target"]}]}
+        record = {
+            "id": row["id"],
+            "conversations": [
+                {"from": "human", "value": ("<image>\n" if row.get("image_path") else "") + row["prompt"]},
+                {"from": "gpt", "value": row["target"]},
+            ],
+        }
         if row.get("image_path"):
             record["image"] = row["image_path"]
         out.append(record)
@@ -186,18 +224,33 @@ def write(rows: list[dict], out_dir: str | Path, manifest: dict | None = None) -
     return paths
 
 
-def inputs_key(instances: str | Path, pool: str | Path, generated: str | Path | None, variant: str, sampling: str,
-               epsilon: float | None, seed: int, cleanup: str = "official") -> dict:
+def inputs_key(
+    instances: str | Path,
+    pool: str | Path,
+    generated: str | Path | None,
+    variant: str,
+    sampling: str,
+    epsilon: float | None,
+    seed: int,
+    cleanup: str = "official",
+) -> dict:
     """Everything a MIns+ set depends on: the files by content, and the drawing settings."""
     for path in (instances, pool, generated):
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"MIns+ build input {path} does not exist")
-    return {"instances": str(instances), "instances_sha256": file_sha256(instances),
-            "pool": str(pool), "pool_sha256": file_sha256(pool),
-            "generated": str(generated) if generated else None,
-            "generated_sha256": file_sha256(generated) if generated else None,
-            "variant": variant, "sampling": sampling, "epsilon": None if sampling == "official" else float(epsilon),
-            "seed": int(seed), "cleanup": cleanup}
+    return {
+        "instances": str(instances),
+        "instances_sha256": file_sha256(instances),
+        "pool": str(pool),
+        "pool_sha256": file_sha256(pool),
+        "generated": str(generated) if generated else None,
+        "generated_sha256": file_sha256(generated) if generated else None,
+        "variant": variant,
+        "sampling": sampling,
+        "epsilon": None if sampling == "official" else float(epsilon),
+        "seed": int(seed),
+        "cleanup": cleanup,
+    }
 
 
 _IDENTITY = ("instances_sha256", "pool_sha256", "generated_sha256", "variant", "sampling", "epsilon", "seed", "cleanup")
@@ -211,14 +264,18 @@ def check_existing(out_dir: str | Path, key: dict) -> bool:
     if not (out_dir / "train.json").exists() and not manifest.exists():
         return False
     if not manifest.exists():
-        raise DatasetMismatch(f"{out_dir} holds a MIns+ set without {MANIFEST}: its inputs are unknown. Delete it, "
-                              "or point data.path elsewhere")
+        raise DatasetMismatch(
+            f"{out_dir} holds a MIns+ set without {MANIFEST}: its inputs are unknown. Delete it, "
+            "or point data.path elsewhere"
+        )
     found = json.loads(manifest.read_text()).get("inputs", {})
     diff = [k for k in _IDENTITY if found.get(k) != key.get(k)]
     if diff:
         detail = "; ".join(f"{k}: built {found.get(k)!r}, asked {key.get(k)!r}" for k in diff)
-        raise DatasetMismatch(f"{out_dir} was built from other inputs ({detail}). Refusing to use or overwrite it: "
-                              "delete it to rebuild, or give this arm its own data.path")
+        raise DatasetMismatch(
+            f"{out_dir} was built from other inputs ({detail}). Refusing to use or overwrite it: "
+            "delete it to rebuild, or give this arm its own data.path"
+        )
     return True
 
 
@@ -227,17 +284,28 @@ def _tsv_header(path: str | Path) -> list[str]:
         return fh.readline().rstrip("\r\n").split("\t")
 
 
-def build_dataset(instances: str | Path, pool: str | Path, out_dir: str | Path, variant: str,
-                  sampling: str = "official", epsilon: float | None = None, seed: int = 0,
-                  generated: str | Path | None = None, cleanup: str = "official") -> dict[str, Path]:
+def build_dataset(
+    instances: str | Path,
+    pool: str | Path,
+    out_dir: str | Path,
+    variant: str,
+    sampling: str = "official",
+    epsilon: float | None = None,
+    seed: int = 0,
+    generated: str | Path | None = None,
+    cleanup: str = "official",
+) -> dict[str, Path]:
     """Build and write one MIns+ set, unless ``out_dir`` already holds the same one. ``pool`` is an
     ``augment.py`` pool.jsonl, the official ``gen_instructions*.tsv``, or a seed file (plus optionally
     ``generated``, see ``pool_from_files``)."""
     key = inputs_key(instances, pool, generated, variant, sampling, epsilon, seed, cleanup)
     out_dir = Path(out_dir)
     if check_existing(out_dir, key):
-        return {"llava": out_dir / "train.json", "multiinstruct": out_dir / "train.jsonl",
-                "manifest": out_dir / MANIFEST}
+        return {
+            "llava": out_dir / "train.json",
+            "multiinstruct": out_dir / "train.jsonl",
+            "manifest": out_dir / MANIFEST,
+        }
     if str(pool).endswith(".jsonl"):  # an augment.py pool
         pool_rows = read_jsonl(Path(pool))
     elif str(pool).endswith(".tsv") and "origin" in _tsv_header(pool):
@@ -245,9 +313,20 @@ def build_dataset(instances: str | Path, pool: str | Path, out_dir: str | Path, 
     else:  # a seed file, with or without a file of rewrites
         pool_rows = pool_from_files(pool, generated, provenance=f"file:{Path(generated).name}" if generated else "")
     skipped: Counter = Counter()
-    rows = build(read_jsonl(Path(instances)), pool_rows, sampling=sampling, epsilon=epsilon, seed=seed, skipped=skipped,
-                 cleanup=cleanup)
+    rows = build(
+        read_jsonl(Path(instances)),
+        pool_rows,
+        sampling=sampling,
+        epsilon=epsilon,
+        seed=seed,
+        skipped=skipped,
+        cleanup=cleanup,
+    )
     origins = Counter(r["instruction_origin"] for r in rows)
-    manifest = {"inputs": key, "n_rows": len(rows), "instruction_origin": dict(origins),
-                "skipped_dropped_tasks": dict(skipped)}
+    manifest = {
+        "inputs": key,
+        "n_rows": len(rows),
+        "instruction_origin": dict(origins),
+        "skipped_dropped_tasks": dict(skipped),
+    }
     return write(rows, out_dir, manifest)

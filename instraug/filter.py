@@ -49,8 +49,11 @@ class FilterReport:
     kept: Counter = field(default_factory=Counter)
 
     def to_json(self) -> dict:
-        return {"kept": dict(self.kept), "rejected": {t: dict(c) for t, c in self.rejected.items()},
-                "rejected_by_rule": dict(sum(self.rejected.values(), Counter()))}
+        return {
+            "kept": dict(self.kept),
+            "rejected": {t: dict(c) for t, c in self.rejected.items()},
+            "rejected_by_rule": dict(sum(self.rejected.values(), Counter())),
+        }
 
 
 def reject_reason(text: str, parent: str, root: str, cfg: FilterConfig) -> str | None:
@@ -68,8 +71,13 @@ def reject_reason(text: str, parent: str, root: str, cfg: FilterConfig) -> str |
     return None
 
 
-def apply(rows: list[dict], seeds: dict[str, str], cfg: FilterConfig, report: FilterReport | None = None,
-          kept_before: list[dict] = ()) -> list[dict]:
+def apply(
+    rows: list[dict],
+    seeds: dict[str, str],
+    cfg: FilterConfig,
+    report: FilterReport | None = None,
+    kept_before: list[dict] = (),
+) -> list[dict]:
     """Keep the rows (``{"task", "text", "parent_text", "root_id", ...}``) that pass; seeds = root_id -> text.
 
     Duplicates are checked against the seeds, ``kept_before`` (earlier Iter rounds) and the rows kept so far.
@@ -84,7 +92,9 @@ def apply(rows: list[dict], seeds: dict[str, str], cfg: FilterConfig, report: Fi
     def scope(task: str, parent_id: str) -> str:
         return task if cfg.dedup == "task" else parent_id
 
-    earlier = [(root_id.rsplit("#", 1)[0], root_id, text) for root_id, text in seeds.items()] if cfg.dedup == "task" else []
+    earlier = (
+        [(root_id.rsplit("#", 1)[0], root_id, text) for root_id, text in seeds.items()] if cfg.dedup == "task" else []
+    )
     for task, parent_id, text in earlier + [(r["task"], r.get("parent_id", ""), r["text"]) for r in kept_before]:
         seen[scope(task, parent_id)].add(_norm(text))
         token_sets[scope(task, parent_id)].append(_tokens(text))

@@ -42,8 +42,9 @@ def job_seed(key: str, base: int) -> int:
     return (int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) + base) % (2**31)
 
 
-def jobs_for(parents: list[dict], prompt_mix: dict[str, int], temperatures: list[float], model: str,
-             hint: bool = False) -> list[dict]:
+def jobs_for(
+    parents: list[dict], prompt_mix: dict[str, int], temperatures: list[float], model: str, hint: bool = False
+) -> list[dict]:
     """parents: ``{"id", "task", "text", "root_id"}``; one job per (parent, meta-prompt, T, sample), with
     ``prompt_mix[name]`` samples of each meta-prompt (``meta_prompts.OFFICIAL_MIX``: 10 per seed)."""
     jobs = []
@@ -53,13 +54,15 @@ def jobs_for(parents: list[dict], prompt_mix: dict[str, int], temperatures: list
             for t in temperatures:
                 for k in range(samples):
                     key = f"{parent['id']}|{name}@{meta.sha256}{'+hint' if hint else ''}|T{t:.2f}|{k}|{model}"
-                    jobs.append({"key": key, "parent": parent, "meta": meta, "temperature": t, "sample": k,
-                                 "hint": hint})
+                    jobs.append(
+                        {"key": key, "parent": parent, "meta": meta, "temperature": t, "sample": k, "hint": hint}
+                    )
     return jobs
 
 
-def run_jobs(jobs: list[dict], backend, cache_path: str | Path, sampling: Sampling, batch_size: int = 64,
-             progress: bool = True) -> list[dict]:
+def run_jobs(
+    jobs: list[dict], backend, cache_path: str | Path, sampling: Sampling, batch_size: int = 64, progress: bool = True
+) -> list[dict]:
     """Generate what the cache lacks; return the cache rows of ``jobs`` in job order."""
     cache_path = Path(cache_path)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +71,7 @@ def run_jobs(jobs: list[dict], backend, cache_path: str | Path, sampling: Sampli
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generating instructions", disable=not progress)
     with open(cache_path, "a", encoding="utf-8") as fh:
         for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+            batch = todo[start : start + batch_size]
             protected = [protect(j["parent"]["text"]) for j in batch]
             chats = [j["meta"].chat(text, j.get("hint", False)) for j, (text, _) in zip(batch, protected)]
             by_t: dict[float, list[int]] = {}
@@ -76,17 +79,28 @@ def run_jobs(jobs: list[dict], backend, cache_path: str | Path, sampling: Sampli
                 by_t.setdefault(j["temperature"], []).append(i)
             replies: list[str] = [""] * len(batch)
             for t, idx in by_t.items():
-                s = Sampling(temperature=t, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
-                             seed=sampling.seed)
+                s = Sampling(
+                    temperature=t, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, seed=sampling.seed
+                )
                 seeds = [job_seed(batch[i]["key"], sampling.seed) for i in idx]
                 for i, reply in zip(idx, backend.generate([chats[i] for i in idx], s, seeds)):
                     replies[i] = reply
             for j, (_, mapping), reply in zip(batch, protected, replies):
-                row = {"key": j["key"], "task": j["parent"]["task"], "parent_id": j["parent"]["id"],
-                       "parent_text": j["parent"]["text"], "root_id": j["parent"]["root_id"],
-                       "meta_prompt": j["meta"].name, "meta_sha256": j["meta"].sha256, "temperature": j["temperature"],
-                       "top_p": sampling.top_p, "sample": j["sample"], "model": backend.name, "reply": reply,
-                       "candidates": [restore(c, mapping) for c in candidates(reply)]}
+                row = {
+                    "key": j["key"],
+                    "task": j["parent"]["task"],
+                    "parent_id": j["parent"]["id"],
+                    "parent_text": j["parent"]["text"],
+                    "root_id": j["parent"]["root_id"],
+                    "meta_prompt": j["meta"].name,
+                    "meta_sha256": j["meta"].sha256,
+                    "temperature": j["temperature"],
+                    "top_p": sampling.top_p,
+                    "sample": j["sample"],
+                    "model": backend.name,
+                    "reply": reply,
+                    "candidates": [restore(c, mapping) for c in candidates(reply)],
+                }
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 done[row["key"]] = row
             fh.flush()
@@ -116,7 +130,17 @@ def candidate_rows(rows: list[dict], reply_lines: str = "official") -> list[dict
     out = []
     for row in rows:
         for i, text in enumerate(reply_texts(row, reply_lines)):
-            out.append({"id": f"{row['key']}#{i}", "task": row["task"], "text": text, "parent_text": row["parent_text"],
-                        "parent_id": row["parent_id"], "root_id": row["root_id"], "meta_prompt": row["meta_prompt"],
-                        "temperature": row["temperature"], "model": row["model"]})
+            out.append(
+                {
+                    "id": f"{row['key']}#{i}",
+                    "task": row["task"],
+                    "text": text,
+                    "parent_text": row["parent_text"],
+                    "parent_id": row["parent_id"],
+                    "root_id": row["root_id"],
+                    "meta_prompt": row["meta_prompt"],
+                    "temperature": row["temperature"],
+                    "model": row["model"],
+                }
+            )
     return out

@@ -50,7 +50,7 @@ def strategy_system_prompt(line: str) -> str:
 @dataclass(frozen=True)
 class MetaPrompt:
     name: str
-    text: str          # the system message (verbatim prompts: exactly as sent)
+    text: str  # the system message (verbatim prompts: exactly as sent)
     sha256: str
     verbatim: bool = False  # the official prompts: sent as they are, whitespace included
 
@@ -85,7 +85,8 @@ def load(name: str) -> MetaPrompt:
 
 
 def mix(meta_prompts, samples: int = 1) -> dict[str, int]:
-    """A prompt mix (name -> replies per seed and temperature) from a mapping, or a list sampled ``samples`` times each."""
+    """A prompt mix (name -> replies per seed and temperature) from a mapping, or a list sampled ``samples``
+    times each."""
     if isinstance(meta_prompts, dict) or hasattr(meta_prompts, "items"):
         out = {str(k): int(v) for k, v in meta_prompts.items()}
     else:

@@ -46,22 +46,64 @@ from tqdm import tqdm
 
 from instraug.placeholders import CONSTANTS
 
-OUTPUT_REGION_TASKS = frozenset({
-    "detection", "VG", "object_region_selection", "region_generation", "pointing_grounded_VQA",
-    "descriptive_object_region_generate", "text_localization", "visual_object_region", "visual_subject_region",
-    "descriptive_object_region_select", "VG_selection", "grounded_VQA", "select_overlap_most_region",
-    "select_overlap_least_region", "select_overlaped_region", "select_nonoverlaped_region"})
-OPTIONS_REGION_TASKS = frozenset({
-    "object_region_selection", "pointing_grounded_VQA", "text_localization", "descriptive_object_region_select",
-    "VG_selection", "grounded_VQA", "select_overlap_most_region", "select_overlap_least_region",
-    "select_overlaped_region", "select_nonoverlaped_region"})
-GIVEN_REGION_TASKS = frozenset({"select_overlap_most_region", "select_overlap_least_region", "select_overlaped_region",
-                                "select_nonoverlaped_region", "if_region_overlap"})
+OUTPUT_REGION_TASKS = frozenset(
+    {
+        "detection",
+        "VG",
+        "object_region_selection",
+        "region_generation",
+        "pointing_grounded_VQA",
+        "descriptive_object_region_generate",
+        "text_localization",
+        "visual_object_region",
+        "visual_subject_region",
+        "descriptive_object_region_select",
+        "VG_selection",
+        "grounded_VQA",
+        "select_overlap_most_region",
+        "select_overlap_least_region",
+        "select_overlaped_region",
+        "select_nonoverlaped_region",
+    }
+)
+OPTIONS_REGION_TASKS = frozenset(
+    {
+        "object_region_selection",
+        "pointing_grounded_VQA",
+        "text_localization",
+        "descriptive_object_region_select",
+        "VG_selection",
+        "grounded_VQA",
+        "select_overlap_most_region",
+        "select_overlap_least_region",
+        "select_overlaped_region",
+        "select_nonoverlaped_region",
+    }
+)
+GIVEN_REGION_TASKS = frozenset(
+    {
+        "select_overlap_most_region",
+        "select_overlap_least_region",
+        "select_overlaped_region",
+        "select_nonoverlaped_region",
+        "if_region_overlap",
+    }
+)
 # dropped by the official build: image-output tasks, and two tasks without instructions
-DROPPED_TASKS = frozenset({"image_generation", "infilling", "im_region_extraction", "im_descriptive_infilling",
-                           "image_completion", "image_completion_w_image_caption",
-                           "image_completion_w_region_caption", "im_descriptive_extraction",
-                           "VQA_absurd", "region_area"})
+DROPPED_TASKS = frozenset(
+    {
+        "image_generation",
+        "infilling",
+        "im_region_extraction",
+        "im_descriptive_infilling",
+        "image_completion",
+        "image_completion_w_image_caption",
+        "image_completion_w_region_caption",
+        "im_descriptive_extraction",
+        "VQA_absurd",
+        "region_area",
+    }
+)
 
 
 class InstanceError(ValueError):
@@ -71,7 +113,7 @@ class InstanceError(ValueError):
 @dataclass(frozen=True)
 class Prepared:
     instruction_task: str  # the key of the instruction set (visual_dialog -> visual_dialog_has_hist / _no_hist)
-    fields: dict           # every name a placeholder may use
+    fields: dict  # every name a placeholder may use
     target: str
 
 
@@ -97,8 +139,9 @@ def _need(inst: dict, *path: str):
     value = inst
     for key in path:
         if not isinstance(value, dict) or value.get(key) is None:
-            raise InstanceError(f"instance {inst.get('unique_id', '?')} ({inst.get('task_name')}): "
-                                f"field {'.'.join(path)} is missing")
+            raise InstanceError(
+                f"instance {inst.get('unique_id', '?')} ({inst.get('task_name')}): field {'.'.join(path)} is missing"
+            )
         value = value[key]
     return value
 
@@ -109,8 +152,10 @@ def prepare(inst: dict, rng: random.Random) -> Prepared:
     if not task:
         raise InstanceError(f"instance {inst.get('unique_id', '?')}: no task_name")
     if task in DROPPED_TASKS:
-        raise InstanceError(f"instance {inst.get('unique_id', '?')}: task {task} is not used (the official build "
-                            "drops image-output tasks and VQA_absurd / region_area)")
+        raise InstanceError(
+            f"instance {inst.get('unique_id', '?')}: task {task} is not used (the official build "
+            "drops image-output tasks and VQA_absurd / region_area)"
+        )
     fields = {k: v for k, v in inst.items() if v is not None}
     fields.update(CONSTANTS)
     try:
@@ -166,7 +211,9 @@ def collect(src: str | Path, out: str | Path, split: str = "train") -> dict:
 
     files = sorted(Path(src).rglob(f"{split}.jsonl"))
     if not files:
-        raise FileNotFoundError(f"no {split}.jsonl under {src} (MultiInstruct's training_data_<SIZE>/ or testing_data/)")
+        raise FileNotFoundError(
+            f"no {split}.jsonl under {src} (MultiInstruct's training_data_<SIZE>/ or testing_data/)"
+        )
     kept: Counter = Counter()
     dropped: Counter = Counter()
     rng = random.Random(0)
@@ -197,8 +244,10 @@ def _main(argv=None) -> None:
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m instraug.multiinstruct",
-                                     description="Collect MultiInstruct's per-task files into one instances file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m instraug.multiinstruct",
+        description="Collect MultiInstruct's per-task files into one instances file.",
+    )
     parser.add_argument("src", help="e.g. training_data_1K/ (MultiInstruct's process_data.sh output)")
     parser.add_argument("out", help="e.g. data/multiinstruct/59k/train.jsonl")
     parser.add_argument("--split", default="train", choices=["train", "test"])

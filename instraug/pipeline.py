@@ -34,8 +34,8 @@ class AugmentConfig:
     temperatures: list[float] = field(default_factory=lambda: [0.6])
     samples: int = 1
     keep_placeholders_hint: bool = False  # official: no hint (it is commented out there)
-    reply_lines: str = "official"         # official: the official one-line parse | first | all (parse.py)
-    held_out: str = "paper"               # paper (Table 1's 9 tasks) | official (the code's TEST_TASKS)
+    reply_lines: str = "official"  # official: the official one-line parse | first | all (parse.py)
+    held_out: str = "paper"  # paper (Table 1's 9 tasks) | official (the code's TEST_TASKS)
     rounds: int = 1  # extra rounds for variant=iter
     top_p: float = 0.9
     max_new_tokens: int = 128
@@ -43,8 +43,9 @@ class AugmentConfig:
     batch_size: int = 64
 
 
-def run(seeds: list[Seed], backend, cache_path, cfg: AugmentConfig, filt: FilterConfig | None = None,
-        progress: bool = True) -> tuple[list[dict], FilterReport]:
+def run(
+    seeds: list[Seed], backend, cache_path, cfg: AugmentConfig, filt: FilterConfig | None = None, progress: bool = True
+) -> tuple[list[dict], FilterReport]:
     if cfg.variant not in ("base", "mt", "iter"):
         raise ValueError(f"unknown augmentation variant {cfg.variant!r}; choose base, mt or iter")
     if cfg.reply_lines not in REPLY_LINES:
@@ -52,8 +53,10 @@ def run(seeds: list[Seed], backend, cache_path, cfg: AugmentConfig, filt: Filter
     filt = filt or FilterConfig()
     report = FilterReport()
     roots = {s.seed_id: s.text for s in seeds}
-    parents = [{"id": s.seed_id, "task": s.task, "text": s.text, "root_id": s.seed_id}
-               for s in augmentable(seeds, cfg.held_out)]
+    parents = [
+        {"id": s.seed_id, "task": s.task, "text": s.text, "root_id": s.seed_id}
+        for s in augmentable(seeds, cfg.held_out)
+    ]
     prompt_mix = mix(cfg.meta_prompts, cfg.samples)
     sampling = Sampling(top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     temps = cfg.temperatures if cfg.variant == "mt" else cfg.temperatures[:1]
@@ -70,9 +73,11 @@ def run(seeds: list[Seed], backend, cache_path, cfg: AugmentConfig, filt: Filter
             row["round"] = round_no
         kept += new
         # the next round rewrites this round's outputs; pure-placeholder texts give the LLM nothing to rewrite
-        parents = [{"id": r["id"], "task": r["task"], "text": r["text"], "root_id": r["root_id"]} for r in new
-                   if PLACEHOLDER.sub("", r["text"]).strip()]
+        parents = [
+            {"id": r["id"], "task": r["task"], "text": r["text"], "root_id": r["root_id"]}
+            for r in new
+            if PLACEHOLDER.sub("", r["text"]).strip()
+        ]
     pool = [s.pool_row() for s in seeds]
     pool += [{**r, "origin": "generated"} for r in kept]
     return pool, report
-

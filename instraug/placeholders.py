@@ -19,8 +19,13 @@ from collections import Counter
 PLACEHOLDER = re.compile(r"\{.*?\}")
 
 # The MultiInstruct builder's constants (SOURCES.md [D]: `MultiInstruct/instruction_gen.py`, lines 21-26).
-CONSTANTS = {"options_token": "\n\n[Options]:", "split_token": "||||", "region_split_token": "||||",
-             "region_token": "Regions: ", "image_token": "image"}
+CONSTANTS = {
+    "options_token": "\n\n[Options]:",
+    "split_token": "||||",
+    "region_split_token": "||||",
+    "region_token": "Regions: ",
+    "image_token": "image",
+}
 
 
 class UnsafePlaceholder(ValueError):
@@ -70,22 +75,30 @@ def _value(node: ast.AST, fields: dict, expr: str):
                 return container[key]
             except (KeyError, IndexError, TypeError) as err:
                 raise UnsafePlaceholder(f"{expr}: {key!r} not found ({err})") from err
-    if (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant)):
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
         return -node.operand.value
     if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.UnaryOp):
         return _value(node.value, fields, expr)[_value(node.slice, fields, expr)]
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join"
-            and len(node.args) == 1 and not node.keywords):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "join"
+        and len(node.args) == 1
+        and not node.keywords
+    ):
         sep = _value(node.func.value, fields, expr)
         items = _value(node.args[0], fields, expr)
         if isinstance(sep, str) and isinstance(items, (list, tuple)):
             return sep.join(str(x) for x in items)
-    raise UnsafePlaceholder(f"{expr}: unsupported placeholder form ({type(node).__name__}); allowed: name, "
-                            "SEP.join(name), name[int], name['key']")
+    raise UnsafePlaceholder(
+        f"{expr}: unsupported placeholder form ({type(node).__name__}); allowed: name, "
+        "SEP.join(name), name[int], name['key']"
+    )
 
 
 def fill(template: str, fields: dict) -> str:
     """Fill every ``{expr}`` of ``template`` from ``fields`` (and CONSTANTS) without evaluating code."""
+
     def one(match: re.Match) -> str:
         expr = match.group()[1:-1].strip()
         try:

@@ -28,8 +28,14 @@ def length_plot(pool: list[dict], path: str | Path) -> None:
     for origin, colour in (("seed", "tab:blue"), ("generated", "tab:orange")):
         lengths = [len(r["text"].split()) for r in pool if r["origin"] == origin]
         if lengths:
-            ax.hist(lengths, bins=range(0, max(lengths) + 2), alpha=0.6, density=True, color=colour,
-                    label=f"{origin} (n={len(lengths)})")
+            ax.hist(
+                lengths,
+                bins=range(0, max(lengths) + 2),
+                alpha=0.6,
+                density=True,
+                color=colour,
+                label=f"{origin} (n={len(lengths)})",
+            )
     ax.set(xlabel="instruction length (words)", ylabel="share", title="instruction lengths")
     ax.legend()
     fig.tight_layout()

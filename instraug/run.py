@@ -28,11 +28,20 @@ def run(cfg: DictConfig) -> dict:
     seeds = load_seeds(a.seeds)
     backend = build_backend(a.backend.kind, **OmegaConf.to_container(a.backend.args, resolve=True))
     meta = OmegaConf.to_container(a.meta_prompts, resolve=True)
-    acfg = pipeline.AugmentConfig(variant=a.variant, meta_prompts=meta, temperatures=list(a.temperatures),
-                                  samples=a.get("samples", 1), rounds=a.rounds, top_p=a.top_p,
-                                  max_new_tokens=a.max_new_tokens, seed=cfg.seed, batch_size=a.batch_size,
-                                  keep_placeholders_hint=a.keep_placeholders_hint, reply_lines=a.reply_lines,
-                                  held_out=a.held_out)
+    acfg = pipeline.AugmentConfig(
+        variant=a.variant,
+        meta_prompts=meta,
+        temperatures=list(a.temperatures),
+        samples=a.get("samples", 1),
+        rounds=a.rounds,
+        top_p=a.top_p,
+        max_new_tokens=a.max_new_tokens,
+        seed=cfg.seed,
+        batch_size=a.batch_size,
+        keep_placeholders_hint=a.keep_placeholders_hint,
+        reply_lines=a.reply_lines,
+        held_out=a.held_out,
+    )
     fcfg = FilterConfig(**OmegaConf.to_container(a.filter, resolve=True))
     pool, rep = pipeline.run(seeds, backend, Path(a.cache_dir) / "generations.jsonl", acfg, fcfg)
     # the pool marks the job done (lit.recipes): written whole or not at all

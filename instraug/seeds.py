@@ -35,14 +35,25 @@ from pathlib import Path
 
 from instraug.placeholders import placeholders
 
-FORMATS = ("official instruction_gen.py (lists assigned to a variable, then df_dicts.extend(dict(task_name=..., "
-           "instructions=...) for ... in <list>)), raw_instructions.tsv (task_name, instructions), "
-           "JSONL ({task, instruction} per line), YAML ({task: [instruction, ...]})")
+FORMATS = (
+    "official instruction_gen.py (lists assigned to a variable, then df_dicts.extend(dict(task_name=..., "
+    "instructions=...) for ... in <list>)), raw_instructions.tsv (task_name, instructions), "
+    "JSONL ({task, instruction} per line), YAML ({task: [instruction, ...]})"
+)
 PURE_PLACEHOLDER_TASKS = ("open-domain_VQA", "VQA")  # skipped by the official generate_new_instruction
-OFFICIAL_TEST_TASKS = ("visual_spatial_reasoning", "visual_text_extraction", "text_vqa", "medic_disaster_types",
-                       "grounded_VQA", "visual_nli", "natural_language_visual_reasoning")
-HELD_OUT = {"official": OFFICIAL_TEST_TASKS,
-            "paper": OFFICIAL_TEST_TASKS + ("commonsense_VQA", "visual_dialog_has_hist", "visual_dialog_no_hist")}
+OFFICIAL_TEST_TASKS = (
+    "visual_spatial_reasoning",
+    "visual_text_extraction",
+    "text_vqa",
+    "medic_disaster_types",
+    "grounded_VQA",
+    "visual_nli",
+    "natural_language_visual_reasoning",
+)
+HELD_OUT = {
+    "official": OFFICIAL_TEST_TASKS,
+    "paper": OFFICIAL_TEST_TASKS + ("commonsense_VQA", "visual_dialog_has_hist", "visual_dialog_no_hist"),
+}
 
 
 class SeedFileError(ValueError):
@@ -79,15 +90,21 @@ def _text(node: ast.AST) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):  # keep each expression's source, never evaluate it
-        return "".join(str(v.value) if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"
-                       for v in node.values)
+        return "".join(
+            str(v.value) if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}" for v in node.values
+        )
     return None
 
 
 def _extend_call(node: ast.AST) -> tuple[str, str] | None:
     """``X.extend(dict(task_name='t', instructions=v) for v in LIST)`` -> ("t", "LIST")."""
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "extend"
-            and len(node.args) == 1 and isinstance(node.args[0], (ast.GeneratorExp, ast.ListComp))):
+    if not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "extend"
+        and len(node.args) == 1
+        and isinstance(node.args[0], (ast.GeneratorExp, ast.ListComp))
+    ):
         return None
     comp = node.args[0]
     if len(comp.generators) != 1 or not isinstance(comp.generators[0].iter, ast.Name):
@@ -116,8 +133,10 @@ def _python_pairs(path: Path):
             elif isinstance(stmt, ast.Expr) and (found := _extend_call(stmt.value)):
                 task, name = found
                 if not lists.get(name):
-                    raise SeedFileError(f"{path}:{stmt.lineno}: task {task!r} has no seed instructions "
-                                        f"(no list of strings named {name!r} before it)")
+                    raise SeedFileError(
+                        f"{path}:{stmt.lineno}: task {task!r} has no seed instructions "
+                        f"(no list of strings named {name!r} before it)"
+                    )
                 yield from ((task, text) for text in lists[name])
 
 
@@ -126,8 +145,9 @@ def _tsv_pairs(path: Path):
         rows = list(csv.DictReader(fh, delimiter="\t"))
     if not rows or not {"task_name", "instructions"} <= set(rows[0]):
         found = sorted(rows[0]) if rows else "no rows"
-        raise SeedFileError(f"{path}: expected TSV columns task_name, instructions; found {found}. "
-                            f"Accepted formats: {FORMATS}")
+        raise SeedFileError(
+            f"{path}: expected TSV columns task_name, instructions; found {found}. Accepted formats: {FORMATS}"
+        )
     return [(r["task_name"], r["instructions"]) for r in rows if str(r.get("origin", "-1")).strip() in ("-1", "")]
 
 
@@ -138,8 +158,10 @@ def _jsonl_pairs(path: Path):
                 row = json.loads(line)
                 yield row["task"], row["instruction"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise SeedFileError(f"{path}: line {lineno} is not a {{'task', 'instruction'}} object ({err}). "
-                                    f"Accepted formats: {FORMATS}") from err
+                raise SeedFileError(
+                    f"{path}: line {lineno} is not a {{'task', 'instruction'}} object ({err}). "
+                    f"Accepted formats: {FORMATS}"
+                ) from err
 
 
 def load_seeds(path: str | Path) -> list[Seed]:
@@ -179,9 +201,13 @@ def augmentable(seeds: list[Seed], held_out: str = "paper") -> list[Seed]:
 def summary(seeds: list[Seed], held_out: str = "paper") -> dict:
     aug = augmentable(seeds, held_out)
     counts = Counter(p for s in seeds for p in placeholders(s.text))
-    return {"tasks": len({s.task for s in seeds}), "seeds": len(seeds),
-            "augmentable_tasks": len({s.task for s in aug}), "augmentable_seeds": len(aug),
-            "placeholders": dict(counts.most_common())}
+    return {
+        "tasks": len({s.task for s in seeds}),
+        "seeds": len(seeds),
+        "augmentable_tasks": len({s.task for s in aug}),
+        "augmentable_seeds": len(aug),
+        "placeholders": dict(counts.most_common()),
+    }
 
 
 def _main(argv=None) -> None:

@@ -21,8 +21,9 @@ def base_url_of(url: str) -> str:
 def client(url: str, api_key: str, max_retries: int = 5, timeout: float = 600.0):
     import openai
 
-    return openai.OpenAI(base_url=base_url_of(url), api_key=api_key or "EMPTY", max_retries=max_retries,
-                         timeout=timeout)
+    return openai.OpenAI(
+        base_url=base_url_of(url), api_key=api_key or "EMPTY", max_retries=max_retries, timeout=timeout
+    )
 
 
 def complete(api, request: dict, what: str = "") -> str:
@@ -34,10 +35,14 @@ def complete(api, request: dict, what: str = "") -> str:
     try:
         response = api.chat.completions.create(**request)
     except openai.APIStatusError as err:
-        kind = "transient, retries exhausted" if err.status_code in (408, 409, 429) or err.status_code >= 500 else \
-            "not retried"
-        raise ChatAPIError(f"{where} answered {err.status_code} ({kind}) to request {label}: "
-                           f"{str(err.message)[:300]}") from err
+        kind = (
+            "transient, retries exhausted"
+            if err.status_code in (408, 409, 429) or err.status_code >= 500
+            else "not retried"
+        )
+        raise ChatAPIError(
+            f"{where} answered {err.status_code} ({kind}) to request {label}: {str(err.message)[:300]}"
+        ) from err
     except openai.APIConnectionError as err:  # includes timeouts
         raise ChatAPIError(f"{where} unreachable after {api.max_retries} retries for request {label}: {err}") from err
     try:

@@ -33,8 +33,7 @@ def arm_overrides(arm: str) -> list[str]:
 
 def compose_run(arm: str, seed: int, overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[*arm_overrides(arm), f"seed={seed}", f"model.init_seed={seed}",
-                                           *overrides])
+        return compose("train", overrides=[*arm_overrides(arm), f"seed={seed}", f"model.init_seed={seed}", *overrides])
 
 
 def score_run(cfg, ckpt: Path, out: Path) -> dict:
@@ -81,8 +80,14 @@ def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bo
 
     scores = record["scores"]
     history = json.loads((run_dir / "log_history.json").read_text())
-    return {"arm": arm, "seed": seed, "run_dir": str(run_dir), "scores": scores, "log_history": history,
-            "samples": load_samples(run_dir)}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "scores": scores,
+        "log_history": history,
+        "samples": load_samples(run_dir),
+    }
 
 
 def write_vc(ckpt: Path, data_root: Path, chat_template: str, out: Path, n: int) -> dict:
@@ -103,8 +108,9 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_all(jobs: list[tuple[str, int]], cfg, overrides: list[str], runs_dir: Path, fresh: bool,
-            n_jobs: int) -> list[dict]:
+def run_all(
+    jobs: list[tuple[str, int]], cfg, overrides: list[str], runs_dir: Path, fresh: bool, n_jobs: int
+) -> list[dict]:
     """Every (arm, seed) run, ``n_jobs`` at a time in worker processes (each with its share of the CPU threads).
     ``cfg`` is the first job's composed config: its data set is generated here, and the first run starts alone
     until it has written what all runs share (the tokenizer)."""
@@ -119,8 +125,9 @@ def run_all(jobs: list[tuple[str, int]], cfg, overrides: list[str], runs_dir: Pa
         return [run_one(arm, seed, overrides, runs_dir, fresh) for arm, seed in jobs]
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     shared = Path(cfg.model.tokenizer) / "tokenizer_config.json" if cfg.model.get("tokenizer") else None
-    with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=_worker_init,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        n_jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)
+    ) as pool:
         first = pool.submit(run_one, *jobs[0], overrides, runs_dir, fresh)
         while shared is not None and not shared.exists() and not first.done():
             time.sleep(0.5)
@@ -132,8 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lit.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scopes", nargs="*", default=["vit", "lit"], choices=["vit", "lit_all", "lit_nosys", "lit"])
-    parser.add_argument("--epsilons", nargs="*", type=float, default=[],
-                        help="MIns+ arms: instruction ratios on the demo seeds and their rewrites")
+    parser.add_argument(
+        "--epsilons",
+        nargs="*",
+        type=float,
+        default=[],
+        help="MIns+ arms: instruction ratios on the demo seeds and their rewrites",
+    )
     parser.add_argument("--runs-dir", default="outputs/demo")
     parser.add_argument("--out", default="results/demo")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time (CPU threads are shared)")

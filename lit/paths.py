@@ -14,6 +14,8 @@ def conf_dir() -> Path:
     """The Hydra config directory (the one holding ``train.yaml``) of the installed ``lit`` package."""
     path = Path(str(files("lit") / "conf")).resolve()
     if not (path / "train.yaml").is_file():
-        raise FileNotFoundError(f"{path} holds no train.yaml: this copy of lit was installed without conf/ "
-                                "(it is package data: tool.setuptools.package-data in pyproject.toml)")
+        raise FileNotFoundError(
+            f"{path} holds no train.yaml: this copy of lit was installed without conf/ "
+            "(it is package data: tool.setuptools.package-data in pyproject.toml)"
+        )
     return path

@@ -49,8 +49,13 @@ from lit.paths import conf_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = conf_dir() / "recipe"
-ENTRY = {"augment": "augment.py", "mins_plus": "build_mins_plus.py", "train": "train.py", "evaluate": "evaluate.py",
-         "vc": "vc.py"}
+ENTRY = {
+    "augment": "augment.py",
+    "mins_plus": "build_mins_plus.py",
+    "train": "train.py",
+    "evaluate": "evaluate.py",
+    "vc": "vc.py",
+}
 
 
 @dataclass
@@ -69,8 +74,13 @@ class Job:
 
     def done(self, output_root: Path) -> bool:
         d = self.run_dir(output_root)
-        return {"train": d / "train_metrics.json", "evaluate": d / "scores.json",
-                "augment": d / "pool.jsonl", "mins_plus": d / "dataset.json", "vc": d / "vc.json"}[self.kind].exists()
+        return {
+            "train": d / "train_metrics.json",
+            "evaluate": d / "scores.json",
+            "augment": d / "pool.jsonl",
+            "mins_plus": d / "dataset.json",
+            "vc": d / "vc.json",
+        }[self.kind].exists()
 
 
 def run_dir(output_root: Path, job_id: str) -> Path:
@@ -93,8 +103,10 @@ def load(name: str) -> dict:
         if isinstance(table.get(part), str):
             lists = _shared("_tables")
             if table[part] not in lists:
-                raise KeyError(f"recipe {name}: table {part} {table[part]!r} is not in conf/recipe/_tables/; "
-                               f"known: {', '.join(sorted(lists))}")
+                raise KeyError(
+                    f"recipe {name}: table {part} {table[part]!r} is not in conf/recipe/_tables/; "
+                    f"known: {', '.join(sorted(lists))}"
+                )
             table[part] = lists[table[part]]
     return recipe
 
@@ -152,10 +164,15 @@ def jobs(recipe: dict, output_root: Path) -> list[Job]:
         keys = list(matrix)
         for combo in itertools.product(*(matrix[k] for k in keys)) if keys else [()]:
             values = dict(zip(keys, combo))
-            out.append(Job(id=_subst(spec["id"], values), kind=spec["kind"],
-                           overrides=[_subst(o, values) for o in spec.get("overrides", [])],
-                           after=[_subst(a, values) for a in spec.get("after", [])],
-                           resources=spec.get("resources", {})))
+            out.append(
+                Job(
+                    id=_subst(spec["id"], values),
+                    kind=spec["kind"],
+                    overrides=[_subst(o, values) for o in spec.get("overrides", [])],
+                    after=[_subst(a, values) for a in spec.get("after", [])],
+                    resources=spec.get("resources", {}),
+                )
+            )
     ids = [j.id for j in out]
     unexpanded = [i for i in ids if re.search(r"\{\w+\}", i)]
     if unexpanded:
@@ -169,8 +186,9 @@ def jobs(recipe: dict, output_root: Path) -> list[Job]:
         later = [a for a in job.after if a not in ids[:i]]
         if later:
             raise ValueError(f"recipe {recipe['name']}: job {job.id} depends on {later[0]}, listed after it")
-        job.overrides = [re.sub(r"\{run:([\w.-]+)\}", lambda m: str(run_dir(output_root, m.group(1))), o)
-                         for o in job.overrides]
+        job.overrides = [
+            re.sub(r"\{run:([\w.-]+)\}", lambda m: str(run_dir(output_root, m.group(1))), o) for o in job.overrides
+        ]
     return out
 
 
@@ -185,12 +203,21 @@ def _env(recipe: dict, job: Job) -> dict:
 
 def _sbatch(job: Job, output_root: Path, deps: list[str], site) -> list[str]:
     script = {"train": ["slurm/train.sbatch"], "augment": ["slurm/augment.sbatch"]}.get(
-        job.kind, ["slurm/single.sbatch", ENTRY[job.kind]])
+        job.kind, ["slurm/single.sbatch", ENTRY[job.kind]]
+    )
     return slurm.sbatch_command(job.id, job.kind, job.resources, site, output_root, deps, script + job.overrides)
 
 
-def run(name: str, mode: str, output_root: Path, extra: list[str] = (), out=sys.stdout, site: str = "default",
-        site_overrides: list[str] = (), wait: bool = False) -> list[Job]:
+def run(
+    name: str,
+    mode: str,
+    output_root: Path,
+    extra: list[str] = (),
+    out=sys.stdout,
+    site: str = "default",
+    site_overrides: list[str] = (),
+    wait: bool = False,
+) -> list[Job]:
     recipe = load(name)
     todo = jobs(recipe, output_root)
     scoped = [(o.split(":", 1) if o.split(":", 1)[0] in ENTRY else [None, o]) for o in extra]
@@ -210,8 +237,11 @@ def run(name: str, mode: str, output_root: Path, extra: list[str] = (), out=sys.
         queued = slurm.active(job.run_dir(output_root)) if mode == "submit" and not done else None
         status = "done, skipped" if done else f"queued or running as {queued}, attached" if queued else "to run"
         r = job.resources
-        print(f"[{job.kind}] {job.id} ({status}; after: {', '.join(job.after) or '-'}; "
-              f"{r.get('nodes', 1)} node(s) x {r.get('gpus', 1)} GPU, ~{r.get('hours', '?')} h)", file=out)
+        print(
+            f"[{job.kind}] {job.id} ({status}; after: {', '.join(job.after) or '-'}; "
+            f"{r.get('nodes', 1)} node(s) x {r.get('gpus', 1)} GPU, ~{r.get('hours', '?')} h)",
+            file=out,
+        )
         print("  " + " ".join(shlex.quote(a) for a in job.command(output_root)), file=out)
         if mode == "dry" and job.kind == "train":
             from lit.train.plan import (
@@ -229,16 +259,19 @@ def run(name: str, mode: str, output_root: Path, extra: list[str] = (), out=sys.
         elif mode == "submit":
             deps = [slurm_ids[a] for a in job.after if a in slurm_ids]
             env.update(slurm.job_env(site_cfg, job.resources, job.id))
-            slurm_ids[job.id] = submitted[job.id] = slurm.submit(_sbatch(job, output_root, deps, site_cfg),
-                                                                 job.run_dir(output_root), output_root, env)
+            slurm_ids[job.id] = submitted[job.id] = slurm.submit(
+                _sbatch(job, output_root, deps, site_cfg), job.run_dir(output_root), output_root, env
+            )
             print(f"  submitted: {slurm_ids[job.id]}", file=out)
     if mode == "submit" and wait and slurm_ids:
         print(f"# waiting for {len(slurm_ids)} job(s); logs in {slurm.log_dir(output_root)}/", file=out, flush=True)
         slurm.wait(slurm_ids, out=out)
         failed = [j.id for j in todo if not j.done(output_root)]
         if failed:
-            raise RuntimeError(f"{len(failed)} job(s) ended without their result: {', '.join(failed)}; "
-                               f"see {slurm.log_dir(output_root)}/<job>-<id>.out")
+            raise RuntimeError(
+                f"{len(failed)} job(s) ended without their result: {', '.join(failed)}; "
+                f"see {slurm.log_dir(output_root)}/<job>-<id>.out"
+            )
     return todo
 
 
@@ -250,18 +283,31 @@ def main(argv=None) -> None:
     mode.add_argument("--submit", action="store_const", dest="mode", const="submit", help="sbatch with dependencies")
     mode.add_argument("--local", action="store_const", dest="mode", const="local", help="run the jobs here, in order")
     parser.add_argument("--output-root", default=os.environ.get("LIT_OUTPUT_DIR", str(ROOT / "outputs")))
-    parser.add_argument("--site", default=os.environ.get("LIT_SITE", "default"),
-                        help="conf/site/<name>.yaml: account, partition, QoS, time cap, GPUs per node, sbatch flags")
+    parser.add_argument(
+        "--site",
+        default=os.environ.get("LIT_SITE", "default"),
+        help="conf/site/<name>.yaml: account, partition, QoS, time cap, GPUs per node, sbatch flags",
+    )
     parser.add_argument("--wait", action="store_true", help="with --submit: block until every job has ended")
-    parser.add_argument("overrides", nargs="*",
-                        help="Hydra overrides added to every job, or to one kind: train:train.max_steps=10; "
-                             "site.<key>=<value> changes one site setting")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides added to every job, or to one kind: train:train.max_steps=10; "
+        "site.<key>=<value> changes one site setting",
+    )
     args = parser.parse_intermixed_args(argv)
     site_overrides = [o.removeprefix("site.") for o in args.overrides if o.startswith("site.")]
     overrides = [o for o in args.overrides if not o.startswith("site.")]
     try:
-        run(args.table, args.mode or "dry", Path(args.output_root), overrides, site=args.site,
-            site_overrides=site_overrides, wait=args.wait)
+        run(
+            args.table,
+            args.mode or "dry",
+            Path(args.output_root),
+            overrides,
+            site=args.site,
+            site_overrides=site_overrides,
+            wait=args.wait,
+        )
     except (RuntimeError, ValueError, FileNotFoundError, KeyError) as err:
         sys.exit(f"lit.recipes: {err}")
 

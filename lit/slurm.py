@@ -23,12 +23,23 @@ ROOT = Path(__file__).resolve().parent.parent
 SITES = conf_dir() / "site"
 RECORD = "slurm_submission.json"
 # squeue states of a job that will still run (or is running); anything else has ended
-ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
-          "SIGNALING", "STAGE_OUT"}
+ACTIVE = {
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+    "SIGNALING",
+    "STAGE_OUT",
+}
 
 
 def load_site(name: str, overrides: list[str] = ()) -> DictConfig:
-    """``conf/site/<name>.yaml`` merged over the site files its ``defaults`` list names, then ``key=value`` overrides."""
+    """``conf/site/<name>.yaml`` merged over the site files its ``defaults`` list names, then ``key=value``
+    overrides."""
     path = SITES / f"{name}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in SITES.glob("*.yaml")))
@@ -56,8 +67,10 @@ def shape(resources: dict, site: DictConfig, job_id: str) -> dict:
     if have == 0:
         gpus = 0  # a CPU-only site: every job runs one process per node
     elif gpus > have:
-        raise ValueError(f"job {job_id} asks for {gpus} GPUs per node but site nodes have {have}; "
-                         "change the recipe's resources (more nodes, fewer GPUs) or the site's gpus_per_node")
+        raise ValueError(
+            f"job {job_id} asks for {gpus} GPUs per node but site nodes have {have}; "
+            "change the recipe's resources (more nodes, fewer GPUs) or the site's gpus_per_node"
+        )
     minutes = math.ceil(float(resources.get("hours", 24)) * 60)
     if site.max_hours is not None:
         minutes = min(minutes, math.ceil(site.max_hours * 60))
@@ -65,16 +78,29 @@ def shape(resources: dict, site: DictConfig, job_id: str) -> dict:
     return {"nodes": nodes, "gpus": gpus, "procs": max(gpus, 1), "cpus": cpus, "minutes": minutes}
 
 
-def sbatch_command(job_id: str, kind: str, resources: dict, site: DictConfig, output_root: Path,
-                   deps: list[str], script: list[str]) -> list[str]:
+def sbatch_command(
+    job_id: str, kind: str, resources: dict, site: DictConfig, output_root: Path, deps: list[str], script: list[str]
+) -> list[str]:
     s = shape(resources, site, job_id)
-    args = ["sbatch", "--parsable", f"--job-name={job_id}", f"--output={log_dir(output_root)}/%x-%j.out",
-            "--open-mode=append", f"--nodes={s['nodes']}", "--ntasks-per-node=1", f"--cpus-per-task={s['cpus']}",
-            f"--time={s['minutes']}"]
+    args = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={job_id}",
+        f"--output={log_dir(output_root)}/%x-%j.out",
+        "--open-mode=append",
+        f"--nodes={s['nodes']}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={s['cpus']}",
+        f"--time={s['minutes']}",
+    ]
     if s["gpus"]:  # no GPU: no GPU request at all (--gpus-per-node=0 is still a gres:gpu request)
         args.append(f"--gpus-per-node={s['gpus']}")
-    site_flags = {"account": site.account, "qos": site.qos, "constraint": site.constraint,
-                  "partition": site.partition if s["gpus"] or not site.cpu_partition else site.cpu_partition}
+    site_flags = {
+        "account": site.account,
+        "qos": site.qos,
+        "constraint": site.constraint,
+        "partition": site.partition if s["gpus"] or not site.cpu_partition else site.cpu_partition,
+    }
     for flag, value in site_flags.items():
         if value:
             args.append(f"--{flag}={value}")
@@ -102,8 +128,9 @@ def job_env(site: DictConfig, resources: dict, job_id: str) -> dict:
 
 def state(slurm_id: str) -> str | None:
     """The job's squeue state, or None once Slurm no longer lists it."""
-    res = subprocess.run(["squeue", "-h", "--states=all", "-j", slurm_id, "-o", "%T|%r"], capture_output=True,
-                         text=True)
+    res = subprocess.run(
+        ["squeue", "-h", "--states=all", "-j", slurm_id, "-o", "%T|%r"], capture_output=True, text=True
+    )
     if res.returncode != 0 or not res.stdout.strip():
         return None
     st, reason = res.stdout.strip().splitlines()[0].split("|", 1)
@@ -138,8 +165,11 @@ def submit(command: list[str], run_dir: Path, output_root: Path, env: dict) -> s
     if res.returncode != 0:
         raise RuntimeError(f"sbatch failed ({res.returncode}): {res.stderr.strip()}\n  {' '.join(command)}")
     slurm_id = res.stdout.strip().split(";")[0]
-    (run_dir / RECORD).write_text(json.dumps({"slurm_id": slurm_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                              "command": command}, indent=1))
+    (run_dir / RECORD).write_text(
+        json.dumps(
+            {"slurm_id": slurm_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command}, indent=1
+        )
+    )
     return slurm_id
 
 

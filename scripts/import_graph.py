@@ -22,6 +22,7 @@ From the bottom up (``LAYERS``; ``x.*`` is ``x`` and everything under it):
 
 A module in no layer is an error too, so a new module is placed deliberately.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -185,7 +186,9 @@ def crossings(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edges", action="store_true", help="print every edge and the package crossings")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the tree holding lit/ and instraug/ (default: this repository)")
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="the tree holding lit/ and instraug/ (default: this repository)"
+    )
     args = parser.parse_args(argv)
     graph = import_graph(args.root)
     if args.edges:
@@ -209,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"clean: no cycle and no upward import among {len(graph)} modules ({' < '.join(names)})")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,8 +37,12 @@ def compose(overrides: list[str]) -> dict:
         cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
     out = OmegaConf.to_container(cfg, resolve=False)
     hydra = out.pop("hydra")
-    out["hydra"] = {"run": hydra["run"], "sweep": hydra["sweep"], "job": {"chdir": hydra["job"]["chdir"]},
-                    "choices": hydra["runtime"]["choices"]}
+    out["hydra"] = {
+        "run": hydra["run"],
+        "sweep": hydra["sweep"],
+        "job": {"chdir": hydra["job"]["chdir"]},
+        "choices": hydra["runtime"]["choices"],
+    }
     return out
 
 
@@ -50,8 +54,13 @@ def recipe_jobs() -> dict:
     for name in recipes.available():
         jobs = []
         for job in recipes.jobs(recipes.load(name), OUTPUT_ROOT):
-            entry = {"id": job.id, "kind": job.kind, "overrides": job.overrides, "after": job.after,
-                     "resources": job.resources}
+            entry = {
+                "id": job.id,
+                "kind": job.kind,
+                "overrides": job.overrides,
+                "after": job.after,
+                "resources": job.resources,
+            }
             if job.kind in COMPOSED_KINDS:
                 entry["config"] = compose(job.overrides)
             jobs.append(entry)
@@ -67,9 +76,12 @@ def recipe_tables() -> dict:
 
 
 def snapshot() -> dict:
-    return {"model": {m: compose([f"model={m}"]) for m in options("model")},
-            "experiment": {e: compose([f"experiment={e}"]) for e in options("experiment")},
-            "recipe": recipe_jobs(), "recipe_table": recipe_tables()}
+    return {
+        "model": {m: compose([f"model={m}"]) for m in options("model")},
+        "experiment": {e: compose([f"experiment={e}"]) for e in options("experiment")},
+        "recipe": recipe_jobs(),
+        "recipe_table": recipe_tables(),
+    }
 
 
 def main() -> None:

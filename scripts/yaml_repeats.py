@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def read_lines(conf: Path) -> dict[str, list[str]]:
-    return {str(p.relative_to(conf)): [line.rstrip() for line in p.read_text().splitlines()]
-            for p in sorted(conf.rglob("*.yaml"))}
+    return {
+        str(p.relative_to(conf)): [line.rstrip() for line in p.read_text().splitlines()]
+        for p in sorted(conf.rglob("*.yaml"))
+    }
 
 
 def repeated_lines(files: dict[str, list[str]], min_lines: int = 4) -> dict[str, set[int]]:
@@ -26,13 +28,13 @@ def repeated_lines(files: dict[str, list[str]], min_lines: int = 4) -> dict[str,
     where: dict[tuple[str, ...], set[str]] = defaultdict(set)
     for name, lines in files.items():
         for i in range(len(lines) - min_lines + 1):
-            block = tuple(lines[i:i + min_lines])
+            block = tuple(lines[i : i + min_lines])
             if any(block):
                 where[block].add(name)
     covered: dict[str, set[int]] = {name: set() for name in files}
     for name, lines in files.items():
         for i in range(len(lines) - min_lines + 1):
-            block = tuple(lines[i:i + min_lines])
+            block = tuple(lines[i : i + min_lines])
             if len(where.get(block, ())) > 1:
                 covered[name].update(range(i, i + min_lines))
     return covered

@@ -14,8 +14,17 @@ def _lora_run(trained, demo_data, out, *extra):
     from lit.train.run import run
 
     _, base_run, _ = trained
-    cfg = tiny_cfg(demo_data, out, f"model.pretrained={base_run / 'checkpoint'}", "adapter=lora", "adapter.r=4",
-                   "adapter.alpha=8", "train.max_steps=2", "logger=none", *extra)
+    cfg = tiny_cfg(
+        demo_data,
+        out,
+        f"model.pretrained={base_run / 'checkpoint'}",
+        "adapter=lora",
+        "adapter.r=4",
+        "adapter.alpha=8",
+        "train.max_steps=2",
+        "logger=none",
+        *extra,
+    )
     return cfg, run(cfg, out)
 
 
@@ -55,7 +64,9 @@ def test_lora_run_writes_merged_and_adapter_checkpoints_that_load(trained, demo_
     assert all(torch.equal(b[k], m[k]) for k in b if "vision_tower" in k)  # frozen
     q = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(b[q], m[q])  # the LoRA update, merged in
-    assert not torch.equal(b["model.multi_modal_projector.linear_1.weight"], m["model.multi_modal_projector.linear_1.weight"])
+    assert not torch.equal(
+        b["model.multi_modal_projector.linear_1.weight"], m["model.multi_modal_projector.linear_1.weight"]
+    )
     from_adapter, _ = load_pretrained(str(adapter))
     assert all(torch.allclose(v, m[k], atol=1e-6) for k, v in from_adapter.state_dict().items())
 

@@ -14,17 +14,19 @@ from tiny_runs import CONF
 
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER
 from lit.data.image_inputs import image_inputs_for
-from lit.records import RecordError
 from lit.mask.chat_templates import get_template
+from lit.records import RecordError
 
 SIZES = [(32, 32), (30, 70), (60, 25), (64, 64), (17, 90)]  # (height, width): every NeXT grid and odd aspects
 
 
 def _tiny(arch_config: str, tokenizer):
-    from lit.model.build import compose_tiny
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.build import compose_tiny
 
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{arch_config}.yaml"))
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{arch_config}.yaml")
+    )
     cfg.text.hidden_size = cfg.vision.hidden_size = 32
     prepare_tokenizer(tokenizer, get_template(cfg.chat_template))
     model, processor = compose_tiny(cfg, tokenizer)
@@ -67,8 +69,9 @@ def _assert_llava_hf_reads_it_as_we_do(ckpt, image, chat_template="vicuna_v1"):
     theirs = LlavaHf(pretrained=str(ckpt), device="cpu", device_map="cpu", dtype="float32")
     ours = LitLlava(pretrained=str(ckpt), chat_template=chat_template)
     question = "What shape is it?"
-    text = theirs.tokenizer.apply_chat_template([{"role": "user", "content": f"{IMAGE_MARKER}\n{question}"}],
-                                                tokenize=False, add_generation_prompt=True)
+    text = theirs.tokenizer.apply_chat_template(
+        [{"role": "user", "content": f"{IMAGE_MARKER}\n{question}"}], tokenize=False, add_generation_prompt=True
+    )
     inputs = theirs._image_processor(images=[image], text=text, return_tensors="pt")
     mine = ours.prompt_inputs(question, image)
     assert torch.equal(inputs["input_ids"], mine["input_ids"])
@@ -157,21 +160,25 @@ def test_next_image_token_count_matches_processor_and_model(bpe_tokenizer):
     with torch.no_grad():
         logits = model(input_ids=padded, attention_mask=mask, **both).logits
     for row, single in enumerate(singles):
-        torch.testing.assert_close(logits[row, :single.shape[1]], single[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(logits[row, : single.shape[1]], single[0], atol=1e-4, rtol=1e-4)
 
 
 def test_next_dataset_and_label_cache_keep_per_image_counts(varied_data, bpe_tokenizer, tmp_path):
     from lit.data.collate import Collator
     from lit.data.label_cache import labelled_dataset
     from lit.data.labels import LabelSpec
-    from lit.records import load_records
     from lit.mask.scopes import get_scope
+    from lit.records import load_records
 
     tok = bpe_tokenizer
     model, processor, cfg = _tiny("tiny_next", tok)
     inputs = image_inputs_for(model.config, processor)
-    kwargs = dict(spec=LabelSpec(get_template("vicuna_v1"), get_scope("lit"), 2048, image_root=varied_data),
-                  tokenizer=tok, image_inputs=inputs, progress=False)
+    kwargs = dict(
+        spec=LabelSpec(get_template("vicuna_v1"), get_scope("lit"), 2048, image_root=varied_data),
+        tokenizer=tok,
+        image_inputs=inputs,
+        progress=False,
+    )
     records = load_records(varied_data / "train.json")
     built = labelled_dataset(records, varied_data / "train.json", tmp_path, **kwargs)
     cached = labelled_dataset(records, varied_data / "train.json", tmp_path, **kwargs)
@@ -193,8 +200,12 @@ def test_next_dataset_and_label_cache_keep_per_image_counts(varied_data, bpe_tok
     from lit.model.build import compose_tiny
 
     other_model, other_processor = compose_tiny(cfg, tok)
-    other = labelled_dataset(records, varied_data / "train.json", tmp_path, **{**kwargs, "image_inputs":
-                             image_inputs_for(other_model.config, other_processor)})
+    other = labelled_dataset(
+        records,
+        varied_data / "train.json",
+        tmp_path,
+        **{**kwargs, "image_inputs": image_inputs_for(other_model.config, other_processor)},
+    )
     assert len(list(tmp_path.glob("labels_*"))) == 2  # a second entry, labelled for the other tiling
     assert [len(other[i]["input_ids"]) for i in range(5)] != [len(built[i]["input_ids"]) for i in range(5)]
 
@@ -208,7 +219,8 @@ def test_next_freeze_covers_image_newline(bpe_tokenizer):
     counts = apply_freeze(model, {"vision": True, "projector": False, "lm": True})
     assert model.model.image_newline.requires_grad
     assert counts["projector"] == model.model.image_newline.numel() + sum(
-        p.numel() for p in model.model.multi_modal_projector.parameters())
+        p.numel() for p in model.model.multi_modal_projector.parameters()
+    )
 
 
 @pytest.mark.integration
@@ -222,8 +234,14 @@ def test_next_trains_and_checkpoint_generates(varied_data, tmp_path):
     from lit.eval.lmms_model import LitLlava
     from lit.train.run import run
 
-    cfg = tiny_cfg(varied_data, tmp_path, "model=tiny_next", "train.max_steps=2", "data.label_cache_dir=null",
-                   "loss.template_sentences.min_share=0.5")
+    cfg = tiny_cfg(
+        varied_data,
+        tmp_path,
+        "model=tiny_next",
+        "train.max_steps=2",
+        "data.label_cache_dir=null",
+        "loss.template_sentences.min_share=0.5",
+    )
     metrics = run(cfg, tmp_path)
     assert metrics["steps"] == 2 and metrics["instruction"] > 0
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "checkpoint")
@@ -235,8 +253,8 @@ def test_next_trains_and_checkpoint_generates(varied_data, tmp_path):
     out = lmm.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=lmm.tokenizer.pad_token_id)
     assert out.shape[1] > inputs["input_ids"].shape[1]
     _assert_llava_hf_reads_it_as_we_do(tmp_path / "checkpoint", _rgb(30, 70))
-    from lit.records import load_records
     from lit.eval.vc import analyse
+    from lit.records import load_records
 
     records = [r for r in load_records(varied_data / "train.json") if "image" in r][:2]
     vc = analyse(str(tmp_path / "checkpoint"), records, str(varied_data), attention_share=True)
@@ -251,7 +269,11 @@ def test_next_recipe_composes():
         cfg = compose("train", overrides=["loss=lit", "model=llava_next7b"])
         stage1 = compose("train", overrides=["model=llava_next7b_stage1"])
     assert cfg.model.arch == "llava_next" and not cfg.model.freeze.vision and cfg.model.part_lrs.vision == 2e-6
-    assert cfg.train.learning_rate == 1e-5 and cfg.schedule.global_batch_size == 32 and cfg.deepspeed.config.zero_optimization.stage == 3
+    assert (
+        cfg.train.learning_rate == 1e-5
+        and cfg.schedule.global_batch_size == 32
+        and cfg.deepspeed.config.zero_optimization.stage == 3
+    )
     assert stage1.model.compose.text == "lmsys/vicuna-7b-v1.5" and stage1.model.arch == "llava_next"
     assert stage1.model.freeze.lm and stage1.model.freeze.vision and not stage1.model.freeze.projector
 
@@ -263,8 +285,12 @@ def test_iblip_qformer_reads_the_instruction(bpe_tokenizer):
 
     model, processor, cfg = _tiny("tiny_iblip", bpe_tokenizer)
     inputs = image_inputs_for(model.config, processor)
-    record = {"conversations": [{"from": "human", "value": f"{IMAGE_MARKER}\nWhat colour is the circle?"},
-                                {"from": "gpt", "value": "red"}]}
+    record = {
+        "conversations": [
+            {"from": "human", "value": f"{IMAGE_MARKER}\nWhat colour is the circle?"},
+            {"from": "gpt", "value": "red"},
+        ]
+    }
     ids = inputs.text_inputs(record, "r0")["qformer_input_ids"]
     assert bpe_tokenizer.decode(ids, skip_special_tokens=True).strip() == "What colour is the circle?"
     image = inputs.collate([inputs.pixels(_rgb(40, 40))])
@@ -277,8 +303,13 @@ def test_iblip_qformer_reads_the_instruction(bpe_tokenizer):
     assert not torch.allclose(outs[0], outs[1])  # the instruction reaches the image features through the Q-Former
     text_only = {"id": "t1", "conversations": record["conversations"]}
     with pytest.raises(RecordError, match="t1.*text-only"):
-        SupervisedDataset([text_only], LabelSpec(get_template("instructblip"), get_scope("lit"), 512), bpe_tokenizer,
-                          inputs, progress=False)
+        SupervisedDataset(
+            [text_only],
+            LabelSpec(get_template("instructblip"), get_scope("lit"), 512),
+            bpe_tokenizer,
+            inputs,
+            progress=False,
+        )
 
 
 @pytest.mark.integration
@@ -303,7 +334,9 @@ def test_iblip_trains_and_checkpoint_generates(demo_data, tmp_path):
     n = cfg.model.num_query_tokens
     assert int((inputs["input_ids"] == lmm.image_token_id).sum()) == n
     # LAVIS's generate feeds [query positions, BOS, prompt] (blip2_vicuna_instruct.py l.347-356), as training does
-    assert (inputs["input_ids"][0, :n] == lmm.image_token_id).all() and inputs["input_ids"][0, n] == lmm.tokenizer.bos_token_id
+    assert (inputs["input_ids"][0, :n] == lmm.image_token_id).all() and inputs["input_ids"][
+        0, n
+    ] == lmm.tokenizer.bos_token_id
     out = lmm.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=lmm.tokenizer.pad_token_id)
     assert out.shape[1] > inputs["input_ids"].shape[1]
     with pytest.raises(ValueError, match="needs an image"):
@@ -311,8 +344,12 @@ def test_iblip_trains_and_checkpoint_generates(demo_data, tmp_path):
     from lit.eval.evaluate import evaluate
     from lit.eval.spec import EvalSpec
 
-    scores = evaluate(tmp_path / "checkpoint", EvalSpec(("demo_pope",), str(demo_data), limit=4), tmp_path / "eval",
-                      chat_template="instructblip")  # through lmms-eval, Q-Former inputs included
+    scores = evaluate(
+        tmp_path / "checkpoint",
+        EvalSpec(("demo_pope",), str(demo_data), limit=4),
+        tmp_path / "eval",
+        chat_template="instructblip",
+    )  # through lmms-eval, Q-Former inputs included
     assert 0 <= scores["demo_pope"]["pope_accuracy"] <= 1
 
 
@@ -337,10 +374,12 @@ def test_next_data_converter(tmp_path, demo_data):
 
     png = (demo_data / json.loads((demo_data / "train.json").read_text())[0]["image"]).read_bytes()
     turns = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A circle."}]
-    rows = {"id": ["a/1", "b2", "t3"], "conversations": [turns, turns, [{"from": "human", "value": "Hi?"},
-                                                                         {"from": "gpt", "value": "Hello."}]],
-            "data_source": ["coco", "sharegpt4v", "text"],
-            "image": [{"bytes": png, "path": "x.png"}, {"bytes": png, "path": None}, None]}
+    rows = {
+        "id": ["a/1", "b2", "t3"],
+        "conversations": [turns, turns, [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]],
+        "data_source": ["coco", "sharegpt4v", "text"],
+        "image": [{"bytes": png, "path": "x.png"}, {"bytes": png, "path": None}, None],
+    }
     src = tmp_path / "src" / "data"
     src.mkdir(parents=True)
     pq.write_table(pa.table(rows), src / "train-00000-of-00001.parquet")

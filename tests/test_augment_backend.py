@@ -15,8 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed in this environment")
 def test_missing_vllm_stops_in_one_line_naming_both_ways_out(tmp_path):
-    proc = subprocess.run([sys.executable, "augment.py", "augmentation=mins_plus", f"hydra.run.dir={tmp_path}/run"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "augment.py", "augmentation=mins_plus", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -42,7 +48,7 @@ def test_the_suggested_override_composes_into_the_openai_backend():
         pytest.skip("vllm is installed in this environment")
     except backends.BackendUnavailable as err:
         message = str(err)
-    overrides = shlex.split(message[message.index("augmentation.backend.kind=openai"):])
+    overrides = shlex.split(message[message.index("augmentation.backend.kind=openai") :])
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("augment", overrides=["augmentation=mins_plus", *overrides])
     assert cfg.augmentation.backend.kind == "openai"

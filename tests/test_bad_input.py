@@ -7,13 +7,13 @@ import json
 import pytest
 
 from lit.data.dataset import SupervisedDataset
-from lit.data.labels import LabelSpec
 from lit.data.image_inputs import ImageInputs
-from lit.records import RecordError, load_records
+from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import get_template
 from lit.mask.render import render
 from lit.mask.scopes import get_scope
 from lit.model.build import _image_processor
+from lit.records import RecordError, load_records
 
 VICUNA = get_template("vicuna_v1")
 
@@ -25,19 +25,25 @@ def _rec(*turns, image=False, rid="bad-1"):
     return record
 
 
-@pytest.mark.parametrize("record, reason", [
-    (_rec(("human", "Hi"), ("human", "again")), "roles do not alternate"),
-    (_rec(("gpt", "Hello"), ("human", "Hi")), "starts with a gpt turn"),
-    (_rec(("human", "  "), ("gpt", "x")), "empty value"),
-    (_rec(("human", "<image>"), ("gpt", "  "), image=True), "turn 1 \\(gpt\\) has an empty value"),  # image-only human turn is fine
-    (_rec(("user", "Hi"), ("gpt", "x")), "unknown role 'user'"),
-    (_rec(("human", "<image>\nHi"), ("gpt", "see <image>"), image=True), "marker in a gpt turn"),
-    (_rec(("human", "<image>\n<image>\nHi"), ("gpt", "x"), image=True), "2 <image> markers"),
-    (_rec(("human", "Hi"), ("gpt", "x"), image=True), "0 <image> markers"),
-    (_rec(("human", "<image>\nHi"), ("gpt", "x")), "no 'image' field"),
-    (_rec(("human", "Hi")), "ends with a human turn"),
-    ({"id": "bad-1", "conversations": []}, "empty 'conversations'"),
-])
+@pytest.mark.parametrize(
+    "record, reason",
+    [
+        (_rec(("human", "Hi"), ("human", "again")), "roles do not alternate"),
+        (_rec(("gpt", "Hello"), ("human", "Hi")), "starts with a gpt turn"),
+        (_rec(("human", "  "), ("gpt", "x")), "empty value"),
+        (
+            _rec(("human", "<image>"), ("gpt", "  "), image=True),
+            "turn 1 \\(gpt\\) has an empty value",
+        ),  # image-only human turn is fine
+        (_rec(("user", "Hi"), ("gpt", "x")), "unknown role 'user'"),
+        (_rec(("human", "<image>\nHi"), ("gpt", "see <image>"), image=True), "marker in a gpt turn"),
+        (_rec(("human", "<image>\n<image>\nHi"), ("gpt", "x"), image=True), "2 <image> markers"),
+        (_rec(("human", "Hi"), ("gpt", "x"), image=True), "0 <image> markers"),
+        (_rec(("human", "<image>\nHi"), ("gpt", "x")), "no 'image' field"),
+        (_rec(("human", "Hi")), "ends with a human turn"),
+        ({"id": "bad-1", "conversations": []}, "empty 'conversations'"),
+    ],
+)
 def test_invalid_conversations_name_record_and_reason(record, reason):
     with pytest.raises(RecordError, match=reason) as err:
         render(record, VICUNA)
@@ -57,8 +63,10 @@ def test_missing_image_is_an_error_naming_the_record(bpe_tokenizer, demo_data):
 
 def test_skip_mode_counts_every_skip_with_its_reason(bpe_tokenizer, demo_data, tmp_path):
     good = json.loads((demo_data / "train.json").read_text())[:3]
-    bad = [_rec(("human", "<image>\nHi"), ("gpt", "x"), image=True, rid="missing"),
-           _rec(("gpt", "x"), ("human", "y"), rid="gpt-first")]
+    bad = [
+        _rec(("human", "<image>\nHi"), ("gpt", "x"), image=True, rid="missing"),
+        _rec(("gpt", "x"), ("human", "y"), rid="gpt-first"),
+    ]
     ds = _dataset(good + bad, bpe_tokenizer, demo_data, on_invalid="skip")
     report = ds.write_audit(tmp_path / "audit.json")
     assert len(ds) == 3 and report["n_skipped"] == 2
@@ -77,11 +85,19 @@ def test_too_long_is_an_error_or_a_counted_truncation(bpe_tokenizer, demo_data):
     long = [_rec(("human", "Hi"), ("gpt", "Tell me more about it, please! " * 10), rid="long")]
     with pytest.raises(RecordError, match="long.*too long.*data.too_long=truncate"):
         _dataset(long, bpe_tokenizer, demo_data, max_length=120)
-    ds = _dataset(long + [_rec(("human", "Hi " * 80), ("gpt", "x"), rid="all-cut")], bpe_tokenizer, demo_data,
-                  max_length=120, too_long="truncate", on_invalid="skip")
+    ds = _dataset(
+        long + [_rec(("human", "Hi " * 80), ("gpt", "x"), rid="all-cut")],
+        bpe_tokenizer,
+        demo_data,
+        max_length=120,
+        too_long="truncate",
+        on_invalid="skip",
+    )
     assert len(ds[0]["input_ids"]) == 120
     assert ds.audit.truncated == ["long"]
-    assert ds.audit.skipped == [{"id": "all-cut", "reason": "no supervised tokens: every label is masked (after truncation)"}]
+    assert ds.audit.skipped == [
+        {"id": "all-cut", "reason": "no supervised tokens: every label is masked (after truncation)"}
+    ]
 
 
 def test_malformed_json_names_the_line(tmp_path):
@@ -130,8 +146,14 @@ def test_run_on_a_corpus_with_zero_usable_records_says_why(demo_data, tmp_path):
 
     bad = [_rec(("gpt", "x"), ("human", "y"), rid=f"gpt-first-{i}") for i in range(3)]
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    cfg = tiny_cfg(demo_data, tmp_path, f"data.path={tmp_path / 'bad.json'}", "data.on_invalid=skip",
-                   f"data.tokenizer_corpus={demo_data / 'train.json'}", "loss=vit")
+    cfg = tiny_cfg(
+        demo_data,
+        tmp_path,
+        f"data.path={tmp_path / 'bad.json'}",
+        "data.on_invalid=skip",
+        f"data.tokenizer_corpus={demo_data / 'train.json'}",
+        "loss=vit",
+    )
     with pytest.raises(ValueError, match=r"no usable records out of 3.*starts with a gpt turn"):
         run(cfg, tmp_path)
     assert not (tmp_path / "checkpoint").exists()
@@ -146,9 +168,21 @@ def test_run_with_a_model_id_that_is_not_available_offline_says_what_to_do(demo_
     from tiny_runs import ROOT, TINY
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "train.py", *TINY, f"data.root={demo_data}", f"paths.data_dir={tmp_path}",
-                           f"hydra.run.dir={tmp_path}", "model.pretrained=no-such-org/no-such-llava"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *TINY,
+            f"data.root={demo_data}",
+            f"paths.data_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path}",
+            "model.pretrained=no-such-org/no-such-llava",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]  # one line that names the id and the command to fetch it
     assert "no-such-org/no-such-llava" in last and "hf download no-such-org/no-such-llava" in last

@@ -87,7 +87,9 @@ def test_objects_follow_lmms_eval_coco_cap_chair(caption, expected):
 
 def test_each_mention_counts_for_chair_i():
     assert chair_objects("A dog and another dog near a cat.") == ["dog", "dog", "cat"]
-    rows = [{"mentioned": chair_objects("Two mice and a cat."), "truth": ["mouse"]},
-            {"mentioned": chair_objects("Three wine glasses."), "truth": ["wine glass", "person"]}]
+    rows = [
+        {"mentioned": chair_objects("Two mice and a cat."), "truth": ["mouse"]},
+        {"mentioned": chair_objects("Three wine glasses."), "truth": ["wine glass", "person"]},
+    ]
     s = chair_scores(rows)
     assert s == pytest.approx({"chair_s": 50.0, "chair_i": 100 / 3, "recall": 200 / 3})

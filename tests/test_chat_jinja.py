@@ -10,12 +10,22 @@ from lit.mask.render import render
 from lit.model.chat_jinja import to_jinja
 
 RECORDS = [
-    {"image": "x.png", "conversations": [{"from": "human", "value": "What is it?\n<image>"},
-                                         {"from": "gpt", "value": "A cat."},
-                                         {"from": "human", "value": "Colour? Answer with one word."},
-                                         {"from": "gpt", "value": "Red"}]},
-    {"image": "x.png", "conversations": [{"from": "human", "value": "<image>\n  Describe the image. "},
-                                         {"from": "gpt", "value": "Two squares."}]},
+    {
+        "image": "x.png",
+        "conversations": [
+            {"from": "human", "value": "What is it?\n<image>"},
+            {"from": "gpt", "value": "A cat."},
+            {"from": "human", "value": "Colour? Answer with one word."},
+            {"from": "gpt", "value": "Red"},
+        ],
+    },
+    {
+        "image": "x.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\n  Describe the image. "},
+            {"from": "gpt", "value": "Two squares."},
+        ],
+    },
     {"conversations": [{"from": "human", "value": " Hi there "}, {"from": "gpt", "value": "Hello."}]},
     # an image-only human turn (LLaVA-Pretrain has them): the marker alone, as LLaVA's preprocess_multimodal leaves it
     {"image": "x.png", "conversations": [{"from": "human", "value": "<image>\n"}, {"from": "gpt", "value": "A dog."}]},
@@ -43,7 +53,9 @@ def test_jinja_renders_the_training_text(name, structured):
         if template.image_only and "image" not in record:
             continue
         messages = _messages(record, structured)
-        assert jinja.render(messages=messages, add_generation_prompt=False) == "".join(s.text for s in render(record, template))
+        assert jinja.render(messages=messages, add_generation_prompt=False) == "".join(
+            s.text for s in render(record, template)
+        )
         prompt = {**record, "conversations": record["conversations"][:1]}
         expected = "".join(s.text for s in render(prompt, template, add_generation_prompt=True))
         assert jinja.render(messages=messages[:1], add_generation_prompt=True) == expected
@@ -51,6 +63,8 @@ def test_jinja_renders_the_training_text(name, structured):
 
 def test_a_system_message_replaces_the_system_prompt():
     jinja = _compile_jinja_template(to_jinja(TEMPLATES["vicuna_v1"]))
-    text = jinja.render(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-                        add_generation_prompt=True)
+    text = jinja.render(
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        add_generation_prompt=True,
+    )
     assert text == "Be brief. USER: Hi ASSISTANT:"

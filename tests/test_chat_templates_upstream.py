@@ -10,8 +10,10 @@ TURNS = [("<image>\nWhat is in the picture?", "A cat."), ("And its colour?", "Bl
 
 
 def _record(turns):
-    return {"image": "x.png", "conversations": [m for q, a in turns for m in ({"from": "human", "value": q},
-                                                                             {"from": "gpt", "value": a})]}
+    return {
+        "image": "x.png",
+        "conversations": [m for q, a in turns for m in ({"from": "human", "value": q}, {"from": "gpt", "value": a})],
+    }
 
 
 def _text(record, name, **kw) -> str:
@@ -37,8 +39,11 @@ def test_mistral_instruct_is_llava_conv_mistral_instruct():
     # conv_mistral_instruct: system "", sep "", sep2 "</s>", roles USER/ASSISTANT
     messages = [(role, m) for q, a in TURNS for role, m in (("USER", q), ("ASSISTANT", a))]
     assert _text(_record(TURNS), "mistral_instruct") == llava_llama2_get_prompt("", "", "</s>", messages)
-    prompt = _text(_record(TURNS[:1]) | {"conversations": _record(TURNS)["conversations"][:1]}, "mistral_instruct",
-                   add_generation_prompt=True)
+    prompt = _text(
+        _record(TURNS[:1]) | {"conversations": _record(TURNS)["conversations"][:1]},
+        "mistral_instruct",
+        add_generation_prompt=True,
+    )
     assert prompt == llava_llama2_get_prompt("", "", "</s>", [("USER", TURNS[0][0]), ("ASSISTANT", None)])
     assert _text(_record(TURNS), "mistral_instruct").endswith("white. </s>")
 

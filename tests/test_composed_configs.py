@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import snapshot_configs
+import snapshot_configs  # noqa: E402  (lives in scripts/, found through the path set above)
 
 FIXTURE = json.loads(snapshot_configs.FIXTURE.read_text())
 
@@ -30,12 +30,21 @@ MOVED_TO_DATA = ("label_cache_dir", "label_workers")
 RENAMED = {"loss.templates": "loss.template_sentences"}
 # 4. the schedule group is a new choice; the model (or demo experiment) names it, else `default`.
 SCHEDULE_OF_MODEL = {
-    "llava7b": "llava15_sft", "llava13b": "llava15_sft", "llava7b_stage1": "llava15_pretrain",
-    "llava13b_stage1": "llava15_pretrain", "llava_next7b": "llava_next_sft",
-    "llava_next7b_stage1": "llava_next_pretrain", "tinyllava05b": "tinyllava_sft",
-    "tinyllava05b_stage1": "tinyllava_pretrain", "tinyllava3b": "tinyllava_fp16_sft",
-    "tinyllava3b_stage1": "tinyllava_fp16_pretrain", "instructblip7b": "lavis_instructblip",
-    "tiny": "default", "tiny_iblip": "default", "tiny_next": "default"}
+    "llava7b": "llava15_sft",
+    "llava13b": "llava15_sft",
+    "llava7b_stage1": "llava15_pretrain",
+    "llava13b_stage1": "llava15_pretrain",
+    "llava_next7b": "llava_next_sft",
+    "llava_next7b_stage1": "llava_next_pretrain",
+    "tinyllava05b": "tinyllava_sft",
+    "tinyllava05b_stage1": "tinyllava_pretrain",
+    "tinyllava3b": "tinyllava_fp16_sft",
+    "tinyllava3b_stage1": "tinyllava_fp16_pretrain",
+    "instructblip7b": "lavis_instructblip",
+    "tiny": "default",
+    "tiny_iblip": "default",
+    "tiny_next": "default",
+}
 # 5. the demo's schedule moved from the experiment option demo/schedule to the schedule option demo.
 REMOVED_EXPERIMENTS = ("demo/schedule",)
 DEMO_EXPERIMENTS = ("demo_lit", "demo_lit_all", "demo_lit_nosys", "demo_mins_plus", "demo_vit")
@@ -100,7 +109,11 @@ def test_every_recipe_job_composes_as_recorded(recipe):
     assert [j.id for j in got] == [j["id"] for j in want]
     for job, rec in zip(got, want):
         assert (job.kind, job.overrides, job.after, job.resources) == (
-            rec["kind"], rec["overrides"], rec["after"], rec["resources"]), job.id
+            rec["kind"],
+            rec["overrides"],
+            rec["after"],
+            rec["resources"],
+        ), job.id
         if "config" in rec:
             _check(rec["config"], job.overrides)
 

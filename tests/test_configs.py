@@ -66,8 +66,13 @@ def test_llava7b_recipe_values():
 
 
 def test_cli_cfg_job_prints_the_recipe():
-    out = subprocess.run([sys.executable, "train.py", "loss=lit", "model=llava7b", "--cfg", "job"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "train.py", "loss=lit", "model=llava7b", "--cfg", "job"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for needle in ("llava7b_stage1/checkpoint", "stage: 3", "learning_rate: 2.0e-05", "bf16: true", "max_length: 2048"):
         assert needle in out
 

@@ -20,8 +20,11 @@ def _pope_rows(correct: list[bool], truth: list[str]) -> list[dict]:
 def _runs(acc_by_arm: dict[str, list[float]], n: int = 200) -> list[dict]:
     """Runs whose POPE rows are right on the first ``acc * n`` items (alternating yes/no truth)."""
     truth = ["yes", "no"] * (n // 2)
-    return [{"arm": arm, "seed": seed, "samples": {"demo_pope": _pope_rows([i < acc * n for i in range(n)], truth)}}
-            for arm, accs in acc_by_arm.items() for seed, acc in enumerate(accs)]
+    return [
+        {"arm": arm, "seed": seed, "samples": {"demo_pope": _pope_rows([i < acc * n for i in range(n)], truth)}}
+        for arm, accs in acc_by_arm.items()
+        for seed, acc in enumerate(accs)
+    ]
 
 
 def test_bootstrap_gives_seed_sd_item_ci_and_paired_difference():
@@ -73,15 +76,25 @@ def test_demo_data_is_regenerated_when_its_settings_change(tmp_path):
 
     from lit.data.synthetic import ensure
 
-    cfg = OmegaConf.create({"root": str(tmp_path / "demo"), "n_train": 6, "n_test": 2, "n_caption": 1,
-                            "probes": [2, 3], "others": [1, 2], "yes_share": 0.7})
+    cfg = OmegaConf.create(
+        {
+            "root": str(tmp_path / "demo"),
+            "n_train": 6,
+            "n_test": 2,
+            "n_caption": 1,
+            "probes": [2, 3],
+            "others": [1, 2],
+            "yes_share": 0.7,
+        }
+    )
     assert ensure(cfg) and not ensure(cfg)  # generated once, then reused
     (tmp_path / "demo" / "tokenizer").mkdir()  # trained on the old corpus: must not survive a regeneration
     cfg.yes_share = 0.5
     assert ensure(cfg) and not (tmp_path / "demo" / "tokenizer").exists()
     records = json.loads((tmp_path / "demo" / "train.json").read_text())
-    assert len(records) == 6 and all(2 <= sum(t["value"] in ("Yes", "No") for t in r["conversations"]) <= 3
-                                     for r in records)
+    assert len(records) == 6 and all(
+        2 <= sum(t["value"] in ("Yes", "No") for t in r["conversations"]) <= 3 for r in records
+    )
 
 
 def _near_share(probes: list[tuple[str, str]], scene) -> float:
@@ -104,8 +117,7 @@ def test_near_miss_share_sets_the_training_negatives_only(tmp_path):
         assert all(t["answer"] == "No" for t in turns if t["task"] == "object_probe")
         assert check(_near_share(probes, scene)), (share, _near_share(probes, scene))
     # the POPE-style test split keeps its own rate: not all of its negatives are near misses
-    paths = generate(tmp_path, n_train=5, n_test=120, n_caption=120, image_size=8, near_miss_share=1.0,
-                     progress=False)
+    paths = generate(tmp_path, n_train=5, n_test=120, n_caption=120, image_size=8, near_miss_share=1.0, progress=False)
     objects = {r["image"]: r["objects"] for r in map(json.loads, paths["caption"].read_text().splitlines())}
     near = []
     for r in map(json.loads, paths["pope"].read_text().splitlines()):
@@ -152,9 +164,26 @@ def test_short_demo_answers_from_the_image(tmp_path):
 
     data = tmp_path / "data"
     generate(data, n_test=100, n_caption=10, progress=False)
-    main(["--seeds", "0", "--scopes", "vit", "--jobs", "1", "--runs-dir", str(tmp_path / "runs"),
-          "--out", str(tmp_path / "report"), f"data.root={data}", "data.generate=false", f"paths.data_dir={tmp_path}",
-          f"train.max_steps={SHORT_STEPS}", "train.disable_tqdm=true", "eval.vc_items=30"])
+    main(
+        [
+            "--seeds",
+            "0",
+            "--scopes",
+            "vit",
+            "--jobs",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "report"),
+            f"data.root={data}",
+            "data.generate=false",
+            f"paths.data_dir={tmp_path}",
+            f"train.max_steps={SHORT_STEPS}",
+            "train.disable_tqdm=true",
+            "eval.vc_items=30",
+        ]
+    )
     summary = json.loads((tmp_path / "report" / "metrics.json").read_text())["summary"]["metrics"]
     constant = _best_constant(data / "test_vqa.jsonl")
     vqa, probes = summary["vqa_accuracy"]["arms"]["vit"], summary["pope_accuracy"]["arms"]["vit"]
@@ -163,7 +192,10 @@ def test_short_demo_answers_from_the_image(tmp_path):
     assert (tmp_path / "report" / "plot.png").stat().st_size > 10_000
 
     blank = _blank_copy(data, tmp_path / "blank")
-    scores = evaluate(tmp_path / "runs" / "vit-s0" / "checkpoint", EvalSpec(("demo_vqa", "demo_pope"), str(blank)),
-                      tmp_path / "blank_eval")
+    scores = evaluate(
+        tmp_path / "runs" / "vit-s0" / "checkpoint",
+        EvalSpec(("demo_vqa", "demo_pope"), str(blank)),
+        tmp_path / "blank_eval",
+    )
     assert scores["demo_vqa"]["vqa_accuracy"] <= constant + 0.1, (constant, scores)
     assert scores["demo_pope"]["pope_accuracy"] <= 0.58, scores

@@ -24,10 +24,21 @@ def test_demo_eval_uses_the_configs_yes_no_rule(tmp_path, demo_data):
     (before, the demo always scored with the default first_word rule)."""
     from lit.demo import run_one
 
-    overrides = [f"data.root={demo_data}", "data.generate=false", f"paths.data_dir={tmp_path}",
-                 "train.max_steps=2", "train.disable_tqdm=true", "train.per_device_train_batch_size=4",
-                 "model.text.hidden_size=32", "model.vision.hidden_size=32", "loss.template_sentences.min_share=0.3",
-                 "eval.tasks=[demo_pope]", "eval.vc_items=2", "eval.batch_size=4", "eval.yes_no_rule=llava"]
+    overrides = [
+        f"data.root={demo_data}",
+        "data.generate=false",
+        f"paths.data_dir={tmp_path}",
+        "train.max_steps=2",
+        "train.disable_tqdm=true",
+        "train.per_device_train_batch_size=4",
+        "model.text.hidden_size=32",
+        "model.vision.hidden_size=32",
+        "loss.template_sentences.min_share=0.3",
+        "eval.tasks=[demo_pope]",
+        "eval.vc_items=2",
+        "eval.batch_size=4",
+        "eval.yes_no_rule=llava",
+    ]
     result = run_one("lit", 0, overrides, tmp_path / "runs", fresh=True)
     run_dir = tmp_path / "runs" / "lit-s0"
     settings = json.loads((run_dir / "eval" / "lmms_tasks" / "demo_pope" / "settings.json").read_text())
@@ -45,12 +56,17 @@ def _request(gen_kwargs: dict) -> Instance:
     def visual(doc):
         return [Image.new("RGB", (32, 32), (200, 30, 30))]
 
-    return Instance("generate_until", ("Is there a red circle?", gen_kwargs, visual, 0, "t", "test"), idx=0,
-                    metadata={"task": "t", "doc_id": 0, "repeats": 1})
+    return Instance(
+        "generate_until",
+        ("Is there a red circle?", gen_kwargs, visual, 0, "t", "test"),
+        idx=0,
+        metadata={"task": "t", "doc_id": 0, "repeats": 1},
+    )
 
 
-@pytest.mark.parametrize("gen_kwargs, expected", [({"until": ["\n\n"]}, 1024),
-                                                  ({"until": ["\n\n"], "max_new_tokens": 4}, 4)])
+@pytest.mark.parametrize(
+    "gen_kwargs, expected", [({"until": ["\n\n"]}, 1024), ({"until": ["\n\n"], "max_new_tokens": 4}, 4)]
+)
 def test_default_max_new_tokens_is_llava_hfs(trained, gen_kwargs, expected):
     """The length lit_llava asks transformers' ``generate`` for (recorded on the Hugging Face model object;
     the answer itself is not generated, 1024 tokens would exceed the tiny model's 512 positions)."""

@@ -17,9 +17,22 @@ from tiny_runs import ROOT, TINY
 def test_two_processes_share_labels_and_write_run_files_once(tmp_path, demo_data):
     run_dir = tmp_path / "ddp"
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "train.py", *TINY, f"data.root={demo_data}", f"paths.data_dir={tmp_path}", f"hydra.run.dir={run_dir}",
-           "train.max_steps=2", "schedule.global_batch_size=16", "+train.ddp_backend=gloo", "hydra/job_logging=default"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "train.py",
+        *TINY,
+        f"data.root={demo_data}",
+        f"paths.data_dir={tmp_path}",
+        f"hydra.run.dir={run_dir}",
+        "train.max_steps=2",
+        "schedule.global_batch_size=16",
+        "+train.ddp_backend=gloo",
+        "hydra/job_logging=default",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     metrics = json.loads((run_dir / "train_metrics.json").read_text())

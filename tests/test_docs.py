@@ -32,14 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # where runnable blocks may be
 BIN = Path(sys.executable).parent
 HYDRA_ENTRIES = {"train.py", "evaluate.py", "augment.py", "build_mins_plus.py", "vc.py"}
-REAL_MODULES = {"lit.train.plan"}        # `python -m` tools cheap enough to run as written
+REAL_MODULES = {"lit.train.plan"}  # `python -m` tools cheap enough to run as written
 REAL_SCRIPTS = {"scripts/import_graph.py"}
-REAL_MAKE = {"plan"}                     # make targets run as written (besides `repro`, which gets DRY=1)
+REAL_MAKE = {"plan"}  # make targets run as written (besides `repro`, which gets DRY=1)
 FENCE = re.compile(r"^ *```([^\n]*)\n(.*?)^ *```", re.S | re.M)  # also fences indented in a list
 PLACEHOLDER = re.compile(r"<([^<>\n]+)>")
 
 
 # --- collecting the commands ------------------------------------------------------------------------------
+
 
 def command_lines(path: Path, runnable: bool | None = None) -> list[tuple[str, str]]:
     """``(where, line)`` of every shell command in ``path``'s bash blocks (continuation lines joined, comment lines
@@ -50,7 +51,7 @@ def command_lines(path: Path, runnable: bool | None = None) -> list[tuple[str, s
         info = match.group(1).split()
         if not info or info[0] != "bash" or (runnable is not None and ("runnable" in info[1:]) != runnable):
             continue
-        first = text[:match.start()].count("\n") + 2  # the block's first line
+        first = text[: match.start()].count("\n") + 2  # the block's first line
         lines = match.group(2).split("\n")
         i = 0
         while i < len(lines):
@@ -66,8 +67,12 @@ def command_lines(path: Path, runnable: bool | None = None) -> list[tuple[str, s
 
 def _commands(prefix: str) -> list[list[str]]:
     """Every documented shell command starting with ``prefix``, as arguments (comments dropped)."""
-    return [shlex.split(line, comments=True) for path in DOC_FILES for _, line in command_lines(path)
-            if line.startswith(prefix)]
+    return [
+        shlex.split(line, comments=True)
+        for path in DOC_FILES
+        for _, line in command_lines(path)
+        if line.startswith(prefix)
+    ]
 
 
 def _sweep(overrides: list[str]) -> list[list[str]]:
@@ -111,8 +116,9 @@ def cheap_forms(line: str) -> list[tuple[list[str], dict[str, str]]]:
         return [(tokens, env)]
     if head == "bash" and env.get("DRY_RUN"):
         return [(tokens, env)]
-    raise ValueError(f"no cheap form for {line!r}: leave its block plain `bash`, or give tests/test_docs.py a cheap "
-                     "form for it")
+    raise ValueError(
+        f"no cheap form for {line!r}: leave its block plain `bash`, or give tests/test_docs.py a cheap form for it"
+    )
 
 
 def runnable_cases() -> list:
@@ -132,19 +138,28 @@ def runnable_cases() -> list:
 
 
 def run_cheap(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "HYDRA_FULL_ERROR": "1",
-                "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **env}
+    full_env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HYDRA_FULL_ERROR": "1",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        **env,
+    }
     return subprocess.run(argv, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=600)
 
 
 # --- runnable commands ------------------------------------------------------------------------------------
 
+
 @pytest.mark.integration
 @pytest.mark.parametrize("argv, env, line", runnable_cases())
 def test_runnable_command_runs(argv, env, line):
     proc = run_cheap(argv, env)
-    assert proc.returncode == 0, (f"documented command: {line}\nran as: {shlex.join(argv)}\nexit {proc.returncode}; "
-                                  f"stderr:\n{proc.stderr[-4000:]}")
+    assert proc.returncode == 0, (
+        f"documented command: {line}\nran as: {shlex.join(argv)}\nexit {proc.returncode}; "
+        f"stderr:\n{proc.stderr[-4000:]}"
+    )
 
 
 def test_every_runnable_command_has_a_cheap_form():
@@ -160,8 +175,11 @@ def test_every_runnable_command_has_a_cheap_form():
 
 
 def test_every_hydra_command_in_the_readme_is_runnable():
-    plain = [(where, line) for where, line in command_lines(ROOT / "README.md", runnable=False)
-             if re.match(r"python (\S+\.py)\b", line) and line.split()[1] in HYDRA_ENTRIES]
+    plain = [
+        (where, line)
+        for where, line in command_lines(ROOT / "README.md", runnable=False)
+        if re.match(r"python (\S+\.py)\b", line) and line.split()[1] in HYDRA_ENTRIES
+    ]
     assert not plain, f"README Hydra commands outside a `bash runnable` block: {plain}"
     assert any(line.startswith("python train.py") for _, line in command_lines(ROOT / "README.md", runnable=True))
 
@@ -186,6 +204,7 @@ def test_cheap_forms_of_a_sweep_and_a_make_target():
 
 
 # --- generated fragments ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", docs.doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_generated_fragments_are_the_fresh_render(path):
@@ -235,11 +254,15 @@ def test_committed_demo_recipe_table_is_the_results_store_render():
 
 # --- facts the documented commands and files state --------------------------------------------------------
 
+
 def test_augmentation_examples_compose_with_their_backend():
     from instraug import backends
 
-    classes = {"openai": backends.OpenAIBackend, "vllm": backends.VLLMBackend,
-               "transformers": backends.TransformersBackend}
+    classes = {
+        "openai": backends.OpenAIBackend,
+        "vllm": backends.VLLMBackend,
+        "transformers": backends.TransformersBackend,
+    }
     commands = _commands("python augment.py")
     assert len(commands) >= 3
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -255,8 +278,11 @@ def test_augmentation_examples_compose_with_their_backend():
 def test_lmms_eval_command_scores_a_checkpoint(tmp_path, demo_data, trained):
     """docs/evaluation.md's two commands, run as written (paths filled in, two samples)."""
     _, run_dir, _ = trained
-    fill = {"data/demo": str(demo_data), "outputs/lmms": str(tmp_path / "lmms"),
-            "outputs/<run>/checkpoint": str(run_dir / "checkpoint")}
+    fill = {
+        "data/demo": str(demo_data),
+        "outputs/lmms": str(tmp_path / "lmms"),
+        "outputs/<run>/checkpoint": str(run_dir / "checkpoint"),
+    }
 
     def filled(cmd):
         return [next((a.replace(k, v) for k, v in fill.items() if k in a), a) for a in cmd]
@@ -265,8 +291,12 @@ def test_lmms_eval_command_scores_a_checkpoint(tmp_path, demo_data, trained):
     (lmms,) = _commands("lmms-eval ")
     subprocess.run([sys.executable, *filled(prepare)[1:]], cwd=ROOT, check=True, capture_output=True)
     cli = str(Path(sys.executable).with_name("lmms-eval"))
-    proc = subprocess.run([cli, *filled(lmms)[1:], "--limit", "2", "--output_path", str(tmp_path / "res")],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [cli, *filled(lmms)[1:], "--limit", "2", "--output_path", str(tmp_path / "res")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = list((tmp_path / "res").rglob("*results.json"))
     assert results and "demo_pope" in results[0].read_text()
@@ -323,9 +353,11 @@ def test_multiinstruct_seeds_live_in_one_file(tmp_path):
     (seed_file,) = set(re.findall(r"the seeds: `\$LIT_DATA_DIR/(\S+)`", (ROOT / "docs" / "data.md").read_text()))
     expected = f"/data/{seed_file}"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        paths = {compose("augment", ["paths.data_dir=/data"]).augmentation.seeds,
-                 compose("train", ["experiment=instraug_llava7b_mins", "paths.data_dir=/data"]).data.mins_plus.pool,
-                 compose("eval", ["eval=multiinstruct", "paths.data_dir=/data"]).eval.multiinstruct_instructions}
+        paths = {
+            compose("augment", ["paths.data_dir=/data"]).augmentation.seeds,
+            compose("train", ["experiment=instraug_llava7b_mins", "paths.data_dir=/data"]).data.mins_plus.pool,
+            compose("eval", ["eval=multiinstruct", "paths.data_dir=/data"]).eval.multiinstruct_instructions,
+        }
     assert paths == {expected}
 
     seeds = ROOT / "instraug" / "demo" / "seeds.yaml"
@@ -333,8 +365,9 @@ def test_multiinstruct_seeds_live_in_one_file(tmp_path):
     task_dir.mkdir()
     shutil.copy(ROOT / "lit" / "eval" / "tasks" / "lit_multiinstruct" / "utils.py", task_dir / "utils.py")
     for named, found in ((seeds, True), (tmp_path / "missing.py", False)):
-        (task_dir / "settings.json").write_text(json.dumps({"data_dir": str(tmp_path),
-                                                            "multiinstruct_instructions": str(named)}))
+        (task_dir / "settings.json").write_text(
+            json.dumps({"data_dir": str(tmp_path), "multiinstruct_instructions": str(named)})
+        )
         spec = importlib.util.spec_from_file_location(f"mi_utils_{found}", task_dir / "utils.py")
         utils = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(utils)

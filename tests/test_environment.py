@@ -9,10 +9,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -105,7 +105,7 @@ def test_every_lock_satisfies_its_inputs():
     }
     for name, reqs in cases.items():
         pins = read_lock(ROOT / "lock" / name)
-        if name == "cpu.txt":   # left out on purpose (KNOWN_PIP_CHECK); every other requirement must be there
+        if name == "cpu.txt":  # left out on purpose (KNOWN_PIP_CHECK); every other requirement must be there
             reqs = [r for r in reqs if r.name != "torchvision"]
         assert not unsatisfied(reqs, pins), f"lock/{name} is stale, run `make lock`: {unsatisfied(reqs, pins)}"
 
@@ -113,10 +113,10 @@ def test_every_lock_satisfies_its_inputs():
 def test_the_cpu_lock_has_the_cpu_torch_and_a_working_filelock():
     pins = read_lock(ROOT / "lock/cpu.txt")
     assert pins["torch"].endswith("+cpu") and "torchvision" not in pins
-    assert Version(pins["filelock"]) < Version("4.3")   # 4.3 dropped filelock._api, which lmms-eval imports
+    assert Version(pins["filelock"]) < Version("4.3")  # 4.3 dropped filelock._api, which lmms-eval imports
     from lmms_eval.evaluator import _enable_reentrant_filelocks
 
-    _enable_reentrant_filelocks()   # what simple_evaluate runs first; it needs filelock._api.FileLockMeta
+    _enable_reentrant_filelocks()  # what simple_evaluate runs first; it needs filelock._api.FileLockMeta
 
 
 def test_conda_environment_files_install_their_locks():

@@ -34,9 +34,11 @@ from omegaconf import OmegaConf
 from tiny_runs import CONF, ROOT, TINY, tiny_cfg
 
 CPU_MODELS = ("tiny", "tiny_iblip", "tiny_next")  # the CPU test models, not paper recipes
-PAPER_CONFIGS = ([f"model={p.stem}" for p in sorted((CONF / "model").glob("*.yaml")) if p.stem not in CPU_MODELS]
-                 + [f"experiment={p.stem}" for p in sorted((CONF / "experiment").glob("*.yaml"))
-                    if p.stem.startswith(("l2t_", "instraug_"))])
+PAPER_CONFIGS = [f"model={p.stem}" for p in sorted((CONF / "model").glob("*.yaml")) if p.stem not in CPU_MODELS] + [
+    f"experiment={p.stem}"
+    for p in sorted((CONF / "experiment").glob("*.yaml"))
+    if p.stem.startswith(("l2t_", "instraug_"))
+]
 UPSTREAM_CLIPPING = {"llava": 0.0, "tinyllava": 0.0, "instructblip": 0.0, "llava_next": 1.0}
 
 
@@ -94,8 +96,15 @@ def test_offloading_keeps_the_recipe_s_clipping_optimizer_and_schedule():
 def _ds_env() -> dict:
     from test_zero3_resume import _free_port
 
-    return {"DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": _free_port(), "RANK": "0",
-            "WORLD_SIZE": "1", "LOCAL_RANK": "0", "WANDB_MODE": "disabled"}
+    return {
+        "DS_ACCELERATOR": "cpu",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": _free_port(),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "WANDB_MODE": "disabled",
+    }
 
 
 @pytest.mark.integration
@@ -106,11 +115,21 @@ def test_the_engine_clips_as_the_paper_recipes_say(tmp_path, demo_data, group):
     choice, clipping = group
     configs = _engine_groups()[group]
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "train.py", *TINY, f"data.root={demo_data}", f"paths.data_dir={tmp_path}",
-           f"hydra.run.dir={run_dir}", f"deepspeed={choice}", f"train.max_grad_norm={clipping}", "train.max_steps=1",
-           "+train.ddp_backend=gloo"]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **_ds_env()}, capture_output=True, text=True, timeout=600,
-                          check=False)
+    cmd = [
+        sys.executable,
+        "train.py",
+        *TINY,
+        f"data.root={demo_data}",
+        f"paths.data_dir={tmp_path}",
+        f"hydra.run.dir={run_dir}",
+        f"deepspeed={choice}",
+        f"train.max_grad_norm={clipping}",
+        "train.max_steps=1",
+        "+train.ddp_backend=gloo",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, **_ds_env()}, capture_output=True, text=True, timeout=600, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ran = OmegaConf.load(run_dir / "config.yaml")
     for override in configs:  # the run's DeepSpeed config is each of these recipes' own
@@ -129,8 +148,12 @@ def test_a_deepspeed_config_without_gradient_clipping_is_refused(tmp_path, demo_
     from lit.train.args import training_args
 
     assert get_gradient_clipping({}) == 1.0
-    cfg = tiny_cfg(demo_data, tmp_path, "deepspeed=zero3", "~deepspeed.config.gradient_clipping",
-                   "train.max_grad_norm=0.0")
-    with pytest.raises(ValueError, match=r"deepspeed.config has no gradient_clipping.*train.max_grad_norm=0.0.*"
-                                         r"deepspeed.config.gradient_clipping=auto"):
+    cfg = tiny_cfg(
+        demo_data, tmp_path, "deepspeed=zero3", "~deepspeed.config.gradient_clipping", "train.max_grad_norm=0.0"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"deepspeed.config has no gradient_clipping.*train.max_grad_norm=0.0.*"
+        r"deepspeed.config.gradient_clipping=auto",
+    ):
         training_args(cfg, tmp_path)

@@ -20,9 +20,21 @@ UNREACHABLE = {"HF_ENDPOINT": "http://127.0.0.1:9"}  # the discard port: connect
 def test_uncached_model_fails_in_one_line(tmp_path, demo_data, offline):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "WANDB_MODE": "disabled", **offline}
     env.pop("HF_HUB_OFFLINE", None) if "HF_ENDPOINT" in offline else None
-    proc = subprocess.run([sys.executable, "evaluate.py", "ckpt=Salesforce/instructblip-vicuna-7b", "eval=demo",
-                           f"eval.data_dir={demo_data}", f"hydra.run.dir={tmp_path / 'run'}", "logger=none"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            "ckpt=Salesforce/instructblip-vicuna-7b",
+            "eval=demo",
+            f"eval.data_dir={demo_data}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("model Salesforce/instructblip-vicuna-7b is not in the Hugging Face cache")
@@ -39,13 +51,20 @@ def test_cached_snapshot_is_used_offline(tmp_path):
     (repo / "refs" / "main").write_text("a" * 40)
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), **UNREACHABLE}
     env.pop("HF_HUB_OFFLINE", None)
-    out = subprocess.run([sys.executable, "-c", "from lit.model import hub; print(hub.local('org/tiny'))"], cwd=ROOT,
-                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", "from lit.model import hub; print(hub.local('org/tiny'))"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert Path(out) == snap
 
 
 def test_uncached_id_offline_is_one_message(monkeypatch):
     from lit.model import hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(hub.HubUnavailable) as err:
         hub.local("org/never-published")
@@ -57,6 +76,7 @@ def test_uncached_id_offline_is_one_message(monkeypatch):
 def test_benchmark_fetch_offline_says_what_to_run(tmp_path, monkeypatch):
     from lit.eval import eval_data
     from lit.model import hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(hub.HubUnavailable, match="python -m lit.eval.eval_data fetch pope"):
         eval_data.fetch("pope", tmp_path)

@@ -79,18 +79,34 @@ def towers(tmp_path_factory, tokenizers):
     tok = tokenizers["bpe"]
     root = tmp_path_factory.mktemp("towers")
     torch.manual_seed(0)
-    lm = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-          "num_attention_heads": 2, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
-    for name, config, cls in (("llama", LlamaConfig(**lm, num_key_value_heads=1), LlamaForCausalLM),
-                              ("qwen2", Qwen2Config(**lm, num_key_value_heads=1, tie_word_embeddings=True),
-                               Qwen2ForCausalLM),
-                              ("phi", PhiConfig(**lm), PhiForCausalLM)):
+    lm = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    for name, config, cls in (
+        ("llama", LlamaConfig(**lm, num_key_value_heads=1), LlamaForCausalLM),
+        ("qwen2", Qwen2Config(**lm, num_key_value_heads=1, tie_word_embeddings=True), Qwen2ForCausalLM),
+        ("phi", PhiConfig(**lm), PhiForCausalLM),
+    ):
         tok.save_pretrained(root / name)
         cls(config).save_pretrained(root / name)
-    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "image_size": SIZE, "patch_size": PATCH}
+    tower = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": SIZE,
+        "patch_size": PATCH,
+    }
     CLIPVisionModel(CLIPVisionConfig(**tower)).save_pretrained(root / "clip")
-    CLIPImageProcessorPil(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}).save_pretrained(root / "clip")
+    CLIPImageProcessorPil(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}).save_pretrained(
+        root / "clip"
+    )
     SiglipVisionModel(SiglipVisionConfig(**tower)).save_pretrained(root / "siglip")
     SiglipImageProcessorPil(size={"height": SIZE, "width": SIZE}).save_pretrained(root / "siglip")
     return root
@@ -104,11 +120,13 @@ def _build(cfg):
 
 
 def _stage1(model: str, towers, lm: str, vision: str, *overrides: str):
-    return _cfg(f"{model}_stage1", f"model.compose.text={towers / lm}", f"model.compose.vision={towers / vision}",
-                *overrides)
+    return _cfg(
+        f"{model}_stage1", f"model.compose.text={towers / lm}", f"model.compose.vision={towers / vision}", *overrides
+    )
 
 
 # --- LLaVA-1.5: stage 1 crops, stage 2 pads -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", ["llava7b", "llava13b"])
 def test_llava_stage1_recipes_crop_and_stage2_recipes_pad(family):
@@ -131,7 +149,9 @@ def test_llava_stage1_pixels_are_clips_resize_and_centre_crop(towers):
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     # the same by hand: shorter side to 32 (bicubic), the middle 32 columns, CLIP's normalisation
     w = round(image.width * SIZE / image.height)
-    crop = np.asarray(image.resize((w, SIZE), Image.BICUBIC), dtype=np.float32)[:, (w - SIZE) // 2:(w - SIZE) // 2 + SIZE]
+    crop = np.asarray(image.resize((w, SIZE), Image.BICUBIC), dtype=np.float32)[
+        :, (w - SIZE) // 2 : (w - SIZE) // 2 + SIZE
+    ]
     by_hand = (crop / 255 - np.array(clip.image_mean)) / np.array(clip.image_std)
     torch.testing.assert_close(ours[0], torch.from_numpy(by_hand.transpose(2, 0, 1)).float(), rtol=0, atol=1e-5)
     mean = tuple(int(x * 255) for x in clip.image_mean)
@@ -154,6 +174,7 @@ def test_llava_stage2_pads_a_loaded_checkpoint(towers, tmp_path):
 
 
 # --- TinyLLaVA: square resize, 728-style positions, its precision ----------------------------------------------
+
 
 @pytest.mark.parametrize("family", ["tinyllava05b", "tinyllava3b"])
 def test_tinyllava_recipes_resize_square_and_drop_the_first_siglip_position(family):
@@ -204,22 +225,41 @@ def test_tinyllava_siglip_model_round_trip_positions_features_and_forward(family
     stage2, _ = _build(_cfg(family, f"model.pretrained={tmp_path / 'ckpt'}", "model.dtype=float32"))
     assert image_inputs_for(stage2.config, loaded_processor).n_tokens() == n
     with pytest.raises(ValueError, match="selects vision features with 'default'"):
-        _build(_cfg(family, f"model.pretrained={tmp_path / 'ckpt'}", "model.dtype=float32",
-                    "model.vision_feature_select_strategy=full"))
+        _build(
+            _cfg(
+                family,
+                f"model.pretrained={tmp_path / 'ckpt'}",
+                "model.dtype=float32",
+                "model.vision_feature_select_strategy=full",
+            )
+        )
 
 
 def test_siglip_full_strategy_keeps_every_patch(towers):
     """The named alternative: ``full`` keeps all 16 (729 at 384 px) positions."""
-    model, processor = _build(_stage1("tinyllava05b", towers, "qwen2", "siglip", "model.dtype=float32",
-                                      "model.vision_feature_select_strategy=full"))
+    model, processor = _build(
+        _stage1(
+            "tinyllava05b",
+            towers,
+            "qwen2",
+            "siglip",
+            "model.dtype=float32",
+            "model.vision_feature_select_strategy=full",
+        )
+    )
     n = image_inputs_for(model.config, processor).n_tokens()
     inputs = processor(text=IMAGE_MARKER, images=[_photo()], return_tensors="pt")
     assert n == (SIZE // PATCH) ** 2 == int((inputs["input_ids"] == model.config.image_token_index).sum())
 
 
-@pytest.mark.parametrize("model,dtype,fp16,bf16", [("tinyllava3b", "float16", True, False),
-                                                   ("tinyllava05b", "bfloat16", False, True),
-                                                   ("llava7b", "bfloat16", False, True)])
+@pytest.mark.parametrize(
+    "model,dtype,fp16,bf16",
+    [
+        ("tinyllava3b", "float16", True, False),
+        ("tinyllava05b", "bfloat16", False, True),
+        ("llava7b", "bfloat16", False, True),
+    ],
+)
 def test_precision_per_recipe(model, dtype, fp16, bf16):
     """TinyLLaVA-3B (Phi-2) trains in fp16, TinyLLaVA-0.5B (Qwen2) in bf16, both without TF32 (TinyLLaVA's
     scripts, lines 35 and 55/57); LLaVA-1.5 in bf16 with TF32 (pretrain.sh lines 15 and 30)."""
@@ -236,6 +276,7 @@ def test_tinyllava3b_stage1_loads_its_parts_in_fp16(towers):
 
 # --- the image processor backend -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def torchvision_default(monkeypatch):
     """transformers as on a machine with torchvision: ``_resolve_backend`` picks ``torchvision`` when no backend is
@@ -245,10 +286,16 @@ def torchvision_default(monkeypatch):
     import transformers
     from transformers.models.auto import image_processing_auto as auto
 
-    names = ["CLIPImageProcessor", "SiglipImageProcessor", "LlavaImageProcessor", "LlavaNextImageProcessor",
-             "BlipImageProcessor"]
-    stand_ins = {name: type(name, (getattr(transformers, f"{name}Pil"),), {"torchvision_stand_in": True})
-                 for name in names}
+    names = [
+        "CLIPImageProcessor",
+        "SiglipImageProcessor",
+        "LlavaImageProcessor",
+        "LlavaNextImageProcessor",
+        "BlipImageProcessor",
+    ]
+    stand_ins = {
+        name: type(name, (getattr(transformers, f"{name}Pil"),), {"torchvision_stand_in": True}) for name in names
+    }
     real = auto.get_image_processor_class_from_name
     monkeypatch.setattr(auto, "is_torchvision_available", lambda: True)
     monkeypatch.setattr(auto, "get_image_processor_class_from_name", lambda name: stand_ins.get(name) or real(name))
@@ -271,8 +318,10 @@ def test_the_stand_in_is_what_transformers_would_load_by_default(towers, torchvi
     assert _is_pil(AutoImageProcessor.from_pretrained(towers / "clip", backend="pil"))
 
 
-@pytest.mark.parametrize("family,lm,vision", [("llava7b", "llama", "clip"), ("tinyllava05b", "qwen2", "siglip"),
-                                              ("llava_next7b", "llama", "clip")])
+@pytest.mark.parametrize(
+    "family,lm,vision",
+    [("llava7b", "llama", "clip"), ("tinyllava05b", "qwen2", "siglip"), ("llava_next7b", "llama", "clip")],
+)
 def test_processors_built_and_loaded_use_the_pil_backend(family, lm, vision, towers, tmp_path, torchvision_default):
     from lit.model.build import load_pretrained
 
@@ -288,18 +337,22 @@ def test_processors_built_and_loaded_use_the_pil_backend(family, lm, vision, tow
 def test_tiny_models_built_from_configs_use_the_pil_backend(tokenizers, torchvision_default):
     from omegaconf import OmegaConf
 
-    from lit.model.build import compose_tiny
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.build import compose_tiny
 
     for extra in ("tiny", "tiny_next", "tiny_iblip"):
-        cfg = OmegaConf.merge(OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{extra}.yaml"))
+        cfg = OmegaConf.merge(
+            OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{extra}.yaml")
+        )
         cfg.text.hidden_size = cfg.vision.hidden_size = 32
         prepare_tokenizer(tokenizers["bpe"], get_template(cfg.chat_template))
         _, processor = compose_tiny(cfg, tokenizers["bpe"])
         assert _is_pil(processor.image_processor), (extra, type(processor.image_processor))
 
 
-@pytest.mark.skipif(not __import__("transformers").utils.is_torchvision_available(), reason="needs torchvision (GPU env)")
+@pytest.mark.skipif(
+    not __import__("transformers").utils.is_torchvision_available(), reason="needs torchvision (GPU env)"
+)
 def test_with_real_torchvision_ours_stay_pil_and_give_the_pil_pixels(towers, tmp_path):
     """On the GPU env itself: transformers' default is the torchvision class, ours the PIL one, whose pixels are
     those of LLaVA's CLIP processor (the parity tests' reference)."""
@@ -310,5 +363,7 @@ def test_with_real_torchvision_ours_stay_pil_and_give_the_pil_pixels(towers, tmp
     _, processor = _build(_stage1("llava7b", towers, "llama", "clip", "model.dtype=float32"))
     assert isinstance(processor.image_processor, PilBackend)
     image = _photo()
-    torch.testing.assert_close(processor.image_processor(images=[image], return_tensors="pt")["pixel_values"],
-                               CLIPImageProcessorPil.from_pretrained(towers / "clip")(image, return_tensors="pt")["pixel_values"])
+    torch.testing.assert_close(
+        processor.image_processor(images=[image], return_tensors="pt")["pixel_values"],
+        CLIPImageProcessorPil.from_pretrained(towers / "clip")(image, return_tensors="pt")["pixel_values"],
+    )

@@ -32,26 +32,32 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_function_local_import_closes_a_cycle(tmp_path):
-    root = _tree(tmp_path, {
-        "lit/__init__.py": "",
-        "lit/a.py": "from lit.b import f\n",
-        "lit/b.py": "def f():\n    from lit import a\n    return a\n",
-        "instraug/__init__.py": "",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "lit/__init__.py": "",
+            "lit/a.py": "from lit.b import f\n",
+            "lit/b.py": "def f():\n    from lit import a\n    return a\n",
+            "instraug/__init__.py": "",
+        },
+    )
     graph = import_graph.import_graph(root)
     assert graph["lit.a"] == {"lit.b"} and graph["lit.b"] == {"lit.a"}
     assert import_graph.cycles(graph) == [["lit.a", "lit.b"]]
 
 
 def test_relative_imports_and_crossings(tmp_path):
-    root = _tree(tmp_path, {
-        "lit/__init__.py": "",
-        "lit/data/__init__.py": "from .dataset import load\n",
-        "lit/data/dataset.py": "import json\nfrom ..records import X\n",
-        "lit/records.py": "X = 1\n",
-        "instraug/__init__.py": "",
-        "instraug/build.py": "from lit.records import X\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "lit/__init__.py": "",
+            "lit/data/__init__.py": "from .dataset import load\n",
+            "lit/data/dataset.py": "import json\nfrom ..records import X\n",
+            "lit/records.py": "X = 1\n",
+            "instraug/__init__.py": "",
+            "instraug/build.py": "from lit.records import X\n",
+        },
+    )
     graph = import_graph.import_graph(root)
     assert graph["lit.data"] == {"lit.data.dataset"}
     assert graph["lit.data.dataset"] == {"lit.records"}
@@ -60,13 +66,16 @@ def test_relative_imports_and_crossings(tmp_path):
 
 
 def test_three_module_cycle_is_one_component(tmp_path):
-    root = _tree(tmp_path, {
-        "lit/__init__.py": "",
-        "lit/x.py": "import lit.y\n",
-        "lit/y.py": "from lit import z\n",
-        "lit/z.py": "from lit.x import *\n",
-        "instraug/__init__.py": "",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "lit/__init__.py": "",
+            "lit/x.py": "import lit.y\n",
+            "lit/y.py": "from lit import z\n",
+            "lit/z.py": "from lit.x import *\n",
+            "instraug/__init__.py": "",
+        },
+    )
     assert import_graph.cycles(import_graph.import_graph(root)) == [["lit.x", "lit.y", "lit.z"]]
 
 
@@ -77,18 +86,23 @@ def _run(root: Path | None = None) -> subprocess.CompletedProcess:
 
 def test_an_import_into_a_higher_layer_fails(tmp_path):
     """mask sits below data: a function-local import of lit.data from lit.mask is reported, and the script exits 1."""
-    root = _tree(tmp_path, {
-        "lit/__init__.py": "",
-        "lit/records.py": "",
-        "lit/mask/__init__.py": "",
-        "lit/mask/render.py": "from lit.records import *\ndef f():\n    from lit.data.dataset import D\n    return D\n",
-        "lit/data/__init__.py": "",
-        "lit/data/dataset.py": "from lit.mask.render import f\nD = 1\n",
-        "instraug/__init__.py": "",
-        "instraug/build.py": "from lit.train.run import run\n",
-        "lit/train/__init__.py": "",
-        "lit/train/run.py": "import instraug.build\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "lit/__init__.py": "",
+            "lit/records.py": "",
+            "lit/mask/__init__.py": "",
+            "lit/mask/render.py": (
+                "from lit.records import *\ndef f():\n    from lit.data.dataset import D\n    return D\n"
+            ),
+            "lit/data/__init__.py": "",
+            "lit/data/dataset.py": "from lit.mask.render import f\nD = 1\n",
+            "instraug/__init__.py": "",
+            "instraug/build.py": "from lit.train.run import run\n",
+            "lit/train/__init__.py": "",
+            "lit/train/run.py": "import instraug.build\n",
+        },
+    )
     graph = import_graph.import_graph(root)
     assert import_graph.upward(graph) == [("instraug.build", "lit.train.run"), ("lit.mask.render", "lit.data.dataset")]
     done = _run(root)
@@ -98,23 +112,26 @@ def test_an_import_into_a_higher_layer_fails(tmp_path):
 
 
 def test_downhill_imports_pass(tmp_path):
-    root = _tree(tmp_path, {
-        "lit/__init__.py": "",
-        "lit/records.py": "",
-        "lit/demo.py": "from lit.train.run import run\nfrom lit.report import tables\n",
-        "lit/mask/__init__.py": "",
-        "lit/mask/render.py": "from lit.records import *\n",
-        "lit/data/__init__.py": "",
-        "lit/data/dataset.py": "from lit.mask.render import f\nimport instraug.arm\n",
-        "lit/report/__init__.py": "",
-        "lit/report/tables.py": "from lit.recipes import RECIPES\n",
-        "lit/recipes.py": "def f():\n    from lit.train.run import run\n",
-        "lit/train/__init__.py": "",
-        "lit/train/run.py": "from lit.data.dataset import D\nfrom . import loss\n",
-        "lit/train/loss.py": "",
-        "instraug/__init__.py": "",
-        "instraug/arm.py": "from lit.records import load_records\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "lit/__init__.py": "",
+            "lit/records.py": "",
+            "lit/demo.py": "from lit.train.run import run\nfrom lit.report import tables\n",
+            "lit/mask/__init__.py": "",
+            "lit/mask/render.py": "from lit.records import *\n",
+            "lit/data/__init__.py": "",
+            "lit/data/dataset.py": "from lit.mask.render import f\nimport instraug.arm\n",
+            "lit/report/__init__.py": "",
+            "lit/report/tables.py": "from lit.recipes import RECIPES\n",
+            "lit/recipes.py": "def f():\n    from lit.train.run import run\n",
+            "lit/train/__init__.py": "",
+            "lit/train/run.py": "from lit.data.dataset import D\nfrom . import loss\n",
+            "lit/train/loss.py": "",
+            "instraug/__init__.py": "",
+            "instraug/arm.py": "from lit.records import load_records\n",
+        },
+    )
     graph = import_graph.import_graph(root)
     assert import_graph.upward(graph) == [] and import_graph.unplaced(graph) == []
     done = _run(root)
@@ -123,11 +140,14 @@ def test_downhill_imports_pass(tmp_path):
 
 
 def test_a_module_in_no_layer_fails(tmp_path):
-    root = _tree(tmp_path, {
-        "lit/__init__.py": "",
-        "lit/helpers.py": "",
-        "instraug/__init__.py": "",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "lit/__init__.py": "",
+            "lit/helpers.py": "",
+            "instraug/__init__.py": "",
+        },
+    )
     assert import_graph.unplaced(import_graph.import_graph(root)) == ["lit.helpers"]
     done = _run(root)
     assert done.returncode == 1 and "module in no layer: lit.helpers" in done.stdout

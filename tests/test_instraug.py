@@ -16,10 +16,24 @@ from instraug.parse import candidates
 from instraug.placeholders import UnsafePlaceholder, fill, protect, restore
 from instraug.seeds import Seed, load_seeds, summary
 
-SHAPES = ["{text}", "{split_token.join(options)}", "{split_token. join(options)}", "{meta_data['relation']}",
-          "{region[0]}", "{dial_history[-1]}", "{' '.join(dial_history)}", "{options_token}", "{region_token}"]
-FIELDS = {"text": "a dog", "options": ["yes", "no"], "meta_data": {"relation": "left of"}, "region": ["1 2 3 4", "5"],
-          "dial_history": ["hi", "there"]}
+SHAPES = [
+    "{text}",
+    "{split_token.join(options)}",
+    "{split_token. join(options)}",
+    "{meta_data['relation']}",
+    "{region[0]}",
+    "{dial_history[-1]}",
+    "{' '.join(dial_history)}",
+    "{options_token}",
+    "{region_token}",
+]
+FIELDS = {
+    "text": "a dog",
+    "options": ["yes", "no"],
+    "meta_data": {"relation": "left of"},
+    "region": ["1 2 3 4", "5"],
+    "dial_history": ["hi", "there"],
+}
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -33,13 +47,26 @@ def test_placeholder_round_trip_and_fill(shape):
 
 
 def test_fill_values():
-    assert fill("{split_token.join(options)}|{meta_data['relation']}|{region[0]}|{dial_history[-1]}", FIELDS) == \
-        "yes||||no|left of|1 2 3 4|there"
+    assert (
+        fill("{split_token.join(options)}|{meta_data['relation']}|{region[0]}|{dial_history[-1]}", FIELDS)
+        == "yes||||no|left of|1 2 3 4|there"
+    )
     assert fill("{options_token}", {}) == "\n\n[Options]:"
 
 
-@pytest.mark.parametrize("evil", ["{__import__('os').system('echo pwned')}", "{text.__class__}", "{open('x')}",
-                                  "{(lambda: 1)()}", "{text + text}", "{options}", "{nope}", "{text[}"])
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "{__import__('os').system('echo pwned')}",
+        "{text.__class__}",
+        "{open('x')}",
+        "{(lambda: 1)()}",
+        "{text + text}",
+        "{options}",
+        "{nope}",
+        "{text[}",
+    ],
+)
 def test_fill_never_evaluates(evil):
     with pytest.raises(UnsafePlaceholder):
         fill(f"Do it: {evil}", FIELDS)
@@ -47,8 +74,11 @@ def test_fill_never_evaluates(evil):
 
 def test_parse_replies():
     assert candidates('Sure! Here\'s a rephrased version:\n\n"Describe {A} briefly."') == ["Describe {A} briefly."]
-    assert candidates("1. First way.\n2) Second way.\n- Third way.\nNote: I kept the braces.") == \
-        ["First way.", "Second way.", "Third way."]
+    assert candidates("1. First way.\n2) Second way.\n- Third way.\nNote: I kept the braces.") == [
+        "First way.",
+        "Second way.",
+        "Third way.",
+    ]
     assert candidates("Only one line") == ["Only one line"]
     assert candidates("Sure, here it is:\n") == []
 
@@ -56,9 +86,15 @@ def test_parse_replies():
 def test_filter_rules_one_by_one():
     seeds = {"t#0": "Describe {text} in the picture please"}
     parent = seeds["t#0"]
-    cases = {"empty": "", "too_long": "word " * 12 + "{text}", "placeholders": "Describe the picture please",
-             "same_as_parent": "describe {text}  in the picture please", "duplicate": "Tell me about {text} now",
-             "near_duplicate": "Describe {text} in the picture, please!", "contraction": "You'd describe {text}"}
+    cases = {
+        "empty": "",
+        "too_long": "word " * 12 + "{text}",
+        "placeholders": "Describe the picture please",
+        "same_as_parent": "describe {text}  in the picture please",
+        "duplicate": "Tell me about {text} now",
+        "near_duplicate": "Describe {text} in the picture, please!",
+        "contraction": "You'd describe {text}",
+    }
     rows = [{"task": "t", "text": "Tell me about {text} now", "parent_text": parent, "root_id": "t#0"}]
     rows += [{"task": "t", "text": txt, "parent_text": parent, "root_id": "t#0"} for txt in cases.values()]
     report = rule_filter.FilterReport()
@@ -72,11 +108,18 @@ def test_duplicates_per_seed_as_the_official_code_or_per_task():
     """Official: a rewrite is dropped only if the same seed already produced it; dedup=task also checks the
     task's other seeds and their rewrites."""
     seeds = {"t#0": "Describe {text} in the picture please", "t#1": "Tell me about {text} now please"}
-    rows = [{"task": "t", "text": "Tell me about {text} now please", "parent_text": seeds["t#0"], "parent_id": "t#0",
-             "root_id": "t#0"},
-            {"task": "t", "text": "Say what {text} is", "parent_text": seeds["t#0"], "parent_id": "t#0", "root_id": "t#0"},
-            {"task": "t", "text": "Say what {text} is", "parent_text": seeds["t#1"], "parent_id": "t#1", "root_id": "t#1"},
-            {"task": "t", "text": "say what  {text} is", "parent_text": seeds["t#1"], "parent_id": "t#1", "root_id": "t#1"}]
+    rows = [
+        {
+            "task": "t",
+            "text": "Tell me about {text} now please",
+            "parent_text": seeds["t#0"],
+            "parent_id": "t#0",
+            "root_id": "t#0",
+        },
+        {"task": "t", "text": "Say what {text} is", "parent_text": seeds["t#0"], "parent_id": "t#0", "root_id": "t#0"},
+        {"task": "t", "text": "Say what {text} is", "parent_text": seeds["t#1"], "parent_id": "t#1", "root_id": "t#1"},
+        {"task": "t", "text": "say what  {text} is", "parent_text": seeds["t#1"], "parent_id": "t#1", "root_id": "t#1"},
+    ]
     official = rule_filter.apply(rows, seeds, rule_filter.FilterConfig())
     assert [r["parent_id"] for r in official] == ["t#0", "t#0", "t#1"]
     per_task = rule_filter.apply(rows, seeds, rule_filter.FilterConfig(dedup="task"))
@@ -100,14 +143,18 @@ class FakeLLM:
             self.calls += 1
             text = chat[-1]["content"]
             word = random.Random(f"{text}|{chat[0]['content']}|{sampling.temperature}|{seed}").choice(
-                ["Kindly", "Please", "Now", "Carefully", "Quickly"])
+                ["Kindly", "Please", "Now", "Carefully", "Quickly"]
+            )
             out.append(f"Sure! Here's a rephrased version:\n\n\"{word}, {text[0].lower()}{text[1:]}\"")
         return out
 
 
-SEEDS = [Seed("caption#0", "caption", "Describe the image."), Seed("caption#1", "caption", "Write a caption for {text}."),
-         Seed("vqa#0", "vqa_color", "Answer {question}{options_token}{split_token.join(options)}"),
-         Seed("vsr#0", "visual_spatial_reasoning", "Is {text} true?")]
+SEEDS = [
+    Seed("caption#0", "caption", "Describe the image."),
+    Seed("caption#1", "caption", "Write a caption for {text}."),
+    Seed("vqa#0", "vqa_color", "Answer {question}{options_token}{split_token.join(options)}"),
+    Seed("vsr#0", "visual_spatial_reasoning", "Is {text} true?"),
+]
 
 
 def test_generation_resumes_after_a_kill_without_loss_or_duplicates(tmp_path):
@@ -130,32 +177,57 @@ def test_generation_resumes_after_a_kill_without_loss_or_duplicates(tmp_path):
 
 
 def test_variants_bookkeeping(tmp_path):
-    base_pool, base_report = pipeline.run(SEEDS, FakeLLM(), tmp_path / "b.jsonl",
-                                          pipeline.AugmentConfig(meta_prompts=["rephrase", "synonyms"], samples=2,
-                                                                 reply_lines="all"),
-                                          progress=False)
+    base_pool, base_report = pipeline.run(
+        SEEDS,
+        FakeLLM(),
+        tmp_path / "b.jsonl",
+        pipeline.AugmentConfig(meta_prompts=["rephrase", "synonyms"], samples=2, reply_lines="all"),
+        progress=False,
+    )
     generated = [r for r in base_pool if r["origin"] == "generated"]
     assert {r["task"] for r in generated} == {"caption", "vqa_color"}  # held-out test task not augmented
     for r in generated:
-        assert rule_filter.multiset(r["text"]) == rule_filter.multiset(dict((s.seed_id, s.text) for s in SEEDS)[r["root_id"]])
-    mt_pool, _ = pipeline.run(SEEDS, FakeLLM(), tmp_path / "mt.jsonl", pipeline.AugmentConfig(
-        variant="mt", meta_prompts=["rephrase"], temperatures=[0.5, 0.75, 1.0], samples=1), progress=False)
+        assert rule_filter.multiset(r["text"]) == rule_filter.multiset(
+            dict((s.seed_id, s.text) for s in SEEDS)[r["root_id"]]
+        )
+    mt_pool, _ = pipeline.run(
+        SEEDS,
+        FakeLLM(),
+        tmp_path / "mt.jsonl",
+        pipeline.AugmentConfig(variant="mt", meta_prompts=["rephrase"], temperatures=[0.5, 0.75, 1.0], samples=1),
+        progress=False,
+    )
     assert {r["temperature"] for r in mt_pool if r["origin"] == "generated"} <= {0.5, 0.75, 1.0}
-    it_pool, _ = pipeline.run(SEEDS, FakeLLM(), tmp_path / "it.jsonl", pipeline.AugmentConfig(
-        variant="iter", meta_prompts=["rephrase"], samples=1, rounds=1), progress=False)
+    it_pool, _ = pipeline.run(
+        SEEDS,
+        FakeLLM(),
+        tmp_path / "it.jsonl",
+        pipeline.AugmentConfig(variant="iter", meta_prompts=["rephrase"], samples=1, rounds=1),
+        progress=False,
+    )
     second = [r for r in it_pool if r.get("round") == 1]
     assert second and all(r["parent_id"] != r["root_id"] for r in second)  # parents are round-0 outputs
     assert all(r["root_id"] in {s.seed_id for s in SEEDS} for r in second)
 
 
-INSTANCES = [{"task_name": "caption", "image_path": f"img/{i}.jpg", "text": "a dog", "target_txt": f"t{i}"} for i in range(40)]
-INSTANCES += [{"task_name": "vqa_color", "image_path": "img/x.jpg", "question": "What color?", "options": ["red", "blue", "green"],
-               "target_txt": "red"}] * 20
+INSTANCES = [
+    {"task_name": "caption", "image_path": f"img/{i}.jpg", "text": "a dog", "target_txt": f"t{i}"} for i in range(40)
+]
+INSTANCES += [
+    {
+        "task_name": "vqa_color",
+        "image_path": "img/x.jpg",
+        "question": "What color?",
+        "options": ["red", "blue", "green"],
+        "target_txt": "red",
+    }
+] * 20
 
 
 def test_epsilon_one_is_the_original_dataset_and_zero_never_uses_seeds(tmp_path):
     pool, _ = pipeline.run(SEEDS, FakeLLM(), tmp_path / "c.jsonl", pipeline.AugmentConfig(samples=2), progress=False)
     seeds_only = [r for r in pool if r["origin"] == "seed"]
+
     def eps(instances, rows, e, seed):
         return build.build(instances, rows, sampling="epsilon", epsilon=e, seed=seed)
 
@@ -178,16 +250,23 @@ def test_builder_rejects_code_in_an_instruction():
 
 
 def test_seed_formats_and_summary(tmp_path):
-    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"task": s.task, "instruction": s.text}) + "\n" for s in SEEDS))
-    (tmp_path / "raw_instructions.tsv").write_text("task_name\tinstructions\n" +
-                                                   "".join(f"{s.task}\t{s.text}\n" for s in SEEDS))
+    (tmp_path / "s.jsonl").write_text(
+        "".join(json.dumps({"task": s.task, "instruction": s.text}) + "\n" for s in SEEDS)
+    )
+    (tmp_path / "raw_instructions.tsv").write_text(
+        "task_name\tinstructions\n" + "".join(f"{s.task}\t{s.text}\n" for s in SEEDS)
+    )
     extend = "    df_dicts.extend(dict(task_name='{}', instructions=instruct) for instruct in instructs)\n"
     (tmp_path / "instruction_gen.py").write_text(
         "def save_raw_instruction():\n    df_dicts = list()\n"
-        "    instructs = ['Describe the image.', 'Write a caption for {text}.']\n" + extend.format("caption") +
-        "    instructs = ['Answer {question}{options_token}{split_token.join(options)}']\n" + extend.format("vqa_color") +
-        "    instructs = [f'Is {text} true?']\n" + extend.format("visual_spatial_reasoning") +
-        "    raise SystemExit('never run')\n")
+        "    instructs = ['Describe the image.', 'Write a caption for {text}.']\n"
+        + extend.format("caption")
+        + "    instructs = ['Answer {question}{options_token}{split_token.join(options)}']\n"
+        + extend.format("vqa_color")
+        + "    instructs = [f'Is {text} true?']\n"
+        + extend.format("visual_spatial_reasoning")
+        + "    raise SystemExit('never run')\n"
+    )
     for name in ("s.jsonl", "raw_instructions.tsv", "instruction_gen.py"):
         seeds = load_seeds(tmp_path / name)
         assert [(s.task, s.text) for s in seeds] == [(s.task, s.text) for s in SEEDS], name
@@ -197,8 +276,12 @@ def test_seed_formats_and_summary(tmp_path):
 
 
 def test_vllm_sampling_params_are_built_from_the_config():
-    assert vllm_sampling_kwargs(Sampling(temperature=0.55, top_p=0.9, max_new_tokens=64), 7) == \
-        {"temperature": 0.55, "top_p": 0.9, "max_tokens": 64, "seed": 7}
+    assert vllm_sampling_kwargs(Sampling(temperature=0.55, top_p=0.9, max_new_tokens=64), 7) == {
+        "temperature": 0.55,
+        "top_p": 0.9,
+        "max_tokens": 64,
+        "seed": 7,
+    }
 
 
 @pytest.mark.integration
@@ -206,8 +289,13 @@ def test_transformers_backend_end_to_end(tiny_chat_model, tmp_path):
     from instraug.backends import TransformersBackend
 
     backend = TransformersBackend(str(tiny_chat_model), batch_size=4)
-    pool, report = pipeline.run(SEEDS, backend, tmp_path / "c.jsonl", pipeline.AugmentConfig(
-        meta_prompts=["rephrase"], samples=2, max_new_tokens=6), progress=False)
+    pool, report = pipeline.run(
+        SEEDS,
+        backend,
+        tmp_path / "c.jsonl",
+        pipeline.AugmentConfig(meta_prompts=["rephrase"], samples=2, max_new_tokens=6),
+        progress=False,
+    )
     rows = read_cache(tmp_path / "c.jsonl")
     assert len(rows) == 3 * 2 and all(isinstance(r["reply"], str) for r in rows.values())
     # random weights write gibberish: whatever was kept passed the rules, the rest is counted by rule
@@ -232,8 +320,9 @@ def test_openai_backend_against_a_local_transformers_server(tiny_chat_model):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cli = str(Path(sys.executable).with_name("transformers"))  # the venv's console script, PATH or not
-    server = subprocess.Popen([cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [cli, "serve", "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -243,8 +332,10 @@ def test_openai_backend_against_a_local_transformers_server(tiny_chat_model):
             except httpx.HTTPError:
                 time.sleep(0.5)
         backend = OpenAIBackend(str(tiny_chat_model), base_url=f"http://127.0.0.1:{port}/v1", concurrency=2)
-        chats = [[{"role": "system", "content": "Rewrite it."}, {"role": "user", "content": f"Describe {{A}} {i}."}]
-                 for i in range(3)]
+        chats = [
+            [{"role": "system", "content": "Rewrite it."}, {"role": "user", "content": f"Describe {{A}} {i}."}]
+            for i in range(3)
+        ]
         replies = backend.generate(chats, Sampling(max_new_tokens=4), seeds=[1, 2, 3])
         assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
     finally:
@@ -264,12 +355,25 @@ def test_augment_cli_builds_pool_and_report(tiny_chat_model, tmp_path):
     instances = tmp_path / "instances.jsonl"
     instances.write_text("".join(json.dumps(i) + "\n" for i in INSTANCES))
     out = tmp_path / "run"
-    subprocess.run([sys.executable, "augment.py", f"augmentation.seeds={seeds}", "~augmentation.meta_prompts",
-                    "+augmentation.meta_prompts={official_rephrase: 1}",
-                    "augmentation.max_new_tokens=6", "augmentation.backend.kind=transformers",
-                    f"augmentation.backend.args.model={tiny_chat_model}", "~augmentation.backend.args.tensor_parallel_size",
-                    f"augmentation.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
-                   cwd=root, check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "augment.py",
+            f"augmentation.seeds={seeds}",
+            "~augmentation.meta_prompts",
+            "+augmentation.meta_prompts={official_rephrase: 1}",
+            "augmentation.max_new_tokens=6",
+            "augmentation.backend.kind=transformers",
+            f"augmentation.backend.args.model={tiny_chat_model}",
+            "~augmentation.backend.args.tensor_parallel_size",
+            f"augmentation.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     pool = [json.loads(line) for line in (out / "pool.jsonl").read_text().splitlines()]
     assert sum(r["origin"] == "seed" for r in pool) == len(SEEDS)
     assert (out / "lengths.png").exists() and "| **all** | 4 |" in (out / "pool_summary.md").read_text()
@@ -283,11 +387,20 @@ def test_seeds_cli_summarises_the_demo_seed_set():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "instraug.seeds", "instraug/demo/seeds.yaml", "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "instraug.seeds", "instraug/demo/seeds.yaml", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     info = json.loads(out)
-    assert info == {"tasks": 4, "seeds": 8, "augmentable_tasks": 4, "augmentable_seeds": 8,
-                    "placeholders": {"{shape}": 4, "{colour}": 2}}
+    assert info == {
+        "tasks": 4,
+        "seeds": 8,
+        "augmentable_tasks": 4,
+        "augmentable_seeds": 8,
+        "placeholders": {"{shape}": 4, "{colour}": 2},
+    }
 
 
 def test_demo_pool_from_files_checks_placeholders(tmp_path):

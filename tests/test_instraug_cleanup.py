@@ -18,18 +18,26 @@ from instraug import build
 # (seed as instruction_gen.py holds it, what the official cleaning leaves)
 OFFICIAL_SEEDS = [
     ('The region in image that "{text}" describes is', "The region in image that {text} describes is"),  # line 82
-    ('The goal of this task is to find the part of the image with the description: "{text}"',  # line 84: the end
-     'The goal of this task is to find the part of the image with the description: "{text}'),  # quote goes first
-    (' "{text}" describes part of the image. Find the part.',  # line 85
-     '{text}" describes part of the image. Find the part.'),
-    ("Given {region_split_token.join(region)}, select objects that do not appear in any of the regions. "  # line 154
-     "Select \"None\" if you can't find it.{options_token} {split_token.join(options)}",
-     "Given {region_split_token.join(region)}, select objects that do not appear in any of the regions. "
-     "Select \"None\" if you can\"t find it.{options_token} {split_token.join(options)}"),
+    (
+        'The goal of this task is to find the part of the image with the description: "{text}"',  # line 84: the end
+        'The goal of this task is to find the part of the image with the description: "{text}',
+    ),  # quote goes first
+    (
+        ' "{text}" describes part of the image. Find the part.',  # line 85
+        '{text}" describes part of the image. Find the part.',
+    ),
+    (
+        "Given {region_split_token.join(region)}, select objects that do not appear in any of the regions. "  # line 154
+        "Select \"None\" if you can't find it.{options_token} {split_token.join(options)}",
+        "Given {region_split_token.join(region)}, select objects that do not appear in any of the regions. "
+        "Select \"None\" if you can\"t find it.{options_token} {split_token.join(options)}",
+    ),
     ("Describe the region {region[0]} (in a few words)", "Describe the region {region[0]} (in a few words"),
     ("Answer the question about '{text}'. {question}", "Answer the question about {text}. {question}"),
-    ("Given the image, the subject in {region[0]} {meta_data['relation']} what?",  # line 211: kept
-     "Given the image, the subject in {region[0]} {meta_data['relation']} what?"),
+    (
+        "Given the image, the subject in {region[0]} {meta_data['relation']} what?",  # line 211: kept
+        "Given the image, the subject in {region[0]} {meta_data['relation']} what?",
+    ),
 ]
 
 
@@ -46,12 +54,34 @@ def test_unknown_cleanup_is_refused():
 
 def _files(tmp_path):
     instances = tmp_path / "train.jsonl"
-    instances.write_text("".join(json.dumps({"unique_id": f"vg-{i}", "task_name": "visual_grounding",
-                                             "image_path": "img.jpg", "text": "a red cup",
-                                             "target_txt": "[1, 2, 3, 4]"}) + "\n" for i in range(4)))
+    instances.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "unique_id": f"vg-{i}",
+                    "task_name": "visual_grounding",
+                    "image_path": "img.jpg",
+                    "text": "a red cup",
+                    "target_txt": "[1, 2, 3, 4]",
+                }
+            )
+            + "\n"
+            for i in range(4)
+        )
+    )
     pool = tmp_path / "pool.jsonl"
-    pool.write_text(json.dumps({"id": "VG#1", "task": "visual_grounding", "origin": "seed", "root_id": "VG#1",
-                                "text": 'Find the region in image that "{text}" describes.'}) + "\n")
+    pool.write_text(
+        json.dumps(
+            {
+                "id": "VG#1",
+                "task": "visual_grounding",
+                "origin": "seed",
+                "root_id": "VG#1",
+                "text": 'Find the region in image that "{text}" describes.',
+            }
+        )
+        + "\n"
+    )
     return instances, pool
 
 

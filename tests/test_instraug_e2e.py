@@ -44,15 +44,40 @@ def _instances(images: Path) -> list[dict]:
     for i in range(12):
         colour = "red" if i % 2 else "blue"
         img = f"images/{colour}.png"
-        rows.append({"unique_id": f"vqa-{i}", "task_name": "VQA_color", "image_path": img,
-                     "question": "What colour is the square?", "options": ["red", "blue"], "target_txt": colour})
-        rows.append({"unique_id": f"rcm-{i}", "task_name": "region_caption_match", "image_path": img,
-                     "text": f"a {colour} square", "region": [[0, 0, 31.5, 31.5]], "options": ["yes", "no"],
-                     "target_txt": "yes"})
-        rows.append({"unique_id": f"vd-{i}", "task_name": "visual_dialog", "image_path": img,
-                     "question": "is it red", "target_txt": "yes" if colour == "red" else "no",
-                     "meta_data": {"caption": "a square",
-                                   "dialog_hist": [{"q": "is it a square", "a": "yes"}] if i % 3 else []}})
+        rows.append(
+            {
+                "unique_id": f"vqa-{i}",
+                "task_name": "VQA_color",
+                "image_path": img,
+                "question": "What colour is the square?",
+                "options": ["red", "blue"],
+                "target_txt": colour,
+            }
+        )
+        rows.append(
+            {
+                "unique_id": f"rcm-{i}",
+                "task_name": "region_caption_match",
+                "image_path": img,
+                "text": f"a {colour} square",
+                "region": [[0, 0, 31.5, 31.5]],
+                "options": ["yes", "no"],
+                "target_txt": "yes",
+            }
+        )
+        rows.append(
+            {
+                "unique_id": f"vd-{i}",
+                "task_name": "visual_dialog",
+                "image_path": img,
+                "question": "is it red",
+                "target_txt": "yes" if colour == "red" else "no",
+                "meta_data": {
+                    "caption": "a square",
+                    "dialog_hist": [{"q": "is it a square", "a": "yes"}] if i % 3 else [],
+                },
+            }
+        )
     return rows
 
 
@@ -60,17 +85,43 @@ def _eval_data(root: Path) -> None:
     mi = root / "multiinstruct"
     shutil.copytree(root.parent / "data" / "images", mi / "images")
     shutil.copy(OFFICIAL, mi / "instructions.py")  # the original instructions, official structure
-    tests = {"commonsense_VQA": [{"unique_id": f"cvqa-{i}", "task_name": "commonsense_VQA", "image_path":
-                                  "images/red.png", "question": "What is person 1 holding ?",
-                                  "options": ["a red box .", "a blue box ."], "target_txt": "a red box .",
-                                  "meta_data": {"object_regions": {"person 1": [1.5, 2, 20, 30]}}} for i in range(2)],
-             "grounded_VQA": [{"unique_id": f"gvqa-{i}", "task_name": "grounded_VQA", "image_path": "images/blue.png",
-                               "question": "Which region is blue?", "region": [[0, 0, 31, 31]],
-                               "options": [[0, 0, 31, 31], [1, 1, 5, 5]], "target_txt": "0 0 31 31"} for i in range(2)],
-             "visual_dialog": [{"unique_id": f"vd-{i}", "task_name": "visual_dialog", "image_path": "images/red.png",
-                                "question": "is it red", "target_txt": "yes",
-                                "meta_data": {"dialog_hist": [{"q": "a square?", "a": "yes"}] if i else []}}
-                               for i in range(2)]}
+    tests = {
+        "commonsense_VQA": [
+            {
+                "unique_id": f"cvqa-{i}",
+                "task_name": "commonsense_VQA",
+                "image_path": "images/red.png",
+                "question": "What is person 1 holding ?",
+                "options": ["a red box .", "a blue box ."],
+                "target_txt": "a red box .",
+                "meta_data": {"object_regions": {"person 1": [1.5, 2, 20, 30]}},
+            }
+            for i in range(2)
+        ],
+        "grounded_VQA": [
+            {
+                "unique_id": f"gvqa-{i}",
+                "task_name": "grounded_VQA",
+                "image_path": "images/blue.png",
+                "question": "Which region is blue?",
+                "region": [[0, 0, 31, 31]],
+                "options": [[0, 0, 31, 31], [1, 1, 5, 5]],
+                "target_txt": "0 0 31 31",
+            }
+            for i in range(2)
+        ],
+        "visual_dialog": [
+            {
+                "unique_id": f"vd-{i}",
+                "task_name": "visual_dialog",
+                "image_path": "images/red.png",
+                "question": "is it red",
+                "target_txt": "yes",
+                "meta_data": {"dialog_hist": [{"q": "a square?", "a": "yes"}] if i else []},
+            }
+            for i in range(2)
+        ],
+    }
     for task, rows in tests.items():
         (mi / task).mkdir(parents=True)
         (mi / task / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -95,10 +146,18 @@ def test_seeds_to_generation_to_mins_plus_to_training_to_lmms_eval(tiny_chat_mod
     instances.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        acfg = compose("augment", overrides=[
-            f"augmentation.seeds={seeds}", "augmentation.max_new_tokens=8", "augmentation.batch_size=50",
-            "augmentation.backend.kind=transformers", f"augmentation.backend.args.model={tiny_chat_model}",
-            "~augmentation.backend.args.tensor_parallel_size", f"augmentation.cache_dir={tmp_path / 'cache'}"])
+        acfg = compose(
+            "augment",
+            overrides=[
+                f"augmentation.seeds={seeds}",
+                "augmentation.max_new_tokens=8",
+                "augmentation.batch_size=50",
+                "augmentation.backend.kind=transformers",
+                f"augmentation.backend.args.model={tiny_chat_model}",
+                "~augmentation.backend.args.tensor_parallel_size",
+                f"augmentation.cache_dir={tmp_path / 'cache'}",
+            ],
+        )
     with open_dict(acfg):
         acfg.output_dir = str(tmp_path / "augment")
     result = augment(acfg)
@@ -108,8 +167,15 @@ def test_seeds_to_generation_to_mins_plus_to_training_to_lmms_eval(tiny_chat_mod
     rejected = sum(sum(c.values()) for c in report["rejected"].values())
     assert sum(report["kept"].values()) == result["generated"] and result["generated"] + rejected <= 100
 
-    cfg = tiny_cfg(data, tmp_path / "run", "data=mins_plus", "augmentation=mins_plus", f"data.mins_plus.pool={result['pool']}",
-                   f"data.mins_plus.instances={instances}", "train.max_steps=3")
+    cfg = tiny_cfg(
+        data,
+        tmp_path / "run",
+        "data=mins_plus",
+        "augmentation=mins_plus",
+        f"data.mins_plus.pool={result['pool']}",
+        f"data.mins_plus.instances={instances}",
+        "train.max_steps=3",
+    )
     built = build_for(cfg.data)
     records = json.loads(built["llava"].read_text())
     assert len(records) == len(rows)
@@ -122,8 +188,12 @@ def test_seeds_to_generation_to_mins_plus_to_training_to_lmms_eval(tiny_chat_mod
     eval_root = tmp_path / "eval_data"
     eval_root.mkdir()
     _eval_data(eval_root)
-    scores = evaluate(tmp_path / "run" / "checkpoint", EvalSpec(("lit_mi_cvqa", "lit_mi_gvqa", "lit_mi_visdial"),
-                      str(eval_root)), tmp_path / "eval", chat_template=cfg.model.chat_template)
+    scores = evaluate(
+        tmp_path / "run" / "checkpoint",
+        EvalSpec(("lit_mi_cvqa", "lit_mi_gvqa", "lit_mi_visdial"), str(eval_root)),
+        tmp_path / "eval",
+        chat_template=cfg.model.chat_template,
+    )
     for task in ("lit_mi_cvqa", "lit_mi_gvqa", "lit_mi_visdial"):
         got = scores[task]
         assert 0 <= got["multiinstruct/score"] <= 100

@@ -34,17 +34,27 @@ BOX = re.compile(r"^-?\d+(\.\d+)? -?\d+(\.\d+)? -?\d+(\.\d+)? -?\d+(\.\d+)?$")
 def raw_instance(task: str, i: int = 0, history: bool = True) -> dict:
     """A MultiInstruct instance in the preprocessing's format, with every field any task may carry."""
     box = [[10.5, 20, 110.25, 220], [30, 40.5, 130, 240]]
-    inst = {"unique_id": f"{task}-{i}", "task_name": task, "image_path": f"images/{i % 2}.png",
-            "text": "a dog on a sofa", "question": "what colour is the dog", "answer": "brown",
-            "options": [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]] if task in build_region_options() else
-            ["brown", "black", "white"],
-            "region": box, "target_txt": "brown",
-            # wikihow_next_step: the history steps; multimodal_factual_checking: the evidence text
-            "context": ["open the box", "take out the cake"] if task == "wikihow_next_step" else "the dog sleeps",
-            "meta_data": {"relation": "sitting on", "method": "bake a cake",
-                          "object_regions": {"subject": [box[0]], "object": [box[1]], "given_region": [box[0]],
-                                             "person 1": [box[1]]},
-                          "dialog_hist": [{"q": "is it indoors", "a": "yes"}] if history else []}}
+    inst = {
+        "unique_id": f"{task}-{i}",
+        "task_name": task,
+        "image_path": f"images/{i % 2}.png",
+        "text": "a dog on a sofa",
+        "question": "what colour is the dog",
+        "answer": "brown",
+        "options": [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+        if task in build_region_options()
+        else ["brown", "black", "white"],
+        "region": box,
+        "target_txt": "brown",
+        # wikihow_next_step: the history steps; multimodal_factual_checking: the evidence text
+        "context": ["open the box", "take out the cake"] if task == "wikihow_next_step" else "the dog sleeps",
+        "meta_data": {
+            "relation": "sitting on",
+            "method": "bake a cake",
+            "object_regions": {"subject": [box[0]], "object": [box[1]], "given_region": [box[0]], "person 1": [box[1]]},
+            "dialog_hist": [{"q": "is it indoors", "a": "yes"}] if history else [],
+        },
+    }
     return inst
 
 
@@ -57,7 +67,10 @@ def build_region_options():
 def test_official_seed_file_is_read_as_it_is_never_run():
     seeds = load_seeds(OFFICIAL)  # the fixture imports a module that does not exist: running it would fail
     assert summary(seeds, "official")["tasks"] == 75 and len(seeds) == 378
-    assert (summary(seeds, "official")["augmentable_tasks"], summary(seeds, "official")["augmentable_seeds"]) == (66, 333)
+    assert (summary(seeds, "official")["augmentable_tasks"], summary(seeds, "official")["augmentable_seeds"]) == (
+        66,
+        333,
+    )
     assert (summary(seeds)["augmentable_tasks"], summary(seeds)["augmentable_seeds"]) == (63, 318)  # paper's 9 held out
     counts = Counter(s.task for s in seeds)
     assert counts["region_generation"] == 7 and counts["visual_object_region"] == 6 and counts["VQA"] == 5
@@ -70,12 +83,17 @@ def test_official_seed_file_is_read_as_it_is_never_run():
 def test_seed_files_without_seeds_are_errors_naming_file_and_formats(tmp_path):
     empty = tmp_path / "instruction_gen.py"
     empty.write_text("def save_raw_instruction():\n    df_dicts = list()\n    options = ['next']\n")
-    with pytest.raises(SeedFileError, match=r"instruction_gen\.py: no seed instructions found; accepted formats: "
-                                             r"official instruction_gen\.py"):
+    with pytest.raises(
+        SeedFileError,
+        match=r"instruction_gen\.py: no seed instructions found; accepted formats: "
+        r"official instruction_gen\.py",
+    ):
         load_seeds(empty)
     task_without = tmp_path / "gen.py"
-    task_without.write_text("def f():\n    df_dicts = []\n    instructs = []\n"
-                            "    df_dicts.extend(dict(task_name='VG', instructions=i) for i in instructs)\n")
+    task_without.write_text(
+        "def f():\n    df_dicts = []\n    instructs = []\n"
+        "    df_dicts.extend(dict(task_name='VG', instructions=i) for i in instructs)\n"
+    )
     with pytest.raises(SeedFileError, match=r"gen\.py:4: task 'VG' has no seed instructions"):
         load_seeds(task_without)
     (tmp_path / "s.yaml").write_text("VG: []\n")
@@ -100,28 +118,48 @@ def test_every_seed_of_every_task_fills_on_an_instance_of_its_task():
         assert prepared.instruction_task == task
         for text in texts:
             prompt = fill(text, prepared.fields)
-            assert "{" not in prompt and "['" not in prompt and "[[" not in prompt and "[1" not in prompt, (task, prompt)
+            assert "{" not in prompt and "['" not in prompt and "[[" not in prompt and "[1" not in prompt, (
+                task,
+                prompt,
+            )
             filled += 1
     assert filled == 378 - sum(len(v) for k, v in by_task.items() if k in DROPPED_TASKS) > 300
 
 
 def test_fields_are_derived_as_the_official_build():
     rng = random.Random(0)
-    cvqa = {"unique_id": "vcr_val-0", "task_name": "commonsense_VQA", "image_path": "x.jpg",
-            "question": "How is person 1 feeling ?", "options": ["sad .", "happy ."], "target_txt": "sad .",
-            "meta_data": {"object_regions": {"person 1": [955.5, 52.25, 1551, 789], "person 3": [902, 111, 1035, 701]}}}
+    cvqa = {
+        "unique_id": "vcr_val-0",
+        "task_name": "commonsense_VQA",
+        "image_path": "x.jpg",
+        "question": "How is person 1 feeling ?",
+        "options": ["sad .", "happy ."],
+        "target_txt": "sad .",
+        "meta_data": {"object_regions": {"person 1": [955.5, 52.25, 1551, 789], "person 3": [902, 111, 1035, 701]}},
+    }
     p = prepare(cvqa, rng)
     assert p.fields["region_info"] == "person 1 is in 955.5 52.25 1551 789. person 3 is in 902 111 1035 701."
     assert p.fields["options_str"] == "\n\n[Options]: " + "||||".join(p.fields["options"])
     assert sorted(p.fields["options"]) == ["happy .", "sad ."] and cvqa["options"] == ["sad .", "happy ."]
-    gvqa = {"unique_id": "v7w", "task_name": "grounded_VQA", "image_path": "x.jpg", "question": "Which chair?",
-            "region": [[144, 358, 318, 598]], "options": [[3, 8, 43, 537], [144, 358, 318, 598]],
-            "target_txt": "ignored for region-output tasks"}
+    gvqa = {
+        "unique_id": "v7w",
+        "task_name": "grounded_VQA",
+        "image_path": "x.jpg",
+        "question": "Which chair?",
+        "region": [[144, 358, 318, 598]],
+        "options": [[3, 8, 43, 537], [144, 358, 318, 598]],
+        "target_txt": "ignored for region-output tasks",
+    }
     p = prepare(gvqa, rng)
     assert p.target == "144 358 318 598" and sorted(p.fields["options"]) == ["144 358 318 598", "3 8 43 537"]
-    dial = {"unique_id": "vd", "task_name": "visual_dialog", "image_path": "x.jpg", "question": "is it red",
-            "target_txt": "yes", "meta_data": {"caption": "c", "dialog_hist": [{"q": "a cat?", "a": "no"},
-                                                                              {"q": "a dog?", "a": "yes"}]}}
+    dial = {
+        "unique_id": "vd",
+        "task_name": "visual_dialog",
+        "image_path": "x.jpg",
+        "question": "is it red",
+        "target_txt": "yes",
+        "meta_data": {"caption": "c", "dialog_hist": [{"q": "a cat?", "a": "no"}, {"q": "a dog?", "a": "yes"}]},
+    }
     p = prepare(dial, rng)
     assert p.instruction_task == "visual_dialog_has_hist"
     assert fill("{' '.join(dial_history)}|{dial_history[-1]}", p.fields) == "a cat?, no; a dog?, yes;|a dog?, yes;"
@@ -134,15 +172,33 @@ def test_fields_are_derived_as_the_official_build():
     assert prepare(raw_instance("wikihow_next_step"), rng).fields["context"] == "open the box\ntake out the cake"
     assert prepare({**raw_instance("wikihow_next_step"), "context": []}, rng).fields["context"] == '"nothing"'
     assert sorted(prepare(raw_instance("wikihow_text_image_step_order"), rng).fields["options"]) == ["next", "previous"]
-    assert fill("{region_split_token.join(region)}", prepare(raw_instance("GC"), rng).fields) == \
-        "10.5 20 110.25 220||||30 40.5 130 240"
+    assert (
+        fill("{region_split_token.join(region)}", prepare(raw_instance("GC"), rng).fields)
+        == "10.5 20 110.25 220||||30 40.5 130 240"
+    )
 
 
 def _pool(tmp_path: Path, n_generated: int) -> Path:
-    rows = [{"id": f"VQA_color#{k}", "task": "VQA_color", "text": f"Seed {k}: {{question}}{{options_str}}",
-             "origin": "seed", "root_id": f"VQA_color#{k}"} for k in range(5)]
-    rows += [{"id": f"g{k}", "task": "VQA_color", "text": f"Rewrite {k}: {{question}}{{options_str}}",
-              "origin": "generated", "root_id": f"VQA_color#{k % 5}"} for k in range(n_generated)]
+    rows = [
+        {
+            "id": f"VQA_color#{k}",
+            "task": "VQA_color",
+            "text": f"Seed {k}: {{question}}{{options_str}}",
+            "origin": "seed",
+            "root_id": f"VQA_color#{k}",
+        }
+        for k in range(5)
+    ]
+    rows += [
+        {
+            "id": f"g{k}",
+            "task": "VQA_color",
+            "text": f"Rewrite {k}: {{question}}{{options_str}}",
+            "origin": "generated",
+            "root_id": f"VQA_color#{k % 5}",
+        }
+        for k in range(n_generated)
+    ]
     path = tmp_path / f"pool{n_generated}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -182,8 +238,9 @@ def test_two_arms_get_different_files_that_record_their_inputs(tmp_path):
     with pytest.raises(build.DatasetMismatch, match="pool_sha256.*Refusing"):
         build.build_dataset(instances, _pool(tmp_path, 10), tmp_path / "a", variant="mins_plus")
     with pytest.raises(build.DatasetMismatch, match="sampling"):
-        build.build_dataset(instances, _pool(tmp_path, 45), tmp_path / "a", variant="mins_plus", sampling="epsilon",
-                            epsilon=0.5)
+        build.build_dataset(
+            instances, _pool(tmp_path, 45), tmp_path / "a", variant="mins_plus", sampling="epsilon", epsilon=0.5
+        )
     assert not list((tmp_path / "a").glob(".*.tmp"))
     row = json.loads(a["multiinstruct"].read_text().splitlines()[0])
     assert sorted(row["prompt"].split("\n\n[Options]: ")[1].split("||||")) == sorted(row["options"])
@@ -202,6 +259,7 @@ def test_each_arm_composes_its_own_data_path_and_the_recipes_build_it_first(tmp_
     from hydra import compose, initialize_config_dir
 
     from lit import recipes
+
     @cache
     def path_of(*overrides: str) -> str:
         return compose("train", overrides=list(overrides)).data.path
@@ -212,8 +270,10 @@ def test_each_arm_composes_its_own_data_path_and_the_recipes_build_it_first(tmp_
 
 def _arms_and_recipes(tmp_path, recipes, path_of, compose):
     root = "data.root=/data/mi/59k"
-    paths = {v: path_of(f"experiment=instraug_llava7b_{v}", root) for v in ("mins", "mins_plus", "mins_plus_iter",
-                                                                             "mins_plus_mt")}
+    paths = {
+        v: path_of(f"experiment=instraug_llava7b_{v}", root)
+        for v in ("mins", "mins_plus", "mins_plus_iter", "mins_plus_mt")
+    }
     assert len(set(paths.values())) == 4
     assert path_of("experiment=instraug_iblip7b_mins_plus_mt", root) == paths["mins_plus_mt"]
     assert compose("train", overrides=["experiment=instraug_llava7b_mins_plus"]).data.mins_plus.sampling == "official"
@@ -237,8 +297,12 @@ def test_training_refuses_a_missing_or_foreign_set(tmp_path):
     from instraug.arm import build_for, require
 
     instances, pool = _instances(tmp_path, 20), _pool(tmp_path, 5)
-    cfg = _compose("experiment=instraug_llava7b_mins_plus", f"data.root={tmp_path}", f"data.mins_plus.pool={pool}",
-                   f"data.mins_plus.instances={instances}")
+    cfg = _compose(
+        "experiment=instraug_llava7b_mins_plus",
+        f"data.root={tmp_path}",
+        f"data.mins_plus.pool={pool}",
+        f"data.mins_plus.instances={instances}",
+    )
     with pytest.raises(FileNotFoundError, match="does not exist: training does not build it.*build_mins_plus.py"):
         require(cfg.data)
     build_for(cfg.data)
@@ -257,14 +321,25 @@ def test_the_refusal_names_the_runs_overrides(tmp_path):
     from instraug.arm import require
 
     instances, pool = _instances(tmp_path, 20), _pool(tmp_path, 5)
-    overrides = ["data=mins_plus", "augmentation=mins_plus", f"data.root={tmp_path}", f"data.mins_plus.pool={pool}",
-                 f"data.mins_plus.instances={instances}", "logger=none"]
+    overrides = [
+        "data=mins_plus",
+        "augmentation=mins_plus",
+        f"data.root={tmp_path}",
+        f"data.mins_plus.pool={pool}",
+        f"data.mins_plus.instances={instances}",
+        "logger=none",
+    ]
     cfg = _compose(*overrides)
     command = "with: python build_mins_plus.py experiment=x 'data.root=a b'"
     with pytest.raises(FileNotFoundError, match=re.escape(command)):
         require(cfg.data, overrides=["experiment=x", "data.root=a b"])
-    done = subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
     assert "Build it first with: python build_mins_plus.py " + " ".join(overrides) + "\n" in done.stderr, done.stderr
 
@@ -274,10 +349,19 @@ class _FlakyChat(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         self.server.requests += 1
         status = self.server.statuses.pop(0) if self.server.statuses else 200
-        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": "Rewritten {A}."}}]}
-                          if status == 200 else {"error": {"message": f"status {status}"}}).encode()
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Rewritten {A}."}}
+                ],
+            }
+            if status == 200
+            else {"error": {"message": f"status {status}"}}
+        ).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -349,21 +433,47 @@ def test_multiinstruct_eval_documents_use_the_same_fields(tmp_path):
         folder.mkdir(exist_ok=True)
         (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return datasets.load_dataset("json", data_files=str(folder / "test.jsonl"), split="train")
-    cvqa = {"unique_id": "c0", "task_name": "commonsense_VQA", "image_path": "x.png", "question": "Who ?",
-            "options": ["a .", "b .", "c ."], "target_txt": "a .",
-            "meta_data": {"object_regions": {"person 1": [1.5, 2, 20, 30]}}}
-    docs = list(utils.expand_instructions(dataset([cvqa, {**cvqa, 'unique_id': 'c1', 'meta_data': {'object_regions': {'person 2': [1, 1, 2, 2]}}}])))
+
+    cvqa = {
+        "unique_id": "c0",
+        "task_name": "commonsense_VQA",
+        "image_path": "x.png",
+        "question": "Who ?",
+        "options": ["a .", "b .", "c ."],
+        "target_txt": "a .",
+        "meta_data": {"object_regions": {"person 1": [1.5, 2, 20, 30]}},
+    }
+    docs = list(
+        utils.expand_instructions(
+            dataset([cvqa, {**cvqa, 'unique_id': 'c1', 'meta_data': {'object_regions': {'person 2': [1, 1, 2, 2]}}}])
+        )
+    )
     assert len(docs) == 10 and [d["instruction_id"] for d in docs][:5] == list(range(5))
     with_info = [d["prompt"] for d in docs if "person 1 is in 1.5 2 20 30." in d["prompt"]]
     assert len(with_info) == 2  # the two commonsense_VQA seeds with {region_info}
     assert len({d["prompt"].split("[Options]: ")[1].split("\n")[0] for d in docs[:5]}) == 1
-    dial = [{"unique_id": f"v{i}", "task_name": "visual_dialog", "image_path": "x.png", "question": "is it red",
-             "target_txt": "yes", "meta_data": {"dialog_hist": [{"q": "a cat?", "a": "no"}] if i else []}}
-            for i in range(2)]
+    dial = [
+        {
+            "unique_id": f"v{i}",
+            "task_name": "visual_dialog",
+            "image_path": "x.png",
+            "question": "is it red",
+            "target_txt": "yes",
+            "meta_data": {"dialog_hist": [{"q": "a cat?", "a": "no"}] if i else []},
+        }
+        for i in range(2)
+    ]
     docs = list(utils.expand_instructions(dataset(dial)))
     assert sum("a cat?, no;" in d["prompt"] for d in docs) >= 3 and all("{" not in d["prompt"] for d in docs)
-    gvqa = {"unique_id": "g0", "task_name": "grounded_VQA", "image_path": "x.png", "question": "Which?",
-            "region": [[0, 0, 31, 31]], "options": [[0, 0, 31, 31], [1, 1, 5, 5]], "target_txt": "0 0 31 31"}
+    gvqa = {
+        "unique_id": "g0",
+        "task_name": "grounded_VQA",
+        "image_path": "x.png",
+        "question": "Which?",
+        "region": [[0, 0, 31, 31]],
+        "options": [[0, 0, 31, 31], [1, 1, 5, 5]],
+        "target_txt": "0 0 31 31",
+    }
     docs = list(utils.expand_instructions(dataset([gvqa])))
     assert all(d["target_txt"] == "0 0 31 31" and "1 1 5 5" in d["prompt"] for d in docs)
 
@@ -379,8 +489,15 @@ def test_official_tsv_files_as_pandas_writes_them(tmp_path):
     assert [(s.task, s.text) for s in load_seeds(raw)] == [(s.task, s.text) for s in seeds]
     vqa = [s for s in seeds if s.task == "VQA_color"]
     rows = [{"task_name": s.task, "instructions": s.text, "origin": -1, "length": len(s.text.split())} for s in vqa]
-    rows += [{"task_name": "VQA_color", "instructions": f'Say "which" {k}: {{question}}{{options_token}} '
-              '{split_token.join(options)}', "origin": k, "length": 5} for k in range(3)]
+    rows += [
+        {
+            "task_name": "VQA_color",
+            "instructions": f'Say "which" {k}: {{question}}{{options_token}} {{split_token.join(options)}}',
+            "origin": k,
+            "length": 5,
+        }
+        for k in range(3)
+    ]
     gen = tmp_path / "gen_instructions.tsv"
     frame = pd.DataFrame(rows)
     frame["is_preserved"] = [True] * len(vqa) + [True, False, True]

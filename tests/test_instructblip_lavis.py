@@ -22,10 +22,12 @@ TEMPLATE = get_template("instructblip")
 
 
 def _tiny(tokenizer):
-    from lit.model.build import compose_tiny
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.build import compose_tiny
 
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_iblip.yaml"))
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_iblip.yaml")
+    )
     cfg.text.hidden_size = cfg.vision.hidden_size = 32
     prepare_tokenizer(tokenizer, TEMPLATE)
     model, processor = compose_tiny(cfg, tokenizer)
@@ -57,11 +59,18 @@ def _dataset(tokenizer, processor, model, records, tmp_path, augment=None, templ
 
 
 def _record(instruction, answer="red", rid="r0"):
-    return {"id": rid, "image": "img.png", "conversations": [
-        {"from": "human", "value": f"{IMAGE_MARKER}\n{instruction}"}, {"from": "gpt", "value": answer}]}
+    return {
+        "id": rid,
+        "image": "img.png",
+        "conversations": [
+            {"from": "human", "value": f"{IMAGE_MARKER}\n{instruction}"},
+            {"from": "gpt", "value": answer},
+        ],
+    }
 
 
 # 1. What is trained -------------------------------------------------------------------------------------------------
+
 
 def test_recipe_trains_vit_and_ln_vision_with_the_qformer_lm_frozen(bpe_tokenizer):
     """LAVIS ``projects/iblip/train/instr_tuning.yaml`` l.11 ``freeze_vit: False`` merged over the model yaml's
@@ -92,13 +101,19 @@ def test_recipe_trains_vit_and_ln_vision_with_the_qformer_lm_frozen(bpe_tokenize
     ids = torch.tensor([[image_id] * 4 + bpe_tokenizer("a red circle")["input_ids"]])
     q = bpe_tokenizer("What is it?", return_tensors="pt")
     model.train()
-    loss = model(input_ids=ids, pixel_values=pixels, qformer_input_ids=q["input_ids"],
-                 qformer_attention_mask=q["attention_mask"], labels=ids.masked_fill(ids == image_id, IGNORE_INDEX)).loss
+    loss = model(
+        input_ids=ids,
+        pixel_values=pixels,
+        qformer_input_ids=q["input_ids"],
+        qformer_attention_mask=q["attention_mask"],
+        labels=ids.masked_fill(ids == image_id, IGNORE_INDEX),
+    ).loss
     loss.backward()
     assert vision.post_layernorm.weight.grad is not None and vision.embeddings.patch_embedding.weight.grad is not None
 
 
 # 2. Input order -----------------------------------------------------------------------------------------------------
+
 
 def test_query_positions_come_before_bos_as_lavis_and_hf_feed_them(bpe_tokenizer, tmp_path):
     """LAVIS ``blip2_vicuna_instruct.py`` forward l.187-193 tokenizes ``text_input`` with the LLM tokenizer (BOS
@@ -116,16 +131,19 @@ def test_query_positions_come_before_bos_as_lavis_and_hf_feed_them(bpe_tokenizer
     hf_processor.image_token = AddedToken(IMAGE_MARKER, special=True, normalized=False)
     hf = hf_processor(images=_rgb(40, 40), text=instruction, return_tensors="pt")["input_ids"][0]
     assert torch.equal(hf[:n], torch.full((n,), image_id)) and hf[n] == bpe_tokenizer.bos_token_id
-    assert torch.equal(ids[:len(hf)], hf)  # [32 query positions, BOS, instruction] as HF and LAVIS
+    assert torch.equal(ids[: len(hf)], hf)  # [32 query positions, BOS, instruction] as HF and LAVIS
     assert torch.equal(ids[:n], torch.full((n,), image_id)) and ids[n] == bpe_tokenizer.bos_token_id
-    assert (labels[:len(hf)] == IGNORE_INDEX).all() and (labels[len(hf):] != IGNORE_INDEX).all()
+    assert (labels[: len(hf)] == IGNORE_INDEX).all() and (labels[len(hf) :] != IGNORE_INDEX).all()
     assert ids[-1] == bpe_tokenizer.convert_tokens_to_ids("</s>")
 
     # generation (no truncation), as the LAVIS generate and the HF processor build the prompt
     from lit.mask.render import encode, render
 
-    spans = render({"image": "x", "conversations": [{"from": "human", "value": f"{IMAGE_MARKER}\n{instruction}"}]},
-                   TEMPLATE, add_generation_prompt=True)
+    spans = render(
+        {"image": "x", "conversations": [{"from": "human", "value": f"{IMAGE_MARKER}\n{instruction}"}]},
+        TEMPLATE,
+        add_generation_prompt=True,
+    )
     enc = encode(spans, bpe_tokenizer, record_id="p", image_token_id=image_id)
     gen_ids, gen_kinds = lavis_layout(TEMPLATE, enc.input_ids, enc.kinds, truncate=False)
     assert gen_ids[0] == image_id and gen_kinds[0] == KIND_INDEX["image"] and gen_ids[1] == bpe_tokenizer.bos_token_id
@@ -139,6 +157,7 @@ def test_query_positions_come_before_bos_as_lavis_and_hf_feed_them(bpe_tokenizer
 
 
 # 3. Schedule and precision ------------------------------------------------------------------------------------------
+
 
 def _lavis_lrs(iters_per_epoch, accum, epochs, init_lr, warmup_lr, warmup_steps):
     """The rate each optimizer step of LAVIS's inner loop applies: ``tasks/base_task.py`` l.213 sets the rate
@@ -170,9 +189,18 @@ def test_lavis_schedule_steps_warmup_per_micro_batch_and_cosine_per_epoch(bpe_to
 
     model, _, _ = _tiny(bpe_tokenizer)
     iters, accum, warmup = 40, 4, 26  # 10 optimizer steps per epoch; warm-up ends inside the 7th
-    args = LitTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], learning_rate=1e-5,
-                                per_device_train_batch_size=1, gradient_accumulation_steps=accum, num_train_epochs=3,
-                                lr_schedule="lavis_epoch_cosine", warmup_steps=warmup, warmup_start_lr=1e-8)
+    args = LitTrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to=[],
+        learning_rate=1e-5,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=accum,
+        num_train_epochs=3,
+        lr_schedule="lavis_epoch_cosine",
+        warmup_steps=warmup,
+        warmup_start_lr=1e-8,
+    )
     trainer = LitTrainer(model=model, args=args, train_dataset=[{"input_ids": torch.tensor([1])}] * iters)
     trainer.create_optimizer()
     scheduler = trainer.create_scheduler(num_training_steps=30)
@@ -200,15 +228,32 @@ def test_lavis_schedule_steps_warmup_per_micro_batch_and_cosine_per_epoch(bpe_to
             self.seen.append(optimizer.param_groups[0]["lr"])
 
     model, processor, _ = _tiny(bpe_tokenizer)
-    dataset = _dataset(bpe_tokenizer, processor, model, [_record(f"Question {i}?", rid=f"r{i}") for i in range(8)],
-                       tmp_path)
+    dataset = _dataset(
+        bpe_tokenizer, processor, model, [_record(f"Question {i}?", rid=f"r{i}") for i in range(8)], tmp_path
+    )
     rates = Rates()
-    args = LitTrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True, report_to=[], learning_rate=1e-3,
-                                per_device_train_batch_size=1, gradient_accumulation_steps=2, num_train_epochs=3,
-                                lr_schedule="lavis_epoch_cosine", warmup_steps=3, warmup_start_lr=1e-5,
-                                remove_unused_columns=False, save_strategy="no", disable_tqdm=True)
-    LitTrainer(model=model, args=args, train_dataset=dataset, callbacks=[rates],
-               data_collator=Collator(bpe_tokenizer.pad_token_id, dataset.image_inputs)).train()
+    args = LitTrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        use_cpu=True,
+        report_to=[],
+        learning_rate=1e-3,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=2,
+        num_train_epochs=3,
+        lr_schedule="lavis_epoch_cosine",
+        warmup_steps=3,
+        warmup_start_lr=1e-5,
+        remove_unused_columns=False,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    LitTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        callbacks=[rates],
+        data_collator=Collator(bpe_tokenizer.pad_token_id, dataset.image_inputs),
+    ).train()
     np.testing.assert_allclose(rates.seen, _lavis_lrs(8, 2, 3, 1e-3, 1e-5, 3), rtol=1e-9)
 
 
@@ -225,6 +270,7 @@ def test_recipe_precision_is_fp16_amp_as_lavis():
 
 # 4. Augmentation ----------------------------------------------------------------------------------------------------
 
+
 def test_blip_image_train_augmentation(bpe_tokenizer, tmp_path):
     """``projects/iblip/train/instr_tuning.yaml`` l.15-21 (train: blip_image_train, eval: blip_image_eval, 224 px);
     ``processors/blip_processors.py`` l.103-141 (RandomResizedCrop scale (0.5, 1) bicubic, horizontal flip,
@@ -238,8 +284,18 @@ def test_blip_image_train_augmentation(bpe_tokenizer, tmp_path):
     from lit.data import blip_augment as ba
     from lit.model.setup import build_model
 
-    assert ba.RANDAUG_OPS == ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize", "ShearX", "ShearY",
-                              "TranslateX", "TranslateY", "Rotate")
+    assert ba.RANDAUG_OPS == (
+        "Identity",
+        "AutoContrast",
+        "Brightness",
+        "Sharpness",
+        "Equalize",
+        "ShearX",
+        "ShearY",
+        "TranslateX",
+        "TranslateY",
+        "Rotate",
+    )
     assert _recipe().model.image_augment == "blip_image_train"
 
     model, processor, cfg = _tiny(bpe_tokenizer)
@@ -271,36 +327,48 @@ def test_blip_image_train_augmentation(bpe_tokenizer, tmp_path):
     again = ba.augment_for("blip_image_train", processor.image_processor, seed=3)(photo, "r0")["pixel_values"]
     assert first.shape == (3, size, size) and torch.equal(first, again)
     assert not torch.equal(first, aug(photo, "r0")["pixel_values"])  # second pass over r0
-    assert not torch.equal(first, ba.augment_for("blip_image_train", processor.image_processor, seed=4)(
-        photo, "r0")["pixel_values"])
+    assert not torch.equal(
+        first, ba.augment_for("blip_image_train", processor.image_processor, seed=4)(photo, "r0")["pixel_values"]
+    )
     # normalised as the processor normalises: with every random step skipped, a resize gives its pixels back
-    plain = processor.image_processor(images=[photo.resize((size, size), Image.Resampling.BICUBIC)],
-                                      return_tensors="pt")["pixel_values"][0]
-    torch.testing.assert_close(aug.normalize(photo.resize((size, size), Image.Resampling.BICUBIC)), plain,
-                               atol=1e-5, rtol=1e-5)
+    plain = processor.image_processor(
+        images=[photo.resize((size, size), Image.Resampling.BICUBIC)], return_tensors="pt"
+    )["pixel_values"][0]
+    torch.testing.assert_close(
+        aug.normalize(photo.resize((size, size), Image.Resampling.BICUBIC)), plain, atol=1e-5, rtol=1e-5
+    )
     for s in range(5):  # the draws are a function of the generator only
-        assert np.array_equal(np.asarray(aug.image(photo, np.random.default_rng(s))),
-                              np.asarray(aug.image(photo, np.random.default_rng(s))))
+        assert np.array_equal(
+            np.asarray(aug.image(photo, np.random.default_rng(s))),
+            np.asarray(aug.image(photo, np.random.default_rng(s))),
+        )
 
     # the hook: training items through the augmentation, evaluation (augment None) through the processor
     records = [_record("What is it?")]
     train_item = _dataset(bpe_tokenizer, processor, model, records, tmp_path, augment=aug)[0]["image"]["pixel_values"]
     eval_item = _dataset(bpe_tokenizer, processor, model, records, tmp_path)[0]["image"]["pixel_values"]
-    expected_eval = processor.image_processor(images=[Image.open(tmp_path / "img.png").convert("RGB")],
-                                              return_tensors="pt")["pixel_values"][0]
+    expected_eval = processor.image_processor(
+        images=[Image.open(tmp_path / "img.png").convert("RGB")], return_tensors="pt"
+    )["pixel_values"][0]
     assert torch.equal(eval_item, expected_eval) and train_item.shape == eval_item.shape
     assert not torch.allclose(train_item, eval_item)
     # and the recipe's model.image_augment reaches the training inputs through build_model
     model_cfg = OmegaConf.merge(cfg, {"image_augment": "blip_image_train", "freeze": {"vision": False}})
     adapter = OmegaConf.create({"name": "none"})
-    built = build_model(model_cfg, adapter, TEMPLATE, TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
-                                                                        report_to=[]), tokenizer_of=lambda: bpe_tokenizer)
+    built = build_model(
+        model_cfg,
+        adapter,
+        TEMPLATE,
+        TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]),
+        tokenizer_of=lambda: bpe_tokenizer,
+    )
     assert isinstance(built.image_inputs.augment, ba.BlipTrainAugment)
     with pytest.raises(ValueError, match="image_augment"):
         ba.augment_for("blip2_image_train", processor.image_processor)
 
 
 # 5. Instruction truncation ------------------------------------------------------------------------------------------
+
 
 def test_instruction_is_cut_from_the_left_at_128_tokens(bpe_tokenizer, tmp_path):
     """``blip2_vicuna_instruct.py`` l.45 and l.108 (``max_txt_len`` 128), l.82 and l.185-193 (the LLM tokenizer
@@ -320,7 +388,7 @@ def test_instruction_is_cut_from_the_left_at_128_tokens(bpe_tokenizer, tmp_path)
     assert llm_text[1:] == body[-127:]  # the end of the instruction kept, as truncation_side='left'
     short = _dataset(bpe_tokenizer, processor, model, [_record("What is it?")], tmp_path)[0]["input_ids"].tolist()
     short_body = bpe_tokenizer("What is it?", add_special_tokens=False)["input_ids"]
-    assert short[n + 1:n + 1 + len(short_body)] == short_body  # a short instruction is kept whole
+    assert short[n + 1 : n + 1 + len(short_body)] == short_body  # a short instruction is kept whole
 
     # the Q-Former's instruction: 128 tokens with its special tokens, the end kept; the tokenizer's side restored
     from lit.data.image_inputs import image_inputs_for
@@ -333,7 +401,9 @@ def test_instruction_is_cut_from_the_left_at_128_tokens(bpe_tokenizer, tmp_path)
 
     # generation keeps the whole prompt (LAVIS generate tokenizes the prompt without truncation)
     ids_in = np.r_[bpe_tokenizer.bos_token_id, 7, body].astype(np.int64)
-    kinds_in = np.r_[KIND_INDEX["special"], KIND_INDEX["image"], [KIND_INDEX["instruction"]] * len(body)].astype(np.int8)
+    kinds_in = np.r_[KIND_INDEX["special"], KIND_INDEX["image"], [KIND_INDEX["instruction"]] * len(body)].astype(
+        np.int8
+    )
     kept, _ = lavis_layout(TEMPLATE, ids_in, kinds_in, truncate=False)
     assert len(kept) == len(ids_in)
 
@@ -347,13 +417,14 @@ def test_answer_is_cut_from_the_right_at_256_tokens_with_bos_counted(bpe_tokeniz
 
     answer = " ".join(f"circle{i}" for i in range(120))
     record = _record("Describe it.", answer)
-    uncut = _dataset(bpe_tokenizer, processor, model, [record], tmp_path, template=replace(TEMPLATE, max_answer_tokens=0))[0]
+    uncut = _dataset(
+        bpe_tokenizer, processor, model, [record], tmp_path, template=replace(TEMPLATE, max_answer_tokens=0)
+    )[0]
     body = uncut["labels"][uncut["labels"] != IGNORE_INDEX].tolist()  # the answer's tokens as rendered, end token last
     assert len(body) > 256 and body[-1] == bpe_tokenizer.eos_token_id
     item = _dataset(bpe_tokenizer, processor, model, [record], tmp_path)[0]
     supervised = item["labels"][item["labels"] != IGNORE_INDEX].tolist()
     assert supervised == body[:255] and bpe_tokenizer.eos_token_id not in supervised
-    assert item["input_ids"].tolist() == uncut["input_ids"].tolist()[:len(item["input_ids"])]
+    assert item["input_ids"].tolist() == uncut["input_ids"].tolist()[: len(item["input_ids"])]
     short = _dataset(bpe_tokenizer, processor, model, [_record("What is it?")], tmp_path)[0]
     assert short["labels"][-1] == bpe_tokenizer.eos_token_id  # a short answer keeps its end token
-

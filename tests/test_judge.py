@@ -99,8 +99,9 @@ def test_hallusion_scored_by_the_judge_end_to_end(trained, judge_server, tmp_pat
     judge = {"kind": "gpt", "api_url": url, "model": "gpt-4", "api_key_env": "TEST_JUDGE_KEY"}
     # the fixture's references: VD fig0 "No", VD fig1 "Yes", VS fig0 (no figure) "Yes", VS fig1 "No"
     server.script = {"Yes": "unclear", "No": "correct"}
-    scores = evaluate(run_dir / "checkpoint", EvalSpec(("lit_hallusion",), str(root), hallusion_judge=judge),
-                      tmp_path / "eval")
+    scores = evaluate(
+        run_dir / "checkpoint", EvalSpec(("lit_hallusion",), str(root), hallusion_judge=judge), tmp_path / "eval"
+    )
     assert len(server.verdicts) == 4  # one call per HallusionBench question
     got = scores["lit_hallusion"]
     # unclear is right only for the VS question without a figure: 3/4 right; figures: VD0 ok, VD1 wrong, VS1 ok;
@@ -119,6 +120,9 @@ def test_gpt_judge_without_a_key_fails_before_generation(trained, tmp_path, monk
     _, run_dir, _ = trained
     judge = {"kind": "gpt", "api_url": "http://127.0.0.1:9/x", "model": "gpt-4", "api_key_env": "TEST_JUDGE_KEY"}
     with pytest.raises(RuntimeError, match="TEST_JUDGE_KEY"):
-        evaluate(run_dir / "checkpoint", EvalSpec(("lit_hallusion",), str(tmp_path), hallusion_judge=judge),
-                 tmp_path / "eval")
+        evaluate(
+            run_dir / "checkpoint",
+            EvalSpec(("lit_hallusion",), str(tmp_path), hallusion_judge=judge),
+            tmp_path / "eval",
+        )
     assert not (tmp_path / "eval").exists()

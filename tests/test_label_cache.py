@@ -21,11 +21,20 @@ def _build(records_path, tokenizer, cache, scope="lit", workers=None, min_shard=
     """``settings``: ``LabelSpec`` fields other than the chat template, scope and image root (max_length 512)."""
     from lit.records import load_records
 
-    spec = LabelSpec(get_template("vicuna_v1"), get_scope(scope), **{"max_length": 512, **settings},
-                     image_root=records_path.parent)
-    return labelled_dataset(load_records(records_path), records_path, cache, spec, tokenizer=tokenizer,
-                            image_inputs=ImageInputs(_image_processor(32), 16), workers=workers, min_shard=min_shard,
-                            progress=False)
+    spec = LabelSpec(
+        get_template("vicuna_v1"), get_scope(scope), **{"max_length": 512, **settings}, image_root=records_path.parent
+    )
+    return labelled_dataset(
+        load_records(records_path),
+        records_path,
+        cache,
+        spec,
+        tokenizer=tokenizer,
+        image_inputs=ImageInputs(_image_processor(32), 16),
+        workers=workers,
+        min_shard=min_shard,
+        progress=False,
+    )
 
 
 def _same(a, b):
@@ -42,7 +51,9 @@ def test_second_build_reads_the_cache_and_matches(demo_data, bpe_tokenizer, tmp_
     from lit.data.dataset import SupervisedDataset
 
     records = json.loads((demo_data / "train.json").read_text())[:12]
-    records.append({"id": "text-only", "conversations": [{"from": "human", "value": "Say hi"}, {"from": "gpt", "value": "hi"}]})
+    records.append(
+        {"id": "text-only", "conversations": [{"from": "human", "value": "Say hi"}, {"from": "gpt", "value": "hi"}]}
+    )
     path = demo_data / "cache_test.json"
     path.write_text(json.dumps(records))
     first = _build(path, bpe_tokenizer, tmp_path)
@@ -63,8 +74,12 @@ def test_anything_the_labels_depend_on_gives_a_new_entry(demo_data, bpe_tokenize
     path.write_text(json.dumps(json.loads((demo_data / "train.json").read_text())[:4]))
     _build(path, bpe_tokenizer, tmp_path)
     _build(path, bpe_tokenizer, tmp_path, scope="vit")
-    _build(path, bpe_tokenizer, tmp_path,
-           template_sentences=frozenset({"Answer the question using a single word or phrase."}))
+    _build(
+        path,
+        bpe_tokenizer,
+        tmp_path,
+        template_sentences=frozenset({"Answer the question using a single word or phrase."}),
+    )
     path.write_text(json.dumps(json.loads((demo_data / "train.json").read_text())[:5]))
     grown = _build(path, bpe_tokenizer, tmp_path)
     assert len(grown) == 5 and len(list(tmp_path.glob("labels_*"))) == 4
@@ -85,8 +100,9 @@ def test_labelling_in_worker_processes_equals_one_process(demo_data, bpe_tokeniz
     sharded = _build(path, bpe_tokenizer, tmp_path / "three", workers=3, min_shard=1, on_invalid="skip")
     assert isinstance(serial.examples, _ArrowExamples)  # a first run trains from the memory-mapped set too
     _same(serial, sharded)
-    assert [e.record_id for e in (sharded.examples[i] for i in range(len(sharded)))] == \
-        [e.record_id for e in (serial.examples[i] for i in range(len(serial)))]
+    assert [e.record_id for e in (sharded.examples[i] for i in range(len(sharded)))] == [
+        e.record_id for e in (serial.examples[i] for i in range(len(serial)))
+    ]
     assert sharded.audit.to_json() == serial.audit.to_json()
     assert sharded.audit.to_json()["skipped"][0]["id"] == "#7"
     assert not list((tmp_path / "three").glob("*/shards"))
@@ -109,9 +125,15 @@ def test_every_label_setting_is_in_the_cache_key():
     """Each field of the ``LabelSpec`` (the data set's argument) changes the label cache's key, so a setting
     added there cannot reach the labels without reaching the key; the spec is frozen and checks its policies."""
     base = LabelSpec(get_template("vicuna_v1"), get_scope("lit"), 512)
-    other = {"chat_template": get_template("chatml"), "scope": get_scope("vit"), "max_length": 256,
-             "template_sentences": frozenset({"Answer briefly."}), "too_long": "truncate", "on_invalid": "skip",
-             "image_root": "/images"}
+    other = {
+        "chat_template": get_template("chatml"),
+        "scope": get_scope("vit"),
+        "max_length": 256,
+        "template_sentences": frozenset({"Answer briefly."}),
+        "too_long": "truncate",
+        "on_invalid": "skip",
+        "image_root": "/images",
+    }
     assert set(other) == {f.name for f in dataclasses.fields(LabelSpec)}
     for name, value in other.items():
         assert dataclasses.replace(base, **{name: value}).key() != base.key(), name

@@ -40,36 +40,109 @@ from lit.mask.tokenizer import prepare_tokenizer
 IMAGE_TOKEN_INDEX = -200  # llava/constants.py
 IMAGE = "<image>"
 
-BRIEF = ["Describe the image concisely.", "Provide a brief description of the given image.",
-         "Offer a succinct explanation of the picture presented.", "Summarize the visual content of the image.",
-         "Give a short and clear explanation of the subsequent image.", "Render a clear and concise summary of the photo.",
-         "Write a terse but informative summary of the picture."]
-CAPTION_WORDS = ["select", "luxury", "furniture", "3", "-", "inch", "gel", "memory", "foam", "mattress", "the", "a",
-                 "dog", "runs", "on", "beach", "at", "sunset", "city", "skyline", "night", "2019", "vintage", "car",
-                 "café", "über", "(x)", "\"quoted\"", "it's", "Man", "woman", "red", "bus", "stock", "photo", "—"]
-QUESTIONS = ["What color is the bus?", "What is the man holding?", "How many dogs are there?",
-             "Is the woman smiling?", "Where is the cat sitting?", "What is written on the sign?",
-             "Describe the image in detail.", "What is the title of this book?", "Who wrote this book?",
-             "What is 3.5 plus 2?", "Why might the car be parked here?"]
-SUFFIXES = ["", " Answer the question using a single word or phrase.", "\nAnswer the question using a single word or phrase.",
-            "\nA. red\nB. blue\nC. green\nAnswer with the option's letter from the given choices directly.",
-            " Please answer yes or no.", "\nReference OCR token: SALE"]
-ANSWERS = ["Yes", "No", "red", "2", "B", "The man is holding a red umbrella.", "\"Moby Dick\"",
-           "It is parked on the street because\nthe driver is shopping.", "3.5 plus 2 is 5.5.", "über café",
-           " leading space", "trailing space ", "(a) the first one", "1. first\n2. second", "—"]
+BRIEF = [
+    "Describe the image concisely.",
+    "Provide a brief description of the given image.",
+    "Offer a succinct explanation of the picture presented.",
+    "Summarize the visual content of the image.",
+    "Give a short and clear explanation of the subsequent image.",
+    "Render a clear and concise summary of the photo.",
+    "Write a terse but informative summary of the picture.",
+]
+CAPTION_WORDS = [
+    "select",
+    "luxury",
+    "furniture",
+    "3",
+    "-",
+    "inch",
+    "gel",
+    "memory",
+    "foam",
+    "mattress",
+    "the",
+    "a",
+    "dog",
+    "runs",
+    "on",
+    "beach",
+    "at",
+    "sunset",
+    "city",
+    "skyline",
+    "night",
+    "2019",
+    "vintage",
+    "car",
+    "café",
+    "über",
+    "(x)",
+    "\"quoted\"",
+    "it's",
+    "Man",
+    "woman",
+    "red",
+    "bus",
+    "stock",
+    "photo",
+    "—",
+]
+QUESTIONS = [
+    "What color is the bus?",
+    "What is the man holding?",
+    "How many dogs are there?",
+    "Is the woman smiling?",
+    "Where is the cat sitting?",
+    "What is written on the sign?",
+    "Describe the image in detail.",
+    "What is the title of this book?",
+    "Who wrote this book?",
+    "What is 3.5 plus 2?",
+    "Why might the car be parked here?",
+]
+SUFFIXES = [
+    "",
+    " Answer the question using a single word or phrase.",
+    "\nAnswer the question using a single word or phrase.",
+    "\nA. red\nB. blue\nC. green\nAnswer with the option's letter from the given choices directly.",
+    " Please answer yes or no.",
+    "\nReference OCR token: SALE",
+]
+ANSWERS = [
+    "Yes",
+    "No",
+    "red",
+    "2",
+    "B",
+    "The man is holding a red umbrella.",
+    "\"Moby Dick\"",
+    "It is parked on the street because\nthe driver is shopping.",
+    "3.5 plus 2 is 5.5.",
+    "über café",
+    " leading space",
+    "trailing space ",
+    "(a) the first one",
+    "1. first\n2. second",
+    "—",
+]
 
 
 def llava_pretrain_records(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         instruction = rng.choice(BRIEF)
         human = rng.choice([f"{IMAGE}\n{instruction}", f"{instruction}\n{IMAGE}", IMAGE, f"{IMAGE}\n"])
         caption = " ".join(rng.choice(CAPTION_WORDS) for _ in range(rng.randint(1, 14)))
         caption = rng.choice([caption, caption.capitalize(), caption + " ", caption + "."])
-        rid = f"{rng.randrange(10 ** 9):09d}"
-        out.append({"id": rid, "image": f"{rid[:5]}/{rid}.jpg",
-                    "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": caption}]})
+        rid = f"{rng.randrange(10**9):09d}"
+        out.append(
+            {
+                "id": rid,
+                "image": f"{rid[:5]}/{rid}.jpg",
+                "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": caption}],
+            }
+        )
     return out
 
 
@@ -93,6 +166,7 @@ def llava_mix665k_records(n: int, seed: int = 0) -> list[dict]:
 
 
 # --- LLaVA's behaviour, restated (see the module docstring for the lines) ---------------------------------------
+
 
 def llava_tokenizer_image_token(prompt: str, tokenizer) -> list[int]:
     chunks = [tokenizer(chunk).input_ids for chunk in prompt.split(IMAGE)]
@@ -153,7 +227,7 @@ def llava_preprocess_v1(turns: list[dict], tokenizer, has_image: bool) -> tuple[
         round_len, instruction_len = len(tok(rou)), len(tok(parts[0])) - 2
         if i != 0 and not tokenizer.legacy:
             round_len, instruction_len = round_len - 1, instruction_len - 1
-        labels[cur_len:cur_len + instruction_len] = [IGNORE_INDEX] * len(labels[cur_len:cur_len + instruction_len])
+        labels[cur_len : cur_len + instruction_len] = [IGNORE_INDEX] * len(labels[cur_len : cur_len + instruction_len])
         cur_len += round_len
     labels[cur_len:] = [IGNORE_INDEX] * len(labels[cur_len:])
     mismatch = cur_len != total_len
@@ -175,9 +249,19 @@ def llama_pair(tmp_path_factory) -> dict:
 
     tmp = tmp_path_factory.mktemp("sp_llava")
     (tmp / "corpus.txt").write_text("\n".join(CORPUS * 20))
-    spm.SentencePieceTrainer.train(input=str(tmp / "corpus.txt"), model_prefix=str(tmp / "tokenizer"),
-                                   vocab_size=600, model_type="bpe", byte_fallback=True, bos_id=1, eos_id=2,
-                                   unk_id=0, pad_id=-1, character_coverage=1.0, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        input=str(tmp / "corpus.txt"),
+        model_prefix=str(tmp / "tokenizer"),
+        vocab_size=600,
+        model_type="bpe",
+        byte_fallback=True,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
     out = {}
     for legacy in (True, False):
         tok = LlamaTokenizer.from_pretrained(str(tmp), legacy=legacy, add_bos_token=True)
@@ -192,8 +276,10 @@ def ours(record: dict, tokenizer, template: str) -> tuple[list[int], list[int]]:
     image_id = tokenizer.convert_tokens_to_ids(IMAGE)
     enc = encode(render(record, get_template(template)), tokenizer, record_id=record["id"], image_token_id=image_id)
     labels = labels_for(enc, get_scope("vit"))
-    return ([IMAGE_TOKEN_INDEX if t == image_id else int(t) for t in enc.input_ids],
-            [IGNORE_INDEX if t == image_id else int(t) for t in labels])
+    return (
+        [IMAGE_TOKEN_INDEX if t == image_id else int(t) for t in enc.input_ids],
+        [IGNORE_INDEX if t == image_id else int(t) for t in labels],
+    )
 
 
 def _agreement(records, tokenizer, reference, template):
@@ -206,8 +292,11 @@ def _agreement(records, tokenizer, reference, template):
         same_ids += got_ids == expected_ids
         same_labels += got_labels == expected_labels
         if first_diff is None and (got_ids, got_labels) != (expected_ids, expected_labels):
-            first_diff = (record, tokenizer.convert_ids_to_tokens([max(t, 0) for t in got_ids]),
-                          tokenizer.convert_ids_to_tokens([max(t, 0) for t in expected_ids]))
+            first_diff = (
+                record,
+                tokenizer.convert_ids_to_tokens([max(t, 0) for t in got_ids]),
+                tokenizer.convert_ids_to_tokens([max(t, 0) for t in expected_ids]),
+            )
     return same_ids, same_labels, mismatches, first_diff
 
 
@@ -233,11 +322,13 @@ def test_stage1_plain_ids_and_labels_equal_llava_preprocess_plain(llama_pair, se
 @pytest.mark.parametrize("setting", ["legacy", "nonlegacy"])
 def test_stage2_vicuna_ids_and_labels_equal_llava_preprocess_v1(llama_pair, setting):
     records = llava_mix665k_records(400)
-    kinds = {"image first": sum(r["conversations"][0]["value"].startswith(IMAGE + "\n") for r in records),
-             "image last": sum(r["conversations"][0]["value"].endswith("\n" + IMAGE) for r in records),
-             "image alone": sum(r["conversations"][0]["value"] == IMAGE for r in records),
-             "text-only": sum("image" not in r for r in records),
-             "multi-turn": sum(len(r["conversations"]) > 2 for r in records)}
+    kinds = {
+        "image first": sum(r["conversations"][0]["value"].startswith(IMAGE + "\n") for r in records),
+        "image last": sum(r["conversations"][0]["value"].endswith("\n" + IMAGE) for r in records),
+        "image alone": sum(r["conversations"][0]["value"] == IMAGE for r in records),
+        "text-only": sum("image" not in r for r in records),
+        "multi-turn": sum(len(r["conversations"]) > 2 for r in records),
+    }
     assert min(kinds.values()) >= 20, kinds
     same_ids, same_labels, mismatches, diff = _agreement(records, llama_pair[setting], _v1_reference, "vicuna_v1")
     assert mismatches == 0  # LLaVA's own labels are intact on these records, so they are comparable
@@ -248,6 +339,7 @@ def test_fixtures_see_the_difference_whole_prompt_tokenization_makes(llama_pair)
     """Tokenizing the whole prompt once (``<image>`` an added token) gives LLaVA's ids with the legacy tokenizer
     but not with the non-legacy one: the text after the image loses its word start (``▁``). So the parity tests
     above can tell a chunk-wise tokenization from a whole-prompt one."""
+
     def whole(record, tokenizer):
         text = "".join(s.text for s in render(record, get_template("plain")))
         ids = tokenizer(text).input_ids
@@ -261,8 +353,11 @@ def test_fixtures_see_the_difference_whole_prompt_tokenization_makes(llama_pair)
 
 @pytest.mark.parametrize("value", [IMAGE, IMAGE + "\n", "\n" + IMAGE + "  "])
 def test_image_only_human_turn_is_accepted_as_llava_leaves_it(llama_pair, value):
-    record = {"id": "only-image", "image": "x.jpg",
-              "conversations": [{"from": "human", "value": value}, {"from": "gpt", "value": "a dog on a beach"}]}
+    record = {
+        "id": "only-image",
+        "image": "x.jpg",
+        "conversations": [{"from": "human", "value": value}, {"from": "gpt", "value": "a dog on a beach"}],
+    }
     assert llava_preprocess_multimodal(record["conversations"])[0]["value"] == IMAGE
     spans = render(record, get_template("vicuna_v1"))
     assert "USER: <image> ASSISTANT: a dog" in "".join(s.text for s in spans)
@@ -281,8 +376,12 @@ def test_an_earlier_truncating_call_does_not_cut_the_next_encoding(llama_pair, s
     tokenizer = llama_pair[setting]
     template = get_template("vicuna_v1")
     prepare_tokenizer(tokenizer, template)
-    record = {"conversations": [{"from": "human", "value": "Describe the picture in detail please."},
-                                {"from": "gpt", "value": " ".join(["a red circle on a blue square"] * 20)}]}
+    record = {
+        "conversations": [
+            {"from": "human", "value": "Describe the picture in detail please."},
+            {"from": "gpt", "value": " ".join(["a red circle on a blue square"] * 20)},
+        ]
+    }
     spans = render(record, template, record_id="r")
     whole = encode(spans, tokenizer, record_id="r", image_token_id=None).input_ids
     side, tokenizer.truncation_side = tokenizer.truncation_side, "left"

@@ -42,7 +42,7 @@ def llava_v1_supervised_ids(tokenizer, turns: list[tuple[str, str]]) -> list[int
         round_len, instruction_len = len(_tok_image(tokenizer, rnd)), len(_tok_image(tokenizer, head)) - 2
         if i != 0 and not tokenizer.legacy:
             round_len, instruction_len = round_len - 1, instruction_len - 1
-        target[cursor:cursor + instruction_len] = [IGNORE_INDEX] * instruction_len
+        target[cursor : cursor + instruction_len] = [IGNORE_INDEX] * instruction_len
         cursor += round_len
     assert cursor == len(ids), f"LLaVA's tokenization-mismatch case ({cursor} vs {len(ids)})"
     return [t for t in target if t != IGNORE_INDEX]
@@ -50,8 +50,11 @@ def llava_v1_supervised_ids(tokenizer, turns: list[tuple[str, str]]) -> list[int
 
 CASES = {
     "single-turn": [("<image>\nWhat color is the circle?", "red")],
-    "multi-turn": [("<image>\nHow many shapes are there?", "two"), ("Is there a blue square in the image?", "Yes"),
-                   ("Describe the image briefly.", "A green triangle in the top left and a yellow circle.")],
+    "multi-turn": [
+        ("<image>\nHow many shapes are there?", "two"),
+        ("Is there a blue square in the image?", "Yes"),
+        ("Describe the image briefly.", "A green triangle in the top left and a yellow circle."),
+    ],
     "image-at-end": [("What color is the circle?\n<image>", "red"), ("Tell me more about it, please!", "It is round.")],
     "text-only": [("What is 3.5 plus 2?", "5.5"), ("Tell me more about it, please!", "3.5 plus 2 is 5.5.")],
 }
@@ -65,12 +68,18 @@ def _llava_form(question: str) -> str:
 @pytest.mark.parametrize("case", list(CASES))
 def test_vit_labels_match_llava_preprocess_v1(llama_tokenizer, case):
     turns = CASES[case]
-    record = {"id": case, "conversations": [m for q, a in turns for m in ({"from": "human", "value": q},
-                                                                          {"from": "gpt", "value": a})]}
+    record = {
+        "id": case,
+        "conversations": [m for q, a in turns for m in ({"from": "human", "value": q}, {"from": "gpt", "value": a})],
+    }
     if any("<image>" in q for q, _ in turns):
         record["image"] = "x.png"
-    enc = encode(render(record, get_template("vicuna_v1")), llama_tokenizer, record_id=case,
-                 image_token_id=llama_tokenizer.convert_tokens_to_ids("<image>"))
+    enc = encode(
+        render(record, get_template("vicuna_v1")),
+        llama_tokenizer,
+        record_id=case,
+        image_token_id=llama_tokenizer.convert_tokens_to_ids("<image>"),
+    )
     ours = [int(t) for t in labels_for(enc, get_scope("vit")) if t != IGNORE_INDEX]
     expected = llava_v1_supervised_ids(llama_tokenizer, [(_llava_form(q), a) for q, a in turns])
     assert ours == expected

@@ -19,9 +19,11 @@ def test_accumulated_micro_batches_equal_one_big_batch():
     labels[:, 0] = IGNORE_INDEX
     total = (labels[:, 1:] != IGNORE_INDEX).sum()
     whole = supervised_token_loss(CausalLMOutput(logits=logits), labels)
-    parts = sum(supervised_token_loss(CausalLMOutput(logits=logits[i:i + 2]), labels[i:i + 2], total) for i in (0, 2))
+    parts = sum(
+        supervised_token_loss(CausalLMOutput(logits=logits[i : i + 2]), labels[i : i + 2], total) for i in (0, 2)
+    )
     torch.testing.assert_close(parts, whole)
-    naive = sum(supervised_token_loss(CausalLMOutput(logits=logits[i:i + 2]), labels[i:i + 2]) for i in (0, 2)) / 2
+    naive = sum(supervised_token_loss(CausalLMOutput(logits=logits[i : i + 2]), labels[i : i + 2]) for i in (0, 2)) / 2
     assert not torch.isclose(naive, whole)  # the per-micro-batch mean would weigh tokens unequally
 
 
@@ -36,8 +38,12 @@ def test_matches_cross_entropy_on_shifted_labels():
 def _reference(logits, labels, count=None):
     """The loss as first written: one fp32 copy of every logit, one cross-entropy call."""
     target = labels[:, 1:]
-    total = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                              target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    total = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.size(-1)),
+        target.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
     return total / (count if count is not None else (target != IGNORE_INDEX).sum())
 
 

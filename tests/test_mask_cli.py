@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration  # the mining and audit CLIs, run as subpro
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "lit.mask.audit", *args], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "lit.mask.audit", *args], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_dump_and_show(tmp_path, demo_data, tokenizers):
@@ -25,12 +27,34 @@ def test_dump_and_show(tmp_path, demo_data, tokenizers):
     # the demo corpus is narrow: at the 5% default every demo question is a template, so mine at the demo's
     # own share (conf/experiment/demo_lit.yaml) as training the demo does, and hand the artefact to the audit
     templates = tmp_path / "templates.json"
-    subprocess.run([sys.executable, "-m", "lit.mask.mining", "mine", "--data", str(data), "--out", str(templates),
-                    "--min-share", "0.4"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lit.mask.mining",
+            "mine",
+            "--data",
+            str(data),
+            "--out",
+            str(templates),
+            "--min-share",
+            "0.4",
+        ],
+        check=True,
+        capture_output=True,
+    )
     rows = {}
     for loss in ("vit", "lit"):
-        _cli("dump", *common, "--loss", loss, "--template-sentences", str(templates),
-             "--out", str(tmp_path / f"{loss}.jsonl"))
+        _cli(
+            "dump",
+            *common,
+            "--loss",
+            loss,
+            "--template-sentences",
+            str(templates),
+            "--out",
+            str(tmp_path / f"{loss}.jsonl"),
+        )
         rows[loss] = [json.loads(line) for line in (tmp_path / f"{loss}.jsonl").read_text().splitlines()]
     assert len(rows["vit"]) == len(json.loads(data.read_text()))
     image_id = tokenizers["bpe"].convert_tokens_to_ids("<image>")
@@ -45,8 +69,18 @@ def test_dump_and_show(tmp_path, demo_data, tokenizers):
     tok = tokenizers["bpe"]
     for lit in rows["lit"]:  # the template in every record (share 1.0) never is
         assert not any("Answer yes or no" in run for run in _supervised_runs(tok, lit["labels"]))
-    out = _cli("show", *common, "--loss", "lit", "--template-sentences", str(templates), "--n", "2", "--html",
-               str(tmp_path / "mask.html"))
+    out = _cli(
+        "show",
+        *common,
+        "--loss",
+        "lit",
+        "--template-sentences",
+        str(templates),
+        "--n",
+        "2",
+        "--html",
+        str(tmp_path / "mask.html"),
+    )
     assert out.count("=== train-") == 2 and "[" in out
     assert 'class="on"' in (tmp_path / "mask.html").read_text()
 
@@ -96,7 +130,8 @@ def test_dump_on_a_llama_tokenizer_without_image_token(tmp_path, sp_model_dir):
     for record, vit, lit in zip(records, rows["vit"], rows["lit"]):
         turns = [(t["value"], a["value"]) for t, a in zip(record["conversations"][::2], record["conversations"][1::2])]
         assert [x for x in vit["labels"] if x != IGNORE_INDEX] == llava_v1_supervised_ids(
-            tok, [(_llava_form(q), a) for q, a in turns])
+            tok, [(_llava_form(q), a) for q, a in turns]
+        )
         supervised = "|".join(_supervised_runs(tok, lit["labels"]))
         for question, _ in turns:
             text = question.replace("<image>", "")

@@ -19,15 +19,46 @@ from lit.mask.render import encode, render
 from lit.mask.scopes import get_scope, labels_for
 
 EXAMPLES = 200 if os.environ.get("LIT_FULL_TESTS") else 8
-WORDS = ["What", "color", "is", "the", "circle", "square", "red", "Is", "there", "a", "blue", "image", "3.5",
-         "plus", "2", "Answer", "yes", "or", "no", "Describe", "briefly", "please!", "user's", "A.", "B.", "\n",
-         "über", "猫", "ok,", "(x)", "\t"]
+WORDS = [
+    "What",
+    "color",
+    "is",
+    "the",
+    "circle",
+    "square",
+    "red",
+    "Is",
+    "there",
+    "a",
+    "blue",
+    "image",
+    "3.5",
+    "plus",
+    "2",
+    "Answer",
+    "yes",
+    "or",
+    "no",
+    "Describe",
+    "briefly",
+    "please!",
+    "user's",
+    "A.",
+    "B.",
+    "\n",
+    "über",
+    "猫",
+    "ok,",
+    "(x)",
+    "\t",
+]
 SENTENCES = ["Answer the question using a single word or phrase.", "Answer yes or no.", "Describe the image briefly."]
 TEMPLATE_SET = frozenset(SENTENCES)
 
 text = st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join).filter(lambda s: s.strip())
 question = st.tuples(text, st.sampled_from(["", *SENTENCES]), st.booleans()).map(
-    lambda t: f"{t[0]} {t[1]}".strip() if t[2] else f"{t[1]} {t[0]}".strip())
+    lambda t: f"{t[0]} {t[1]}".strip() if t[2] else f"{t[1]} {t[0]}".strip()
+)
 
 
 @st.composite
@@ -40,8 +71,11 @@ def conversation(draw):
         q = draw(question)
         if has_image and k == 0:
             words = q.split(" ")
-            q = {"front": "<image>\n" + q, "end": q + "\n<image>",
-                 "middle": " ".join(words[:1] + ["<image>"] + words[1:])}[where]
+            q = {
+                "front": "<image>\n" + q,
+                "end": q + "\n<image>",
+                "middle": " ".join(words[:1] + ["<image>"] + words[1:]),
+            }[where]
         turns += [{"from": "human", "value": q}, {"from": "gpt", "value": draw(text)}]
     record = {"id": "random", "conversations": turns}
     if has_image:
@@ -63,7 +97,9 @@ def test_label_invariants(any_tokenizer, template_name):
             spans = render(record, template, template_sentences=TEMPLATE_SET)
             enc = encode(spans, tokenizer, record_id="random", image_token_id=image_id)
             text = "".join(s.text for s in spans)
-            chunks = [tokenizer(c).input_ids for c in text.split("<image>")]  # as tokenizer_image_token, llava/mm_utils.py 185-198
+            chunks = [
+                tokenizer(c).input_ids for c in text.split("<image>")
+            ]  # as tokenizer_image_token, llava/mm_utils.py 185-198
             drop = int(chunks[0][:1] == [tokenizer.bos_token_id])  # later chunks lose their BOS
             expected = chunks[0] + [i for c in chunks[1:] for i in [image_id, *c[drop:]]]
             assert enc.input_ids.tolist() == expected  # one tokenization per chunk around the image
@@ -76,7 +112,7 @@ def test_label_invariants(any_tokenizer, template_name):
             assert vit <= lit <= nosys <= everything
             never = np.isin(enc.kinds, [KIND_INDEX[k] for k in ("image", "system", "role", "template", "special")])
             assert not (labels_for(enc, scopes[1])[never] != IGNORE_INDEX).any()
-            assert ((enc.input_ids == image_id).sum() == ("image" in record))
+            assert (enc.input_ids == image_id).sum() == ("image" in record)
             assert len(vit) >= len(record["conversations"]) // 2  # at least every end-of-turn
 
     check()

@@ -34,10 +34,21 @@ def test_the_default_instances_file_is_the_documented_one(tmp_path):
 
 def test_a_missing_instances_file_names_its_path_and_the_collect_command(tmp_path):
     data = tmp_path / "data"
-    proc = subprocess.run([sys.executable, "build_mins_plus.py", "experiment=instraug_llava7b_mins_plus",
-                           f"paths.data_dir={data}", f"data.mins_plus.pool={tmp_path}/pool.jsonl",
-                           f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "build_mins_plus.py",
+            "experiment=instraug_llava7b_mins_plus",
+            f"paths.data_dir={data}",
+            f"data.mins_plus.pool={tmp_path}/pool.jsonl",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr  # one line, no traceback
     assert f"{data}/{DOCUMENTED}" in proc.stderr

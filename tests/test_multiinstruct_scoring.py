@@ -59,9 +59,15 @@ def test_classification_tasks_rank_options_and_generation_tasks_use_lavis_beam_s
     for name, min_len in GENERATED.items():
         cfg = _yaml(name)
         assert cfg["output_type"] == "generate_until"
-        assert cfg["generation_kwargs"] == {"max_new_tokens": 30, "min_new_tokens": min_len, "num_beams": 5,
-                                            "repetition_penalty": 1.5, "length_penalty": 1.0, "temperature": 0,
-                                            "do_sample": False}
+        assert cfg["generation_kwargs"] == {
+            "max_new_tokens": 30,
+            "min_new_tokens": min_len,
+            "num_beams": 5,
+            "repetition_penalty": 1.5,
+            "length_penalty": 1.0,
+            "temperature": 0,
+            "do_sample": False,
+        }
 
 
 def test_ranked_prediction_is_the_likeliest_option_compared_stripped():
@@ -100,14 +106,33 @@ def _eval_data(root: Path) -> None:
     (mi / "images").mkdir(parents=True)
     Image.new("RGB", (32, 32), (220, 40, 40)).save(mi / "images" / "red.png")
     Image.new("RGB", (32, 32), (40, 80, 220)).save(mi / "images" / "blue.png")
-    instructions = {"medic_disaster_types": [f"Instruction {k}: which disaster is shown?{{options_str}}" for k in range(5)],
-                    "text_vqa": [f"Read the text. {{question}} (variant {k})" for k in range(5)]}
+    instructions = {
+        "medic_disaster_types": [f"Instruction {k}: which disaster is shown?{{options_str}}" for k in range(5)],
+        "text_vqa": [f"Read the text. {{question}} (variant {k})" for k in range(5)],
+    }
     (mi / "instructions.yaml").write_text(json.dumps(instructions))
-    rows = {"medic_disaster_types": [{"unique_id": f"dc-{i}", "task_name": "medic_disaster_types",
-                                      "image_path": f"images/{'red' if i % 2 else 'blue'}.png",
-                                      "options": DC_OPTIONS, "target_txt": DC_OPTIONS[i % 3]} for i in range(6)],
-            "text_vqa": [{"unique_id": f"tvqa-{i}", "task_name": "text_vqa", "image_path": "images/red.png",
-                          "question": "What does the sign say?", "target_txt": "stop here"} for i in range(2)]}
+    rows = {
+        "medic_disaster_types": [
+            {
+                "unique_id": f"dc-{i}",
+                "task_name": "medic_disaster_types",
+                "image_path": f"images/{'red' if i % 2 else 'blue'}.png",
+                "options": DC_OPTIONS,
+                "target_txt": DC_OPTIONS[i % 3],
+            }
+            for i in range(6)
+        ],
+        "text_vqa": [
+            {
+                "unique_id": f"tvqa-{i}",
+                "task_name": "text_vqa",
+                "image_path": "images/red.png",
+                "question": "What does the sign say?",
+                "target_txt": "stop here",
+            }
+            for i in range(2)
+        ],
+    }
     for task, lines in rows.items():
         (mi / task).mkdir()
         (mi / task / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
@@ -122,17 +147,20 @@ def test_option_ranking_differs_from_greedy_matching_and_equals_hand_computed_lo
     from transformers import AutoModelForImageTextToText, LogitsProcessorList
 
     from lit.eval.evaluate import evaluate
-
-    from lit.eval.spec import EvalSpec
     from lit.eval.lmms_model import LitLlava, NewTokenRepetitionPenalty
+    from lit.eval.spec import EvalSpec
     from lit.eval.tasks.scoring import normalise_answer
 
     cfg, run_dir, _ = trained
     ckpt = run_dir / "checkpoint"
     data = tmp_path / "data"
     _eval_data(data)
-    scores = evaluate(ckpt, EvalSpec(("lit_mi_dc", "lit_mi_tvqa"), str(data)), tmp_path / "eval",
-                      chat_template=cfg.model.chat_template)
+    scores = evaluate(
+        ckpt,
+        EvalSpec(("lit_mi_dc", "lit_mi_tvqa"), str(data)),
+        tmp_path / "eval",
+        chat_template=cfg.model.chat_template,
+    )
     docs = _samples(tmp_path / "eval", "lit_mi_dc")
     assert len(docs) == 6 * 5
 
@@ -149,9 +177,12 @@ def test_option_ranking_differs_from_greedy_matching_and_equals_hand_computed_lo
         for option in doc["options"]:
             cont = torch.tensor([lit.tokenizer(" " + option, add_special_tokens=False).input_ids])
             with torch.no_grad():
-                logits = hf(input_ids=torch.cat([inputs["input_ids"], cont], 1), pixel_values=inputs["pixel_values"],
-                            attention_mask=torch.ones(1, n + cont.shape[1], dtype=torch.long)).logits[0]
-            hand.append(float(torch.log_softmax(logits[n - 1:-1].float(), -1).gather(1, cont[0][:, None]).sum()))
+                logits = hf(
+                    input_ids=torch.cat([inputs["input_ids"], cont], 1),
+                    pixel_values=inputs["pixel_values"],
+                    attention_mask=torch.ones(1, n + cont.shape[1], dtype=torch.long),
+                ).logits[0]
+            hand.append(float(torch.log_softmax(logits[n - 1 : -1].float(), -1).gather(1, cont[0][:, None]).sum()))
         assert [_pair(r)[0] for r in row["filtered_resps"]] == pytest.approx(hand, abs=1e-4)
         best = doc["options"][max(range(len(hand)), key=hand.__getitem__)]
         assert row["multiinstruct"]["prediction"] == best
@@ -171,9 +202,16 @@ def test_option_ranking_differs_from_greedy_matching_and_equals_hand_computed_lo
         inputs = lit.prompt_inputs(doc["prompt"], images[doc["image_path"]])
         n = inputs["input_ids"].shape[1]
         with torch.no_grad():
-            out = hf.generate(**inputs, num_beams=5, max_new_tokens=30, min_new_tokens=5, length_penalty=1.0,
-                              do_sample=False, pad_token_id=lit.tokenizer.pad_token_id,
-                              logits_processor=LogitsProcessorList([NewTokenRepetitionPenalty(1.5, n)]))
+            out = hf.generate(
+                **inputs,
+                num_beams=5,
+                max_new_tokens=30,
+                min_new_tokens=5,
+                length_penalty=1.0,
+                do_sample=False,
+                pad_token_id=lit.tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([NewTokenRepetitionPenalty(1.5, n)]),
+            )
         assert out.shape[1] - n >= 5
         text = lit.tokenizer.decode(out[0, n:], skip_special_tokens=True).split("\n\n")[0].strip()
         assert row["filtered_resps"][0] == text

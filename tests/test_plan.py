@@ -8,9 +8,17 @@ import pytest
 from lit.train.plan import compose, format_plan, main, plan
 
 
-@pytest.mark.parametrize("model,published", [("llava7b", 7.06e9), ("llava13b", 13.35e9),
-                                             ("llava_next7b", 7.06e9), ("instructblip7b", 7.91e9),
-                                             ("tinyllava05b", 0.92e9), ("tinyllava3b", 3.22e9)])
+@pytest.mark.parametrize(
+    "model,published",
+    [
+        ("llava7b", 7.06e9),
+        ("llava13b", 13.35e9),
+        ("llava_next7b", 7.06e9),
+        ("instructblip7b", 7.91e9),
+        ("tinyllava05b", 0.92e9),
+        ("tinyllava3b", 3.22e9),
+    ],
+)
 def test_parameter_counts_match_the_published_models(model, published):
     p = plan(compose([f"model={model}"]))
     assert abs(p["params_total"] / published - 1) < 0.005
@@ -53,6 +61,7 @@ def test_repro_dry_run_prints_the_plan_of_each_training_job(tmp_path):
     import io
 
     from lit import recipes
+
     out = io.StringIO()
     recipes.run("l2t_t4", "dry", tmp_path, out=out)
     text = out.getvalue()
@@ -65,12 +74,15 @@ def test_repro_dry_run_of_l2t_t1_plans_every_training_job(tmp_path):
     import io
 
     from lit import recipes
+
     out = io.StringIO()
     jobs = recipes.run("l2t_t1", "dry", tmp_path, out=out)
     text = out.getvalue()
     train = [j for j in jobs if j.kind == "train"]
     assert len(train) == 15 and "no published architecture" not in text
     assert text.count("  plan: ") == len(train) and text.count("GPU-hours\n") >= len(train)
-    for model, arch in (("tinyllava05b", "tinyllava-qwen2-0.5b-siglip"),
-                        ("tinyllava3b", "tinyllava-phi-2-siglip-3.1b")):
+    for model, arch in (
+        ("tinyllava05b", "tinyllava-qwen2-0.5b-siglip"),
+        ("tinyllava3b", "tinyllava-phi-2-siglip-3.1b"),
+    ):
         assert text.count(f"plan: {model} ({arch})") == 2 and text.count(f"plan: {model}_stage1 ({arch})") == 1

@@ -17,13 +17,24 @@ from lit.eval.tasks.scoring import binary_metrics, yes_no
 
 # (model output, ground truth): a yes question answered "Yes." and a no question answered "no." are not
 # parsed by lmms-eval's rule (its prediction keeps the full stop), nor is "Yes, there is a dog.".
-ANSWERS = [("Yes", "yes"), (" yes \n", "yes"), ("Yes.", "yes"), ("No", "yes"), ("Yes", "yes"),
-           ("Yes, there is a dog.", "no"), ("yes", "no"), ("NO", "no"), ("no.", "no"), ("No", "no")]
+ANSWERS = [
+    ("Yes", "yes"),
+    (" yes \n", "yes"),
+    ("Yes.", "yes"),
+    ("No", "yes"),
+    ("Yes", "yes"),
+    ("Yes, there is a dog.", "no"),
+    ("yes", "no"),
+    ("NO", "no"),
+    ("no.", "no"),
+    ("No", "no"),
+]
 
 
 def _lmms_rows():
-    rows = [lmms_pope.pope_process_results({"question_id": i, "answer": gt}, [out])
-            for i, (out, gt) in enumerate(ANSWERS)]
+    rows = [
+        lmms_pope.pope_process_results({"question_id": i, "answer": gt}, [out]) for i, (out, gt) in enumerate(ANSWERS)
+    ]
     return {metric: [r[metric] for r in rows] for metric in rows[0]}
 
 
@@ -59,7 +70,10 @@ def test_recall_and_yes_ratio_definitions_against_lmms_eval():
     assert ours["unparsed"] == 3
     # with no unparsed answer to a yes question the two recalls agree
     parsed = [(o, g) for o, g in ANSWERS if not (g == "yes" and yes_no(o, "exact") is None)]
-    lmms_parsed = [lmms_pope.pope_process_results({"question_id": i, "answer": g}, [o])["pope_recall"]
-                   for i, (o, g) in enumerate(parsed)]
-    assert binary_metrics([{"pred": yes_no(o, "exact"), "answer": g} for o, g in parsed])["recall"] == \
-        pytest.approx(lmms_pope.pope_aggregate_recall(lmms_parsed))
+    lmms_parsed = [
+        lmms_pope.pope_process_results({"question_id": i, "answer": g}, [o])["pope_recall"]
+        for i, (o, g) in enumerate(parsed)
+    ]
+    assert binary_metrics([{"pred": yes_no(o, "exact"), "answer": g} for o, g in parsed])["recall"] == pytest.approx(
+        lmms_pope.pope_aggregate_recall(lmms_parsed)
+    )

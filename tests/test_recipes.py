@@ -19,8 +19,17 @@ from lit.report import tables
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-EXPECTED_JOBS = {"demo_t4": 5, "l2t_vc": 4, "l2t_t1": 25, "l2t_t2": 5, "l2t_t4": 9, "instraug_t1": 45, "instraug_t2": 25,
-                 "instraug_t4": 25, "instraug_eps": 17}
+EXPECTED_JOBS = {
+    "demo_t4": 5,
+    "l2t_vc": 4,
+    "l2t_t1": 25,
+    "l2t_t2": 5,
+    "l2t_t4": 9,
+    "instraug_t1": 45,
+    "instraug_t2": 25,
+    "instraug_t4": 25,
+    "instraug_eps": 17,
+}
 CONFIG_OF = {"train": "train", "evaluate": "eval", "augment": "augment", "vc": "vc", "mins_plus": "train"}
 
 
@@ -46,7 +55,9 @@ def test_dry_run_lists_every_job_and_each_composes(name, tmp_path):
         if job.kind in ("evaluate", "vc"):
             ckpts = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
             # a checkpoint this recipe trains, or a published one by its hub id (e.g. the InstructBLIP base row)
-            assert all(c.startswith(str(tmp_path / "repro")) or not c.startswith("/") for c in ckpts) and cfg.result_name
+            assert (
+                all(c.startswith(str(tmp_path / "repro")) or not c.startswith("/") for c in ckpts) and cfg.result_name
+            )
             result_names.add(cfg.result_name)
     table = recipes.load(name)["table"]
     train_ids = {j.id for j in jobs if j.kind == "train"}
@@ -67,9 +78,20 @@ def test_submit_builds_sbatch_with_dependencies_resources_and_site(tmp_path):
     jobs = {j.id: j for j in recipes.jobs(recipes.load("l2t_t4"), tmp_path)}
     cmd = recipes._sbatch(jobs["sft_llava7b_lit"], tmp_path, ["123"], site)
     assert "--dependency=afterok:123" in cmd and "slurm/train.sbatch" in cmd and "experiment=l2t_llava7b_lit" in cmd
-    assert {"--gpus-per-node=8", "--nodes=1", "--time=600", "--cpus-per-task=64", "--requeue", "--account=my-project",
-            "--partition=gpu", "--qos=normal", "--constraint=a100-80g", "--mem=480G", "--mail-type=FAIL",
-            f"--output={tmp_path}/slurm/%x-%j.out"} <= set(cmd)
+    assert {
+        "--gpus-per-node=8",
+        "--nodes=1",
+        "--time=600",
+        "--cpus-per-task=64",
+        "--requeue",
+        "--account=my-project",
+        "--partition=gpu",
+        "--qos=normal",
+        "--constraint=a100-80g",
+        "--mem=480G",
+        "--mail-type=FAIL",
+        f"--output={tmp_path}/slurm/%x-%j.out",
+    } <= set(cmd)
     assert slurm.job_env(site, jobs["sft_llava7b_lit"].resources, "x")["PROCS_PER_NODE"] == "8"
     cmd = recipes._sbatch(jobs["t4_llava7b_lit"], tmp_path, [], site)
     assert "slurm/single.sbatch" in cmd and "evaluate.py" in cmd and "eval=l2t_core" in cmd
@@ -78,8 +100,11 @@ def test_submit_builds_sbatch_with_dependencies_resources_and_site(tmp_path):
 
 def test_instructblip_training_keeps_its_two_gpus(tmp_path):
     site = slurm.load_site("default")
-    iblip = [j for j in recipes.jobs(recipes.load("instraug_t1"), tmp_path)
-             if j.kind == "train" and j.resources.get("gpus") == 2]
+    iblip = [
+        j
+        for j in recipes.jobs(recipes.load("instraug_t1"), tmp_path)
+        if j.kind == "train" and j.resources.get("gpus") == 2
+    ]
     assert iblip
     cmd = recipes._sbatch(iblip[0], tmp_path, [], site)
     assert "--gpus-per-node=2" in cmd and "--cpus-per-task=16" in cmd
@@ -119,25 +144,40 @@ def test_site_limits_map_onto_the_job(tmp_path):
 def test_repro_args_mix_options_and_overrides(tmp_path):
     """What `make repro TABLE=demo_t4 DRY=1 ARGS="..."` runs: options and overrides in any order."""
     args = f"train:train.max_steps=2 --site local_cpu site.partition=debug --output-root {tmp_path} vc:n=3".split()
-    proc = subprocess.run([sys.executable, "-m", "lit.recipes", "demo_t4", "--dry", *args], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lit.recipes", "demo_t4", "--dry", *args], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("train.max_steps=2") == 2 and "schedule.resume=auto" in proc.stdout
     assert "vc.py" in proc.stdout
     assert str(tmp_path) in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "lit.recipes", "demo_t4", "--submit", "--site", "nowhere"], cwd=ROOT,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "lit.recipes", "demo_t4", "--submit", "--site", "nowhere"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "no site 'nowhere'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.integration
 def test_demo_recipe_runs_locally_and_its_table_renders(tmp_path, demo_data, monkeypatch):
     runs = tmp_path / "runs"
-    extra = ["train:train.max_steps=2", "train:train.per_device_train_batch_size=4", "train:train.disable_tqdm=true",
-             f"train:data.root={demo_data}", "train:data.generate=false", "train:model.text.hidden_size=32",
-             "train:model.vision.hidden_size=32", "evaluate:eval.limit=2",
-             f"evaluate:eval.data_dir={demo_data}", f"evaluate:results_dir={runs}", f"vc:data.root={demo_data}",
-             "vc:n=3", f"vc:results_dir={runs}"]
+    extra = [
+        "train:train.max_steps=2",
+        "train:train.per_device_train_batch_size=4",
+        "train:train.disable_tqdm=true",
+        f"train:data.root={demo_data}",
+        "train:data.generate=false",
+        "train:model.text.hidden_size=32",
+        "train:model.vision.hidden_size=32",
+        "evaluate:eval.limit=2",
+        f"evaluate:eval.data_dir={demo_data}",
+        f"evaluate:results_dir={runs}",
+        f"vc:data.root={demo_data}",
+        "vc:n=3",
+        f"vc:results_dir={runs}",
+    ]
     recipes.run("demo_t4", "local", tmp_path / "out", extra, out=StringIO())
     assert json.loads((runs / "demo_lit" / "demo_pope.json").read_text())["scores"]
     md = tables.render("demo_t4", runs, tmp_path / "tables", ROOT / "results" / "paper")
@@ -166,11 +206,23 @@ def test_tables_show_paper_numbers_with_their_source(tmp_path):
 @pytest.mark.integration
 def test_multirun_through_submitit_local(tmp_path, demo_data):
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "train.py", "-m", "hydra/launcher=submitit_local", "experiment=demo_vit,demo_lit",
-           f"data.root={demo_data}", "data.generate=false", f"paths.data_dir={tmp_path}", "train.max_steps=2",
-           "train.per_device_train_batch_size=4", "train.disable_tqdm=true", "model.text.hidden_size=32",
-           "model.vision.hidden_size=32", f"hydra.sweep.dir={sweep}",
-           "hydra.launcher.timeout_min=10"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "experiment=demo_vit,demo_lit",
+        f"data.root={demo_data}",
+        "data.generate=false",
+        f"paths.data_dir={tmp_path}",
+        "train.max_steps=2",
+        "train.per_device_train_batch_size=4",
+        "train.disable_tqdm=true",
+        "model.text.hidden_size=32",
+        "model.vision.hidden_size=32",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.launcher.timeout_min=10",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = sorted(sweep.glob("*/train_metrics.json"))
@@ -182,11 +234,27 @@ def test_multirun_through_submitit_local(tmp_path, demo_data):
 def test_training_run_takes_its_wandb_name_from_the_recipe(tmp_path, demo_data):
     from tiny_runs import TINY
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "_WANDB"))}  # no wandb state of this process
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "_WANDB"))
+    }  # no wandb state of this process
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_NAME="sft_llava7b_lit", WANDB_RUN_GROUP="l2t_t4")
-    proc = subprocess.run([sys.executable, "train.py", *TINY, f"data.root={demo_data}", "train.max_steps=1",
-                           f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", "logger=wandb",
-                           f"logger.env.WANDB_DIR={tmp_path / 'wb'}"], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *TINY,
+            f"data.root={demo_data}",
+            "train.max_steps=1",
+            f"paths.data_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=wandb",
+            f"logger.env.WANDB_DIR={tmp_path / 'wb'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run, _ = read_offline_run(tmp_path / "wb")
     assert run.display_name == "sft_llava7b_lit" and run.run_group == "l2t_t4"
@@ -195,13 +263,23 @@ def test_training_run_takes_its_wandb_name_from_the_recipe(tmp_path, demo_data):
 def test_jobs_starting_together_generate_the_demo_data_once(tmp_path):
     """A recipe's two training jobs start at the same moment on Slurm: one generates the demo data, the other
     waits for it and then reads complete files."""
-    code = ("import logging, sys, json; from omegaconf import OmegaConf; from lit.data.setup import generate_demo_data; "
-            "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
-            "generate_demo_data(OmegaConf.create({'generate': True, 'root': sys.argv[1], 'n_train': 300, "
-            "'n_test': 20, 'image_size': 32, 'seed': 0})); "
-            "print(len(json.loads(open(sys.argv[1] + '/train.json').read())))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "demo")], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    code = (
+        "import logging, sys, json; from omegaconf import OmegaConf; from lit.data.setup import generate_demo_data; "
+        "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
+        "generate_demo_data(OmegaConf.create({'generate': True, 'root': sys.argv[1], 'n_train': 300, "
+        "'n_test': 20, 'image_size': 32, 'seed': 0})); "
+        "print(len(json.loads(open(sys.argv[1] + '/train.json').read())))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / "demo")],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
     assert [out.strip() for out, _ in results] == ["300", "300"]
@@ -226,8 +304,12 @@ def _recipe_dir(tmp_path, monkeypatch, jobs: str):
 
 
 def test_a_shared_job_set_is_expanded_with_the_recipes_matrix_and_of_names_the_scored_run(tmp_path, monkeypatch):
-    _recipe_dir(tmp_path, monkeypatch, "  - {use: l2t_a, matrix: {scope: [vit, lit]}}\n"
-                "  - {id: 'ev_{scope}', kind: evaluate, of: 'sft_a_{scope}', matrix: {scope: [lit]}, overrides: [eval=x]}\n")
+    _recipe_dir(
+        tmp_path,
+        monkeypatch,
+        "  - {use: l2t_a, matrix: {scope: [vit, lit]}}\n"
+        "  - {id: 'ev_{scope}', kind: evaluate, of: 'sft_a_{scope}', matrix: {scope: [lit]}, overrides: [eval=x]}\n",
+    )
     assert recipes.available() == ["t"]  # _jobs/ is not a recipe
     got = {j.id: j for j in recipes.jobs(recipes.load("t"), Path("/out"))}
     assert list(got) == ["stage1_a", "sft_a_vit", "sft_a_lit", "ev_lit"]  # stage 1 once: its id names no scope

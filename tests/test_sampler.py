@@ -21,8 +21,9 @@ def _megabatch_sizes(n, megabatch):
 # The layout changed from contiguous length-sorted slices (rank 0 got the longest records) to LLaVA's equal-length
 # deal of each megabatch over its device batches, and LLaVA's final group in index order; batch-for-batch parity
 # with LLaVA is in tests/test_sampler_llava_parity.py, these are the properties that hold for any seed.
-@pytest.mark.parametrize("n_image, n_text, batch, chunks", [(37, 11, 2, 2), (8, 0, 2, 2), (0, 5, 1, 2), (3, 2, 4, 2),
-                                                            (64, 64, 4, 4)])
+@pytest.mark.parametrize(
+    "n_image, n_text, batch, chunks", [(37, 11, 2, 2), (8, 0, 2, 2), (0, 5, 1, 2), (3, 2, 4, 2), (64, 64, 4, 4)]
+)
 def test_order_is_single_modality_megabatches_of_sorted_device_batches(n_image, n_text, batch, chunks):
     gen = torch.Generator().manual_seed(1)
     lengths = torch.randint(5, 500, (n_image + n_text,), generator=gen).tolist()
@@ -33,7 +34,7 @@ def test_order_is_single_modality_megabatches_of_sorted_device_batches(n_image, 
     image_sizes, text_sizes = _megabatch_sizes(n_image, megabatch), _megabatch_sizes(n_text, megabatch)
     if n_image and n_text:  # shuffled megabatches, then the last of each modality as one group in index order
         sizes = [megabatch] * (len(image_sizes) + len(text_sizes) - 2) + [image_sizes[-1] + text_sizes[-1]]
-        final = order[len(order) - sizes[-1]:]
+        final = order[len(order) - sizes[-1] :]
         assert final == sorted(final)
         assert sorted(has_image[i] for i in final) == [False] * text_sizes[-1] + [True] * image_sizes[-1]
         sizes.pop()
@@ -41,17 +42,21 @@ def test_order_is_single_modality_megabatches_of_sorted_device_batches(n_image, 
         sizes = image_sizes or text_sizes
     start = 0
     for size in sizes:
-        mb = order[start:start + size]
+        mb = order[start : start + size]
         start += size
         assert len({has_image[i] for i in mb}) == 1
         per_batch = size // chunks if size % chunks == 0 else None
-        batches = ([mb[k:k + per_batch] for k in range(0, size, per_batch)] if per_batch
-                   else [mb[c::chunks] for c in range(chunks)])
+        batches = (
+            [mb[k : k + per_batch] for k in range(0, size, per_batch)]
+            if per_batch
+            else [mb[c::chunks] for c in range(chunks)]
+        )
         for b in batches:  # each device batch is dealt longest first
             assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
         if per_batch:  # no device batch holds all the longest records
-            assert max(sum(lengths[i] for i in b) for b in batches) - min(sum(lengths[i] for i in b) for b in batches) \
-                <= max(lengths[i] for i in mb)
+            assert max(sum(lengths[i] for i in b) for b in batches) - min(
+                sum(lengths[i] for i in b) for b in batches
+            ) <= max(lengths[i] for i in mb)
 
 
 def test_order_depends_on_seed_and_epoch_only():
@@ -71,14 +76,22 @@ def _dataset(demo_data, bpe_tokenizer):
     from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
-    from lit.model.build import _image_processor
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.build import _image_processor
 
     template = get_template("vicuna_v1")
     prepare_tokenizer(bpe_tokenizer, template)
     records = json.loads((demo_data / "train.json").read_text())[:20]
-    records += [{"id": f"text-{i}", "conversations": [{"from": "human", "value": "Say hello " * (1 + i % 5)},
-                                                      {"from": "gpt", "value": "hello"}]} for i in range(12)]
+    records += [
+        {
+            "id": f"text-{i}",
+            "conversations": [
+                {"from": "human", "value": "Say hello " * (1 + i % 5)},
+                {"from": "gpt", "value": "hello"},
+            ],
+        }
+        for i in range(12)
+    ]
     spec = LabelSpec(template, get_scope("lit"), 512, image_root=demo_data)
     return SupervisedDataset(records, spec, bpe_tokenizer, ImageInputs(_image_processor(32), 16), progress=False)
 
@@ -91,16 +104,32 @@ def test_trainer_batches_hold_one_modality(demo_data, bpe_tokenizer, tmp_path):
     from lit.train.trainer import LitTrainer
 
     ds = _dataset(demo_data, bpe_tokenizer)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True, report_to=[],
-                             remove_unused_columns=False, seed=0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        report_to=[],
+        remove_unused_columns=False,
+        seed=0,
+    )
     model = torch.nn.Linear(1, 1)
     for grouped in (True, False):
-        trainer = LitTrainer(model=model, args=args, train_dataset=ds, data_collator=Collator(bpe_tokenizer.pad_token_id, ds.image_inputs),
-                             group_by_modality_length=grouped)
-        kinds = [batch.get("pixel_values") is not None and len(batch["pixel_values"]) == len(batch["input_ids"])
-                 for batch in trainer.get_train_dataloader()]
-        mixed = [batch for batch in trainer.get_train_dataloader()
-                 if batch.get("pixel_values") is not None and len(batch["pixel_values"]) < len(batch["input_ids"])]
+        trainer = LitTrainer(
+            model=model,
+            args=args,
+            train_dataset=ds,
+            data_collator=Collator(bpe_tokenizer.pad_token_id, ds.image_inputs),
+            group_by_modality_length=grouped,
+        )
+        kinds = [
+            batch.get("pixel_values") is not None and len(batch["pixel_values"]) == len(batch["input_ids"])
+            for batch in trainer.get_train_dataloader()
+        ]
+        mixed = [
+            batch
+            for batch in trainer.get_train_dataloader()
+            if batch.get("pixel_values") is not None and len(batch["pixel_values"]) < len(batch["input_ids"])
+        ]
         if grouped:
             assert not mixed and sum(kinds) == 5  # 20 image records in batches of 4, 12 text records in 3
         else:
@@ -116,11 +145,22 @@ def test_trainer_sampler_is_one_optimizer_step_per_megabatch(demo_data, bpe_toke
     from lit.train.trainer import LitTrainer
 
     ds = _dataset(demo_data, bpe_tokenizer)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=3,
-                             use_cpu=True, report_to=[], remove_unused_columns=False, seed=5)
-    trainer = LitTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=ds,
-                         data_collator=Collator(bpe_tokenizer.pad_token_id, ds.image_inputs),
-                         group_by_modality_length=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=3,
+        use_cpu=True,
+        report_to=[],
+        remove_unused_columns=False,
+        seed=5,
+    )
+    trainer = LitTrainer(
+        model=torch.nn.Linear(1, 1),
+        args=args,
+        train_dataset=ds,
+        data_collator=Collator(bpe_tokenizer.pad_token_id, ds.image_inputs),
+        group_by_modality_length=True,
+    )
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, ModalityLengthGroupedSampler)
     assert (sampler.batch_size, sampler.chunks, sampler.seed) == (2, 3 * args.world_size, 5)
@@ -130,4 +170,4 @@ def test_trainer_sampler_is_one_optimizer_step_per_megabatch(demo_data, bpe_toke
     batches = list(trainer.get_train_dataloader())
     assert len(batches) == 16
     for k, batch in enumerate(batches):
-        assert torch.equal(batch["input_ids"], collate([ds[i] for i in order[2 * k:2 * k + 2]])["input_ids"])
+        assert torch.equal(batch["input_ids"], collate([ds[i] for i in order[2 * k : 2 * k + 2]])["input_ids"])

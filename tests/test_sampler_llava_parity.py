@@ -29,6 +29,7 @@ from lit.data.sampler import ModalityLengthGroupedSampler, modality_grouped_orde
 
 # --- reference: LLaVA's behaviour (llava_trainer.py lines 38-96) ---------------------------------------------------
 
+
 def _llava_even_chunks(indices, lengths, num_chunks):  # lines 38-57
     if len(indices) % num_chunks:
         return [indices[c::num_chunks] for c in range(num_chunks)]
@@ -46,7 +47,7 @@ def _llava_even_chunks(indices, lengths, num_chunks):  # lines 38-57
 def _llava_length_grouped(lengths, batch_size, world_size):  # lines 88-96, generator=None
     perm = torch.randperm(len(lengths))
     size = world_size * batch_size
-    megabatches = [perm[k:k + size].tolist() for k in range(0, len(lengths), size)]
+    megabatches = [perm[k : k + size].tolist() for k in range(0, len(lengths), size)]
     megabatches = [sorted(mb, key=lambda i: lengths[i], reverse=True) for mb in megabatches]
     return [i for mb in megabatches for chunk in _llava_even_chunks(mb, lengths, world_size) for i in chunk]
 
@@ -60,8 +61,8 @@ def _llava_modality_grouped(lengths, batch_size, world_size):  # lines 60-85, ge
     image_order = [image[j][0] for j in _llava_length_grouped([n for _, n in image], batch_size, world_size)]
     text_order = [text[j][0] for j in _llava_length_grouped([n for _, n in text], batch_size, world_size)]
     size = world_size * batch_size
-    image_mbs = [image_order[k:k + size] for k in range(0, len(image_order), size)]
-    text_mbs = [text_order[k:k + size] for k in range(0, len(text_order), size)]
+    image_mbs = [image_order[k : k + size] for k in range(0, len(image_order), size)]
+    text_mbs = [text_order[k : k + size] for k in range(0, len(text_order), size)]
     additional = image_mbs[-1] + text_mbs[-1]
     rest = image_mbs[:-1] + text_mbs[:-1]
     rest = [rest[j] for j in torch.randperm(len(rest))]
@@ -79,6 +80,7 @@ def _llava_order(signed_lengths, batch_size, world_size, accumulation, seed):
 
 # --- helpers ------------------------------------------------------------------------------------------------------
 
+
 def _records(n_image, n_text, seed, low=8, high=2048):
     rng = random.Random(seed)
     lengths = [rng.randint(low, high) for _ in range(n_image + n_text)]
@@ -93,9 +95,18 @@ def _signed(lengths, has_image):
 
 def _device_batches(order, batch_size, world_size):
     """Each rank's batches, as accelerate shards the Trainer's dataloader (split_batches=False, even_batches=True)."""
-    return [list(BatchSamplerShard(BatchSampler(order, batch_size, drop_last=False), world_size, rank,
-                                   split_batches=False, even_batches=True))
-            for rank in range(world_size)]
+    return [
+        list(
+            BatchSamplerShard(
+                BatchSampler(order, batch_size, drop_last=False),
+                world_size,
+                rank,
+                split_batches=False,
+                even_batches=True,
+            )
+        )
+        for rank in range(world_size)
+    ]
 
 
 WORLD, BATCH, ACCUM = (1, 2, 8), (1, 4, 16), (1, 2)
@@ -120,8 +131,9 @@ def test_ties_keep_llava_order(world_size, batch_size, accumulation):
     """Few distinct lengths: the sort's tie order and the first-lightest choice decide the batches."""
     lengths, has_image = _records(150, 90, 7, low=1, high=4)
     theirs = _llava_order(_signed(lengths, has_image), batch_size, world_size, accumulation, 11)
-    ours = modality_grouped_order(lengths, has_image, batch_size, world_size * accumulation,
-                                  torch.Generator().manual_seed(11))
+    ours = modality_grouped_order(
+        lengths, has_image, batch_size, world_size * accumulation, torch.Generator().manual_seed(11)
+    )
     assert ours == theirs
 
 

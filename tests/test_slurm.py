@@ -16,9 +16,15 @@ from lit import recipes, slurm
 from lit.report import tables
 
 LOCAL_CONF = Path("/etc/slurm/slurm.conf")  # the local test cluster's, never a real cluster's
-pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.integration,
-              pytest.mark.skipif(not (LOCAL_CONF.exists() and "scripts/local_slurm.sh" in LOCAL_CONF.read_text()),
-                                 reason="no local test Slurm: `make test-slurm` starts one")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.slurm,
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (LOCAL_CONF.exists() and "scripts/local_slurm.sh" in LOCAL_CONF.read_text()),
+        reason="no local test Slurm: `make test-slurm` starts one",
+    ),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "local_cpu"
@@ -26,10 +32,21 @@ SITE = "local_cpu"
 
 def _tiny(demo_data: Path, runs: Path) -> list[str]:
     """The demo recipe shrunk to seconds per job (as tests/test_recipes.py runs it locally)."""
-    return ["train:train.max_steps=2", "train:train.per_device_train_batch_size=4", "train:train.disable_tqdm=true",
-            f"train:data.root={demo_data}", "train:data.generate=false", "train:model.text.hidden_size=32",
-            "train:model.vision.hidden_size=32", "evaluate:eval.limit=2", f"evaluate:eval.data_dir={demo_data}",
-            f"evaluate:results_dir={runs}", f"vc:data.root={demo_data}", "vc:n=3", f"vc:results_dir={runs}"]
+    return [
+        "train:train.max_steps=2",
+        "train:train.per_device_train_batch_size=4",
+        "train:train.disable_tqdm=true",
+        f"train:data.root={demo_data}",
+        "train:data.generate=false",
+        "train:model.text.hidden_size=32",
+        "train:model.vision.hidden_size=32",
+        "evaluate:eval.limit=2",
+        f"evaluate:eval.data_dir={demo_data}",
+        f"evaluate:results_dir={runs}",
+        f"vc:data.root={demo_data}",
+        "vc:n=3",
+        f"vc:results_dir={runs}",
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +73,8 @@ def test_demo_table_on_slurm_equals_the_local_run(tmp_path, demo_data):
     assert text.getvalue().count("submitted:") == 5
     assert all(j.done(out_root) for j in recipes.jobs(recipes.load("demo_t4"), out_root))
     assert sorted(p.name.rsplit("-", 1)[0] for p in slurm.log_dir(out_root).glob("*.out")) == sorted(
-        ["demo_vit", "demo_lit", "eval_demo_vit", "eval_demo_lit", "vc_demo"])
+        ["demo_vit", "demo_lit", "eval_demo_vit", "eval_demo_lit", "vc_demo"]
+    )
 
     local_runs = tmp_path / "runs_local"
     recipes.run("demo_t4", "local", tmp_path / "local", _tiny(demo_data, local_runs), out=StringIO())
@@ -123,11 +141,26 @@ def test_mins_plus_build_runs_as_a_cpu_job_before_its_training(tmp_path, demo_da
     (tmp_path / "recipes" / "mins_plus_chain.yaml").write_text(MINS_PLUS_CHAIN)
     data = shutil.copytree(demo_data, tmp_path / "data")
     out_root = tmp_path / "out"
-    extra = [f"data.root={data}", "data.generate=false", f"paths.data_dir={tmp_path}", "model.text.hidden_size=32",
-             "model.vision.hidden_size=32", "train:train.max_steps=2", "train:train.per_device_train_batch_size=4",
-             "train:train.disable_tqdm=true", "train:logger=none"]
-    jobs = recipes.run("mins_plus_chain", "submit", out_root, extra, out=StringIO(), site=SITE,
-                       site_overrides=["sbatch_extra.hold=true"])
+    extra = [
+        f"data.root={data}",
+        "data.generate=false",
+        f"paths.data_dir={tmp_path}",
+        "model.text.hidden_size=32",
+        "model.vision.hidden_size=32",
+        "train:train.max_steps=2",
+        "train:train.per_device_train_batch_size=4",
+        "train:train.disable_tqdm=true",
+        "train:logger=none",
+    ]
+    jobs = recipes.run(
+        "mins_plus_chain",
+        "submit",
+        out_root,
+        extra,
+        out=StringIO(),
+        site=SITE,
+        site_overrides=["sbatch_extra.hold=true"],
+    )
     ids = {j.id: json.loads((j.run_dir(out_root) / slurm.RECORD).read_text())["slurm_id"] for j in jobs}
     try:
         build, train = _scontrol(ids["data_demo_eps0"]), _scontrol(ids["demo_eps0"])
@@ -157,10 +190,19 @@ def test_requeued_training_resumes_from_its_checkpoint(tmp_path, demo_data):
     complete checkpoint (schedule.resume=auto) and ends with the losses of an uninterrupted run."""
     site = slurm.load_site(SITE)
     job = next(j for j in recipes.jobs(recipes.load("demo_t4"), tmp_path) if j.id == "demo_vit")
-    job.overrides += ["logger=none", f"data.root={demo_data}", "data.generate=false", f"paths.data_dir={tmp_path}",
-                      "train.max_steps=16", "train.per_device_train_batch_size=4", "train.logging_steps=1",
-                      "train.save_strategy=steps", "+train.save_steps=2", "train.disable_tqdm=true",
-                      "schedule.resume=auto"]
+    job.overrides += [
+        "logger=none",
+        f"data.root={demo_data}",
+        "data.generate=false",
+        f"paths.data_dir={tmp_path}",
+        "train.max_steps=16",
+        "train.per_device_train_batch_size=4",
+        "train.logging_steps=1",
+        "train.save_strategy=steps",
+        "+train.save_steps=2",
+        "train.disable_tqdm=true",
+        "schedule.resume=auto",
+    ]
     submitted = {}
     for name in ("straight", "requeued"):
         run_dir = tmp_path / name
@@ -188,15 +230,28 @@ def test_augmentation_job_serves_its_llm_over_http(tmp_path, tiny_chat_model):
     """slurm/augment.sbatch: an OpenAI-compatible server in the job (here `transformers serve`, the same HTTP
     API as `vllm serve`), augment.py against it, the server stopped at the end."""
     site = slurm.load_site(SITE)
-    job = recipes.Job(id="augment_demo", kind="augment", resources={"nodes": 1, "gpus": 4, "hours": 0.2}, overrides=[
-        "augmentation.seeds=instraug/demo/seeds.yaml", "~augmentation.meta_prompts",
-        "+augmentation.meta_prompts={rephrase: 1}",  # replaces the official mix (a plain override merges into it)
-        "augmentation.max_new_tokens=6", f"augmentation.backend.args.model={tiny_chat_model}",
-        f"augmentation.cache_dir={tmp_path / 'cache'}"])
+    job = recipes.Job(
+        id="augment_demo",
+        kind="augment",
+        resources={"nodes": 1, "gpus": 4, "hours": 0.2},
+        overrides=[
+            "augmentation.seeds=instraug/demo/seeds.yaml",
+            "~augmentation.meta_prompts",
+            "+augmentation.meta_prompts={rephrase: 1}",  # replaces the official mix (a plain override merges into it)
+            "augmentation.max_new_tokens=6",
+            f"augmentation.backend.args.model={tiny_chat_model}",
+            f"augmentation.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     run_dir = job.run_dir(tmp_path)
     server = str(Path(recipes.sys.executable).with_name("transformers")) + " serve"
-    env = {**slurm.job_env(site, job.resources, job.id), "RUN_DIR": str(run_dir), "LIT_LLM_SERVER": server,
-           "LIT_LLM_SERVER_ARGS": "", "LIT_LLM_TIMEOUT": "300"}
+    env = {
+        **slurm.job_env(site, job.resources, job.id),
+        "RUN_DIR": str(run_dir),
+        "LIT_LLM_SERVER": server,
+        "LIT_LLM_SERVER_ARGS": "",
+        "LIT_LLM_TIMEOUT": "300",
+    }
     sid = slurm.submit(recipes._sbatch(job, tmp_path, [], site), run_dir, tmp_path, env)
     slurm.wait({job.id: sid}, poll_s=2)
     log = next((tmp_path / "slurm").glob(f"*-{sid}.out")).read_text()
@@ -206,5 +261,6 @@ def test_augmentation_job_serves_its_llm_over_http(tmp_path, tiny_chat_model):
     assert len(rows) == 8 and all(r["model"] == str(tiny_chat_model) for r in rows)  # 8 seeds x 1 sample, via HTTP
     port = int(log.split("healthy on port ")[1].split()[0])
     import socket
+
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the server is gone with the job

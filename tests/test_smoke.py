@@ -9,7 +9,6 @@ import os
 import subprocess
 
 import pytest
-
 from tiny_runs import ROOT
 
 
@@ -17,8 +16,14 @@ from tiny_runs import ROOT
 @pytest.mark.slow
 def test_make_smoke_llava7b(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(["make", "-o", "env", "smoke", "MODEL=llava7b", f"ARGS=--out {tmp_path}"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        ["make", "-o", "env", "smoke", "MODEL=llava7b", f"ARGS=--out {tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "smoke.json").read_text())
     assert result["steps"] == 2 and result["zero_stage"] == 3 and result["generated_tokens"] == 2

@@ -48,8 +48,14 @@ def test_a_missing_path_that_is_no_stage1_output_is_named_too(tmp_path):
 
 @pytest.mark.integration
 def test_stage2_without_stage1_stops_before_any_heavy_work(tmp_path):
-    proc = subprocess.run([sys.executable, "train.py", "model=llava7b", f"paths.output_root={tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "train.py", "model=llava7b", f"paths.output_root={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr  # one line, no traceback
     assert "`python train.py model=llava7b_stage1`" in proc.stderr

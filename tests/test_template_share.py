@@ -25,10 +25,14 @@ FIXED = ["What is shown here? Answer briefly.", "Which colour is it? Answer brie
 def _records(varied: bool) -> list[dict]:
     """40 text-only records: only a few fixed questions (each in far more than 5% of records), or a question of
     its own per record beside one shared answer-format sentence."""
-    human = [f"Tell me what item number {i} of the list is made of. Answer briefly." if varied else FIXED[i % 3]
-             for i in range(40)]
-    return [{"id": i, "conversations": [{"from": "human", "value": h}, {"from": "gpt", "value": f"answer {i}"}]}
-            for i, h in enumerate(human)]
+    human = [
+        f"Tell me what item number {i} of the list is made of. Answer briefly." if varied else FIXED[i % 3]
+        for i in range(40)
+    ]
+    return [
+        {"id": i, "conversations": [{"from": "human", "value": h}, {"from": "gpt", "value": f"answer {i}"}]}
+        for i, h in enumerate(human)
+    ]
 
 
 def _label(tmp_path, records, tokenizer, scope="lit"):
@@ -36,16 +40,30 @@ def _label(tmp_path, records, tokenizer, scope="lit"):
     data = tmp_path / "train.json"
     data.write_text(json.dumps(records))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"loss={scope}", f"data.path={data}", "data.image_root=null",
-                                          f"paths.cache_dir={tmp_path}/cache",
-                                          f"data.label_cache_dir={tmp_path}/labels"])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"loss={scope}",
+                f"data.path={data}",
+                "data.image_root=null",
+                f"paths.cache_dir={tmp_path}/cache",
+                f"data.label_cache_dir={tmp_path}/labels",
+            ],
+        )
     assert scope != "lit" or cfg.loss.template_sentences.min_share == 0.05  # the shipped default
     args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[])
     sentences = template_sentences(cfg.loss, get_scope(scope), cfg.data.path, cfg.paths.cache_dir)
-    labels = LabelSpec.of(cfg.data, chat_template=get_template("vicuna_v1"), scope=get_scope(scope),
-                          template_sentences=sentences)
-    dataset = build_dataset(cfg.data, records, labels=labels, tokenizer=tokenizer,
-                            image_inputs=ImageInputs(_image_processor(32), 16), args=args)
+    labels = LabelSpec.of(
+        cfg.data, chat_template=get_template("vicuna_v1"), scope=get_scope(scope), template_sentences=sentences
+    )
+    dataset = build_dataset(
+        cfg.data,
+        records,
+        labels=labels,
+        tokenizer=tokenizer,
+        image_inputs=ImageInputs(_image_processor(32), 16),
+        args=args,
+    )
     warn_if_all_template_sentences(dataset.audit, cfg.loss, len(sentences))
     return dataset
 

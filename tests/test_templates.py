@@ -11,13 +11,22 @@ from lit.mask.mining import TemplateSet, mine, mine_file, sentence_spans
 
 
 def _rec(*questions):
-    return {"conversations": [m for q in questions for m in ({"from": "human", "value": q}, {"from": "gpt", "value": "a"})]}
+    return {
+        "conversations": [m for q in questions for m in ({"from": "human", "value": q}, {"from": "gpt", "value": "a"})]
+    }
 
 
 def test_sentence_split():
     text = "What color is it? Answer with one word.\nOptions:\nA. red\nB. blue\nIs it 3.5 cm?  Yes!"
     assert [text[a:b] for a, b in sentence_spans(text)] == [
-        "What color is it?", "Answer with one word.", "Options:", "A. red", "B. blue", "Is it 3.5 cm?", "Yes!"]
+        "What color is it?",
+        "Answer with one word.",
+        "Options:",
+        "A. red",
+        "B. blue",
+        "Is it 3.5 cm?",
+        "Yes!",
+    ]
 
 
 def test_counts_records_not_occurrences_and_applies_thresholds():
@@ -46,8 +55,23 @@ def test_artefact_is_cached_by_corpus_hash(tmp_path):
 def test_cli_prints_top_sentences(tmp_path):
     data = tmp_path / "d.json"
     data.write_text(json.dumps([_rec("Hello there. Answer now.")] * 3 + [_rec("Other.")]))
-    out = subprocess.run([sys.executable, "-m", "lit.mask.mining", "mine", "--data", str(data), "--out",
-                          str(tmp_path / "t.json"), "--min-share", "0.5"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lit.mask.mining",
+            "mine",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "t.json"),
+            "--min-share",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "4 records; 2 templates" in out.stdout and "Answer now." in out.stdout
 
 
@@ -80,9 +104,17 @@ def test_option_labels_and_sentence_split():
 
     text = "Pick one.\n3. green\n12. blue\n(c) red\nA) white\nIt is 3. Next."
     assert [text[a:b] for a, b in sentence_spans(text)] == [
-        "Pick one.", "3. green", "12. blue", "(c) red", "A) white", "It is 3.", "Next."]
-    assert [is_option(s) for s in ("A. red", "(b) blue", "3. green", "A) white", "A cat.", "It is 3.", "Pick one.")] == [
-        True, True, True, True, False, False, False]
+        "Pick one.",
+        "3. green",
+        "12. blue",
+        "(c) red",
+        "A) white",
+        "It is 3.",
+        "Next.",
+    ]
+    assert [
+        is_option(s) for s in ("A. red", "(b) blue", "3. green", "A) white", "A cat.", "It is 3.", "Pick one.")
+    ] == [True, True, True, True, False, False, False]
 
 
 def test_an_option_in_a_template_file_is_still_supervised():
@@ -93,7 +125,8 @@ def test_an_option_in_a_template_file_is_still_supervised():
     spans = render(record, get_template("vicuna_v1"), template_sentences=frozenset({"A. red", "Answer with a letter."}))
     kinds = {s.text: s.kind for s in spans}
     assert kinds["Answer with a letter."] == "template" and "A. red" in "".join(
-        s.text for s in spans if s.kind == "instruction")
+        s.text for s in spans if s.kind == "instruction"
+    )
 
 
 def test_mining_settings_come_from_the_loss_config(tmp_path):
@@ -105,7 +138,11 @@ def test_mining_settings_come_from_the_loss_config(tmp_path):
     assert loss_settings("lit") == expected and expected["min_share"] == 0.05
     data = tmp_path / "d.json"  # a sentence in 3% of records: a template at 0.01, not at the config's 0.05
     data.write_text(json.dumps([_rec("Rare tail.")] * 3 + [_rec(f"Question {i}?") for i in range(97)]))
-    out = subprocess.run([sys.executable, "-m", "lit.mask.mining", "mine", "--data", str(data), "--out",
-                          str(tmp_path / "t.json")], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "lit.mask.mining", "mine", "--data", str(data), "--out", str(tmp_path / "t.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "0 templates (share >= 0.05)" in out
     assert TemplateSet.load(tmp_path / "t.json").min_share == 0.05

@@ -71,17 +71,30 @@ def test_mins_plus_data_is_built_at_epsilon_and_trained_on(demo_data, tmp_path):
     from lit.train.run import run
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=demo_mins_plus", "augmentation.epsilon=0.0", "loss=lit",
-                                          f"data.root={demo_data}", "data.generate=false", f"paths.data_dir={tmp_path}",
-                                          "train.max_steps=2", "train.per_device_train_batch_size=4",
-                                          "train.disable_tqdm=true", "model.text.hidden_size=32",
-                                          "model.vision.hidden_size=32"])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=demo_mins_plus",
+                "augmentation.epsilon=0.0",
+                "loss=lit",
+                f"data.root={demo_data}",
+                "data.generate=false",
+                f"paths.data_dir={tmp_path}",
+                "train.max_steps=2",
+                "train.per_device_train_batch_size=4",
+                "train.disable_tqdm=true",
+                "model.text.hidden_size=32",
+                "model.vision.hidden_size=32",
+            ],
+        )
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path / "run")
     build_for(cfg.data)
     metrics = run(cfg, tmp_path / "run")
     assert metrics["steps"] == 2
-    built = [json.loads(line) for line in (demo_data / "mins_plus" / "eps0.0-s0" / "train.jsonl").read_text().splitlines()]
+    built = [
+        json.loads(line) for line in (demo_data / "mins_plus" / "eps0.0-s0" / "train.jsonl").read_text().splitlines()
+    ]
     instances = (demo_data / "train_instances.jsonl").read_text().splitlines()
     rewrites = {t for texts in yaml.safe_load(open("instraug/demo/paraphrases.yaml")).values() for t in texts}
     assert len(built) == len(instances)
@@ -105,24 +118,60 @@ def pretrained_parts(tmp_path_factory, tokenizers):
     root = tmp_path_factory.mktemp("parts")
     torch.manual_seed(0)
     bpe_tokenizer.save_pretrained(root / "lm")
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1, bos_token_id=bpe_tokenizer.bos_token_id,
-                                 eos_token_id=bpe_tokenizer.eos_token_id)).save_pretrained(root / "lm")
-    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                     image_size=32, patch_size=8)).save_pretrained(root / "vision")
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "vision")
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(bpe_tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            bos_token_id=bpe_tokenizer.bos_token_id,
+            eos_token_id=bpe_tokenizer.eos_token_id,
+        )
+    ).save_pretrained(root / "lm")
+    CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    ).save_pretrained(root / "vision")
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        root / "vision"
+    )
     return root
 
 
 def _stage1_cfg(parts, demo_data, out, *extra, model="llava7b_stage1"):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}", "deepspeed=none", "data=demo", f"data.root={demo_data}",
-                                          "data.generate=false", f"model.compose.text={parts / 'lm'}",
-                                          f"model.compose.vision={parts / 'vision'}", "model.dtype=float32",
-                                          "train.bf16=false", "train.tf32=false", "train.use_cpu=true",
-                                          "train.max_steps=2", "train.per_device_train_batch_size=4",
-                                          "train.gradient_checkpointing=false", "train.dataloader_num_workers=0",
-                                          "train.save_strategy=no", "train.disable_tqdm=true", "logger=none", *extra])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"model={model}",
+                "deepspeed=none",
+                "data=demo",
+                f"data.root={demo_data}",
+                "data.generate=false",
+                f"model.compose.text={parts / 'lm'}",
+                f"model.compose.vision={parts / 'vision'}",
+                "model.dtype=float32",
+                "train.bf16=false",
+                "train.tf32=false",
+                "train.use_cpu=true",
+                "train.max_steps=2",
+                "train.per_device_train_batch_size=4",
+                "train.gradient_checkpointing=false",
+                "train.dataloader_num_workers=0",
+                "train.save_strategy=no",
+                "train.disable_tqdm=true",
+                "logger=none",
+                *extra,
+            ],
+        )
     with open_dict(cfg):
         cfg.output_dir = str(out)
     return cfg
@@ -162,14 +211,25 @@ def test_next_stage1_composes_and_trains_projector_and_image_newline(pretrained_
 
     from lit.train.run import run
 
-    metrics = run(_stage1_cfg(pretrained_parts, demo_data, tmp_path, "model.image_grid_pinpoints=[[32,64],[64,32]]",
-                              model="llava_next7b_stage1"), tmp_path)
+    metrics = run(
+        _stage1_cfg(
+            pretrained_parts,
+            demo_data,
+            tmp_path,
+            "model.image_grid_pinpoints=[[32,64],[64,32]]",
+            model="llava_next7b_stage1",
+        ),
+        tmp_path,
+    )
     assert metrics["steps"] == 2
     model = LlavaNextForConditionalGeneration.from_pretrained(tmp_path / "checkpoint")
     lm = LlamaForCausalLM.from_pretrained(pretrained_parts / "lm")
     assert torch.equal(model.model.language_model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight)
     assert model.config.image_grid_pinpoints == [[32, 64], [64, 32]] and model.model.image_newline.shape == (32,)
-    processor, clip = AutoProcessor.from_pretrained(tmp_path / "checkpoint"), AutoImageProcessor.from_pretrained(pretrained_parts / "vision")
+    processor, clip = (
+        AutoProcessor.from_pretrained(tmp_path / "checkpoint"),
+        AutoImageProcessor.from_pretrained(pretrained_parts / "vision"),
+    )
     assert type(processor).__name__ == "LlavaNextProcessor"
     assert list(processor.image_processor.image_mean) == list(clip.image_mean)  # the vision tower's normalisation
     log = json.loads((tmp_path / "log_history.json").read_text())
@@ -191,8 +251,9 @@ def test_compose_builds_no_random_copy_of_the_pretrained_parts(pretrained_parts,
         built.append(next(self.parameters()).device.type)
 
     monkeypatch.setattr(model_module.LlavaForConditionalGeneration, "__init__", spy)
-    model, _ = model_module.compose_pretrained(str(pretrained_parts / "lm"), str(pretrained_parts / "vision"),
-                                               get_template("plain"))
+    model, _ = model_module.compose_pretrained(
+        str(pretrained_parts / "lm"), str(pretrained_parts / "vision"), get_template("plain")
+    )
     assert built == ["meta"]
     assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
     lm = LlamaForCausalLM.from_pretrained(pretrained_parts / "lm")

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from lit.data.dataset import SupervisedDataset
-from lit.data.labels import LabelSpec
 from lit.data.image_inputs import ImageInputs
-from lit.records import RecordError
+from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import get_template
 from lit.mask.scopes import get_scope
 from lit.model.build import _image_processor
+from lit.records import RecordError
 
 
 @pytest.fixture
@@ -25,50 +25,68 @@ def image_root(tmp_path):
 
 
 def _record(rid, question, answer, image=True):
-    record = {"id": rid, "conversations": [{"from": "human", "value": ("<image>\n" if image else "") + question},
-                                           {"from": "gpt", "value": answer}]}
+    record = {
+        "id": rid,
+        "conversations": [
+            {"from": "human", "value": ("<image>\n" if image else "") + question},
+            {"from": "gpt", "value": answer},
+        ],
+    }
     if image:
         record["image"] = "x.png"
     return record
 
 
 def _dataset(records, tokenizer, root, n_image, max_length, on_invalid="raise", allow_empty=False):
-    spec = LabelSpec(get_template("vicuna_v1"), get_scope("vit"), max_length, too_long="truncate",
-                     on_invalid=on_invalid, image_root=root)
-    return SupervisedDataset(records, spec, tokenizer, ImageInputs(_image_processor(32), n_image), progress=False,
-                             allow_empty=allow_empty)
+    spec = LabelSpec(
+        get_template("vicuna_v1"),
+        get_scope("vit"),
+        max_length,
+        too_long="truncate",
+        on_invalid=on_invalid,
+        image_root=root,
+    )
+    return SupervisedDataset(
+        records, spec, tokenizer, ImageInputs(_image_processor(32), n_image), progress=False, allow_empty=allow_empty
+    )
 
 
 LONG_ANSWER = "A green triangle in the top left and a yellow circle in the bottom right. " * 6
 
 
 def test_items_never_exceed_max_length_and_truncated_ones_fill_it(llama_tokenizer, image_root):
-    records = [_record("image-long", "Describe the image briefly.", LONG_ANSWER),
-               _record("text-long", "Describe the image briefly.", LONG_ANSWER, image=False),
-               _record("short", "What color is the circle?", "red")]
+    records = [
+        _record("image-long", "Describe the image briefly.", LONG_ANSWER),
+        _record("text-long", "Describe the image briefly.", LONG_ANSWER, image=False),
+        _record("short", "What color is the circle?", "red"),
+    ]
     full = _dataset(records, llama_tokenizer, image_root, n_image=16, max_length=100_000)
     lengths = dict(zip((e.record_id for e in full.examples), full.lengths()))
     first_image = int((full.examples[0].input_ids == full.image_token_id).nonzero()[0][0]) + 16
     seen_cut = set()
     for max_length in range(first_image + 1, max(lengths.values()) + 2, 7):
-        ds = _dataset(records, llama_tokenizer, image_root, n_image=16, max_length=max_length, on_invalid="skip",
-                      allow_empty=True)
+        ds = _dataset(
+            records, llama_tokenizer, image_root, n_image=16, max_length=max_length, on_invalid="skip", allow_empty=True
+        )
         assert all(s["reason"].startswith("no supervised tokens") for s in ds.audit.skipped)  # answer cut away
         for i, example in enumerate(ds.examples):
             item = ds[i]
             n = len(item["input_ids"])
             assert n == len(item["labels"]) == ds.lengths()[i] <= max_length
             cut = example.record_id in ds.audit.truncated
-            assert cut == (lengths[example.record_id] > max_length) and (n == max_length if cut else
-                                                                          n == lengths[example.record_id])
+            assert cut == (lengths[example.record_id] > max_length) and (
+                n == max_length if cut else n == lengths[example.record_id]
+            )
             seen_cut |= {example.record_id} if cut else set()
     assert {"image-long", "text-long"} <= seen_cut
 
 
 def test_an_image_that_cannot_fit_is_an_error_naming_the_record_or_a_counted_skip(llama_tokenizer, image_root):
-    records = [_record("does-not-fit", "What color is the circle?", "red"),
-               _record("long-does-not-fit", "Describe the image briefly.", LONG_ANSWER),  # a cut point of -63 keeps it
-               _record("text", "What color is the circle?", "red", image=False)]
+    records = [
+        _record("does-not-fit", "What color is the circle?", "red"),
+        _record("long-does-not-fit", "Describe the image briefly.", LONG_ANSWER),  # a cut point of -63 keeps it
+        _record("text", "What color is the circle?", "red", image=False),
+    ]
     with pytest.raises(RecordError, match="does-not-fit.*too long: the image \\(576 positions.*max_length 512"):
         _dataset(records, llama_tokenizer, image_root, n_image=576, max_length=512)
     ds = _dataset(records, llama_tokenizer, image_root, n_image=576, max_length=512, on_invalid="skip")

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from lit.constants import IGNORE_INDEX
-from lit.records import load_records
 from lit.eval import vc
+from lit.records import load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +30,11 @@ def _rec(rid, image, *turns):
 def test_named_source_selects_by_path_id_and_text_and_draws_at_random():
     short = "Answer the question using a single word or phrase."
     records = [_rec(f"v{i}", f"coco/train2017/{i}.jpg", f"<image>\nWhat? {short}", "x") for i in range(30)]
-    records += [_rec("g0", "gqa/1.jpg", f"<image>\nWhat? {short}", "x"), _rec("c0", "coco/2.jpg", "<image>\nDescribe.", "y"),
-                _rec("t0", None, f"What? {short}", "x")]
+    records += [
+        _rec("g0", "gqa/1.jpg", f"<image>\nWhat? {short}", "x"),
+        _rec("c0", "coco/2.jpg", "<image>\nDescribe.", "y"),
+        _rec("t0", None, f"What? {short}", "x"),
+    ]
     source = {"image_prefix": "coco/", "id_pattern": r"^v", "contains": short}
     assert [r["id"] for r in vc.select_records(records, source, None, 0)] == [f"v{i}" for i in range(30)]
     drawn = [r["id"] for r in vc.select_records(records, source, 5, 0)]
@@ -65,7 +68,9 @@ def test_each_pair_scores_only_its_own_answer_tokens(trained, demo_data):
     with_eos = vc.last_answer_labels(item["labels"], count_eos=True, eos_id=eos)
     assert int((with_eos != IGNORE_INDEX).sum()) == int((labels != IGNORE_INDEX).sum()) + 1
     pixels = item["image"]["pixel_values"][None]
-    total, share = vc.answer_logprob(model, item["input_ids"], labels, {"pixel_values": pixels}, False, ds.image_token_id)
+    total, share = vc.answer_logprob(
+        model, item["input_ids"], labels, {"pixel_values": pixels}, False, ds.image_token_id
+    )
     with torch.no_grad():
         loss = model(input_ids=item["input_ids"][None], pixel_values=pixels, labels=labels[None]).loss.item()
     assert share is None and total == pytest.approx(-loss * int((labels != IGNORE_INDEX).sum()), rel=1e-4)
@@ -87,15 +92,31 @@ def test_bootstrap_ci_brackets_the_mean():
 @pytest.mark.integration
 def test_vc_cli_reports_pairs_ci_and_stores_results(trained, demo_data, tmp_path):
     ckpt = str(trained[1] / "checkpoint")
-    subprocess.run([sys.executable, "vc.py", f"ckpt=[{ckpt},{ckpt}]", "result_name=[a,b]", f"data.root={demo_data}",
-                    "n=3", "attention_share=true", f"results_dir={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path}"],
-                   check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "vc.py",
+            f"ckpt=[{ckpt},{ckpt}]",
+            "result_name=[a,b]",
+            f"data.root={demo_data}",
+            "n=3",
+            "attention_share=true",
+            f"results_dir={tmp_path / 'runs'}",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     first, second = json.loads((tmp_path / "vc.json").read_text())
     chosen = vc.select_records(load_records(demo_data / "train.json"), {"image_prefix": ""}, 3, 0)
     assert first["n_records"] == 3 and first["n"] == sum(len(r["conversations"]) // 2 for r in chosen)
     assert [p["id"].rsplit("#", 1)[0] for p in first["pairs"]][0] == chosen[0]["id"]
     assert all(math.isfinite(p["vc"]) and 0 < p["attention_to_image"] < 1 for p in first["pairs"])
-    assert first["vc_mean"] == pytest.approx(np.mean(first["vc"])) and first["vc_ci95"][0] <= first["vc_mean"] <= first["vc_ci95"][1]
+    assert (
+        first["vc_mean"] == pytest.approx(np.mean(first["vc"]))
+        and first["vc_ci95"][0] <= first["vc_mean"] <= first["vc_ci95"][1]
+    )
     assert first["dtype"] == "float32" and first["device"] == "cpu" and not first["end_of_turn_counted"]
     assert second["vc"] == pytest.approx(first["vc"])  # same checkpoint, same seeds
     stored = json.loads((tmp_path / "runs" / "b" / "lit_vc.json").read_text())["scores"]

@@ -51,21 +51,46 @@ def _venv(path: Path) -> Path:
     does not run .venv's own .pth files, so the editable install of this checkout is not seen."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=300)
     python = path / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
 
 
 def _install(python: Path, *args: str) -> None:
     uv = Path(sys.executable).with_name("uv")
-    subprocess.run([str(uv), "pip", "install", "-q", "--offline", "--python", str(python), "--no-deps",
-                    "--no-build-isolation", *args], check=True, timeout=600)
+    subprocess.run(
+        [
+            str(uv),
+            "pip",
+            "install",
+            "-q",
+            "--offline",
+            "--python",
+            str(python),
+            "--no-deps",
+            "--no-build-isolation",
+            *args,
+        ],
+        check=True,
+        timeout=600,
+    )
 
 
 def _probe(python: Path, cwd: Path) -> dict:
-    done = subprocess.run([str(python), "-c", PROBE], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    done = subprocess.run(
+        [str(python), "-c", PROBE],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -73,12 +98,30 @@ def _probe(python: Path, cwd: Path) -> dict:
 def test_the_wheel_carries_conf_and_composes_outside_the_repository(tmp_path):
     project = _copy_project(tmp_path / "project")
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(project),
-                    "-w", str(dist)], check=True, timeout=600, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(project),
+            "-w",
+            str(dist),
+        ],
+        check=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     (wheel,) = dist.glob("lit_instraug-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    conf_files = {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")
-                  if p.relative_to(ROOT / "conf").parts[0] != "local"}
+    conf_files = {
+        p.relative_to(ROOT / "conf").as_posix()
+        for p in (ROOT / "conf").rglob("*.yaml")
+        if p.relative_to(ROOT / "conf").parts[0] != "local"
+    }
     assert {n.removeprefix("lit/conf/") for n in names if n.startswith("lit/conf/")} == conf_files
     assert "instraug/prompts/bootstrap.txt" in names and "instraug/demo/seeds.yaml" in names
 

@@ -16,8 +16,9 @@ SCHEDULE = """train:
 
 
 def _run(conf: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), "--conf", str(conf), *args], capture_output=True, text=True,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--conf", str(conf), *args], capture_output=True, text=True, check=False
+    )
 
 
 def test_a_block_copied_into_another_file_is_flagged(tmp_path):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-
 from tiny_runs import ROOT, TINY
 
 pytestmark = pytest.mark.integration
@@ -24,8 +23,15 @@ pytestmark = pytest.mark.integration
 
 def _train(run_dir: Path, data: Path, *extra: str, env_extra: dict | None = None, check: bool = True):
     env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
-    cmd = [sys.executable, "train.py", *TINY, f"data.root={data}", f"paths.data_dir={run_dir.parent}",
-           f"hydra.run.dir={run_dir}", *extra]
+    cmd = [
+        sys.executable,
+        "train.py",
+        *TINY,
+        f"data.root={data}",
+        f"paths.data_dir={run_dir.parent}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 or not check, proc.stderr[-3000:]
     return proc
@@ -41,11 +47,24 @@ def _free_port() -> str:
 def test_zero3_cpu_run_saves_full_weights(tmp_path, demo_data, model):
     """LLaVA, LLaVA-NeXT (its image_newline is a bare parameter of the model) and InstructBLIP (query tokens,
     Q-Former) under ZeRO-3: every tensor gathered into the consolidated checkpoint."""
-    ds_env = {"DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": _free_port(), "RANK": "0",
-              "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+    ds_env = {
+        "DS_ACCELERATOR": "cpu",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": _free_port(),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }
     run_dir = tmp_path / "z3"
-    _train(run_dir, demo_data, "deepspeed=zero3", "train.max_steps=2", "+train.ddp_backend=gloo", f"model={model}",
-           env_extra=ds_env)
+    _train(
+        run_dir,
+        demo_data,
+        "deepspeed=zero3",
+        "train.max_steps=2",
+        "+train.ddp_backend=gloo",
+        f"model={model}",
+        env_extra=ds_env,
+    )
     metrics = json.loads((run_dir / "train_metrics.json").read_text())
     assert metrics["zero_stage"] == 3 and metrics["steps"] == 2
     # The ZeRO-3 pitfall: parameters left partitioned are saved as empty placeholders (shape [0]).
@@ -81,15 +100,33 @@ def test_sigkill_and_resume_gives_the_same_losses(tmp_path, demo_data):
 
 def test_resume_without_checkpoint_says_what_to_do(tmp_path, demo_data):
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "train.py", *TINY, f"data.root={demo_data}", "schedule.resume=true",
-                           f"hydra.run.dir={tmp_path / 'fresh'}", "train.max_steps=1"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *TINY,
+            f"data.root={demo_data}",
+            "schedule.resume=true",
+            f"hydra.run.dir={tmp_path / 'fresh'}",
+            "train.max_steps=1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "holds no complete checkpoint-* folder" in proc.stderr
 
 
 def _ds_env() -> dict:
-    return {"DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": _free_port(), "RANK": "0",
-            "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+    return {
+        "DS_ACCELERATOR": "cpu",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": _free_port(),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }
 
 
 def test_stage2_under_zero3_starts_from_the_stage1_projector(tmp_path, demo_data, trained):
@@ -98,8 +135,16 @@ def test_stage2_under_zero3_starts_from_the_stage1_projector(tmp_path, demo_data
     be the stage-1 projector bit for bit."""
     _, stage1, _ = trained
     run_dir = tmp_path / "sft"
-    _train(run_dir, demo_data, "deepspeed=zero3", "train.max_steps=1", "+train.ddp_backend=gloo",
-           f"model.pretrained={stage1 / 'checkpoint'}", "train.learning_rate=0", env_extra=_ds_env())
+    _train(
+        run_dir,
+        demo_data,
+        "deepspeed=zero3",
+        "train.max_steps=1",
+        "+train.ddp_backend=gloo",
+        f"model.pretrained={stage1 / 'checkpoint'}",
+        "train.learning_rate=0",
+        env_extra=_ds_env(),
+    )
     before = load_file(stage1 / "checkpoint" / "model.safetensors")
     after = load_file(run_dir / "checkpoint" / "model.safetensors")
     keys = [k for k in before if "multi_modal_projector" in k]
@@ -128,8 +173,18 @@ def test_lora_under_zero3_saves_a_full_adapter_and_a_merged_model(tmp_path, demo
     as empty partitions, and the merged checkpoint must hold every weight."""
     _, stage1, _ = trained
     run_dir = tmp_path / "lora_z3"
-    _train(run_dir, demo_data, "deepspeed=zero3", "train.max_steps=2", "+train.ddp_backend=gloo", "adapter=lora",
-           "adapter.r=4", "adapter.alpha=8", f"model.pretrained={stage1 / 'checkpoint'}", env_extra=_ds_env())
+    _train(
+        run_dir,
+        demo_data,
+        "deepspeed=zero3",
+        "train.max_steps=2",
+        "+train.ddp_backend=gloo",
+        "adapter=lora",
+        "adapter.r=4",
+        "adapter.alpha=8",
+        f"model.pretrained={stage1 / 'checkpoint'}",
+        env_extra=_ds_env(),
+    )
     adapter = load_file(run_dir / "checkpoint_adapter" / "adapter_model.safetensors")
     assert any("lora_B" in k for k in adapter) and any("multi_modal_projector" in k for k in adapter)
     assert all(t.numel() > 0 for t in adapter.values())
@@ -147,8 +202,16 @@ def test_zero3_offload_takes_two_steps_with_and_without_part_learning_rates(tmp_
     per-part parameter groups, to DeepSpeedCPUAdam. The part's learning rate must follow the schedule there."""
     run_dir = tmp_path / "offload"
     extra = ["+model.part_lrs={vision: 1.0e-5}"] if part_lrs else []
-    _train(run_dir, demo_data, "deepspeed=zero3_offload", "train.max_steps=2", "train.warmup_steps=1",
-           "+train.ddp_backend=gloo", *extra, env_extra=_ds_env())
+    _train(
+        run_dir,
+        demo_data,
+        "deepspeed=zero3_offload",
+        "train.max_steps=2",
+        "train.warmup_steps=1",
+        "+train.ddp_backend=gloo",
+        *extra,
+        env_extra=_ds_env(),
+    )
     metrics = json.loads((run_dir / "train_metrics.json").read_text())
     assert metrics["zero_stage"] == 3 and metrics["steps"] == 2
     assert "DeepSpeedCPUAdam" in metrics["optimizer"]

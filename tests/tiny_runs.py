@@ -6,9 +6,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-TINY = ["experiment=demo_lit", "train.logging_steps=1", "train.per_device_train_batch_size=4",
-        "train.disable_tqdm=true", "model.text.hidden_size=32", "model.vision.hidden_size=32",
-        "loss.template_sentences.min_share=0.3", "data.generate=false"]
+TINY = [
+    "experiment=demo_lit",
+    "train.logging_steps=1",
+    "train.per_device_train_batch_size=4",
+    "train.disable_tqdm=true",
+    "model.text.hidden_size=32",
+    "model.vision.hidden_size=32",
+    "loss.template_sentences.min_share=0.3",
+    "data.generate=false",
+]
 
 
 def tiny_cfg(demo_data: Path, out: Path, *extra: str):

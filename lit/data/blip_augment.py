@@ -35,13 +35,24 @@ import torch
 from PIL import Image, ImageOps
 
 GREY = (128, 128, 128)
-RANDAUG_OPS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize", "ShearX", "ShearY",
-               "TranslateX", "TranslateY", "Rotate")
+RANDAUG_OPS = (
+    "Identity",
+    "AutoContrast",
+    "Brightness",
+    "Sharpness",
+    "Equalize",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+)
 MAX_LEVEL = 10
 
 
-def random_resized_crop_box(width: int, height: int, rng: np.random.Generator, scale=(0.5, 1.0),
-                            ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+    width: int, height: int, rng: np.random.Generator, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
     """(left, top, crop width, crop height) of a crop covering a random share ``scale`` of the area with a
     random aspect ratio in ``ratio`` (log-uniform); ten tries, then the largest centred crop within ``ratio``."""
     area = width * height
@@ -64,8 +75,7 @@ def random_resized_crop_box(width: int, height: int, rng: np.random.Generator, s
 
 def _affine(img: Image.Image, inverse: tuple[float, ...]) -> Image.Image:
     """``img`` under the affine map whose inverse (output -> input pixel) is ``inverse``, bilinear, grey fill."""
-    return img.transform(img.size, Image.Transform.AFFINE, inverse, resample=Image.Resampling.BILINEAR,
-                         fillcolor=GREY)
+    return img.transform(img.size, Image.Transform.AFFINE, inverse, resample=Image.Resampling.BILINEAR, fillcolor=GREY)
 
 
 def _sign(value: float, rng: np.random.Generator) -> float:
@@ -110,14 +120,15 @@ def _enhance(img: Image.Image, name: str, factor: float) -> Image.Image:
     kernel[1, 1] = 5
     kernel /= kernel.sum()
     padded = np.pad(arr, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    smooth = sum(kernel[i, j] * padded[i:i + arr.shape[0], j:j + arr.shape[1]] for i in range(3) for j in range(3))
+    smooth = sum(kernel[i, j] * padded[i : i + arr.shape[0], j : j + arr.shape[1]] for i in range(3) for j in range(3))
     out = arr.copy()
     out[1:-1, 1:-1] = smooth[1:-1, 1:-1] + factor * (arr[1:-1, 1:-1] - smooth[1:-1, 1:-1])
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
 
-def rand_augment(img: Image.Image, rng: np.random.Generator, n_ops: int = 2, magnitude: float = 5,
-                 ops: tuple[str, ...] = RANDAUG_OPS) -> Image.Image:
+def rand_augment(
+    img: Image.Image, rng: np.random.Generator, n_ops: int = 2, magnitude: float = 5, ops: tuple[str, ...] = RANDAUG_OPS
+) -> Image.Image:
     """``n_ops`` operations drawn with replacement from ``ops``, each applied with probability 1/2."""
     for name in rng.choice(ops, n_ops):
         if rng.random() > 0.5:
@@ -129,8 +140,7 @@ def rand_augment(img: Image.Image, rng: np.random.Generator, n_ops: int = 2, mag
 class BlipTrainAugment:
     """``blip_image_train``: a PIL RGB image and its record's id -> ``{"pixel_values": (3, size, size)}``."""
 
-    def __init__(self, size: int, mean, std, *, seed: int = 0, scale=(0.5, 1.0), n_ops: int = 2,
-                 magnitude: float = 5):
+    def __init__(self, size: int, mean, std, *, seed: int = 0, scale=(0.5, 1.0), n_ops: int = 2, magnitude: float = 5):
         self.size, self.seed, self.scale, self.n_ops, self.magnitude = int(size), int(seed), scale, n_ops, magnitude
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)

@@ -29,8 +29,12 @@ class Collator:
         for row, it in enumerate(items):
             n = len(it["input_ids"])
             ids[row, :n], labels[row, :n], mask[row, :n] = it["input_ids"], it["labels"], 1
-        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask,
-                 "kind_counts": torch.stack([it["kind_counts"] for it in items]).sum(0)}
+        batch = {
+            "input_ids": ids,
+            "labels": labels,
+            "attention_mask": mask,
+            "kind_counts": torch.stack([it["kind_counts"] for it in items]).sum(0),
+        }
         images = [it["image"] for it in items if it["image"] is not None]
         if images:
             batch.update(self.image_inputs.collate(images))

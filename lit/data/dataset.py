@@ -21,18 +21,20 @@ from tqdm import tqdm
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER, SPAN_KINDS
 from lit.data.image_inputs import ImageInputs, open_image
 from lit.data.labels import LabelSpec
-from lit.records import RecordError, record_id
 from lit.mask.chat_templates import lavis_layout
 from lit.mask.render import encode, expand_image, render
 from lit.mask.scopes import labels_for, supervised_counts
+from lit.records import RecordError, record_id
 
 
 def check_image_root(records: list[dict], image_root: str | Path | None) -> None:
     """A clear error, before anything is built, if image records point into a folder that is not there."""
     if image_root and not Path(image_root).is_dir() and any("image" in r for r in records):
         n = sum("image" in r for r in records)
-        raise FileNotFoundError(f"image root {image_root} does not exist but {n} records have images "
-                                "(set data.image_root, or LIT_DATA_DIR for the default layout)")
+        raise FileNotFoundError(
+            f"image root {image_root} does not exist but {n} records have images "
+            "(set data.image_root, or LIT_DATA_DIR for the default layout)"
+        )
 
 
 @dataclass
@@ -63,10 +65,17 @@ class Audit:
 
     def to_json(self) -> dict:
         reasons = Counter(s["reason"].split(":")[0] for s in self.skipped)
-        return {"n_records": self.n_records, "n_used": self.n_records - len(self.skipped),
-                "n_skipped": len(self.skipped), "skipped_by_reason": dict(reasons), "skipped": self.skipped,
-                "n_truncated": len(self.truncated), "truncated": self.truncated,
-                "supervised_tokens_by_kind": dict(self.supervised_by_kind), "tokens_by_kind": dict(self.tokens_by_kind)}
+        return {
+            "n_records": self.n_records,
+            "n_used": self.n_records - len(self.skipped),
+            "n_skipped": len(self.skipped),
+            "skipped_by_reason": dict(reasons),
+            "skipped": self.skipped,
+            "n_truncated": len(self.truncated),
+            "truncated": self.truncated,
+            "supervised_tokens_by_kind": dict(self.supervised_by_kind),
+            "tokens_by_kind": dict(self.tokens_by_kind),
+        }
 
 
 class SupervisedDataset(Dataset):
@@ -78,8 +87,17 @@ class SupervisedDataset(Dataset):
     (len(SPAN_KINDS),), and any per-record token inputs (InstructBLIP's ``qformer_input_ids``).
     """
 
-    def __init__(self, records: list[dict], spec: LabelSpec, tokenizer, image_inputs: ImageInputs, *,
-                 progress: bool = True, first_index: int = 0, allow_empty: bool = False):
+    def __init__(
+        self,
+        records: list[dict],
+        spec: LabelSpec,
+        tokenizer,
+        image_inputs: ImageInputs,
+        *,
+        progress: bool = True,
+        first_index: int = 0,
+        allow_empty: bool = False,
+    ):
         """``spec``: how the records are labelled (``lit.data.labels.LabelSpec``); ``first_index``: the position of
         ``records[0]`` in the data file (record ids of id-less records, when a shard of the file is labelled);
         ``allow_empty``: a shard may have no usable record."""
@@ -88,8 +106,9 @@ class SupervisedDataset(Dataset):
         self.audit = Audit(n_records=len(records))
         self.examples: list[Example] = []
         check_image_root(records, spec.image_root)
-        for i, record in enumerate(tqdm(records, desc=f"building labels ({spec.scope.name})", disable=not progress,
-                                        mininterval=1.0)):
+        for i, record in enumerate(
+            tqdm(records, desc=f"building labels ({spec.scope.name})", disable=not progress, mininterval=1.0)
+        ):
             rid = record_id(record, first_index + i)
             try:
                 example = self._build(record, rid, tokenizer)
@@ -121,21 +140,31 @@ class SupervisedDataset(Dataset):
         elif self.image_inputs.requires_image:
             raise RecordError(rid, "text-only record: this model (InstructBLIP) needs an image in every record")
         n_image = self.image_inputs.n_tokens_of_file(image, rid) if image is not None else 0
-        enc = encode(render(record, template, template_sentences=spec.template_sentences, record_id=rid), tokenizer,
-                     record_id=rid, image_token_id=self.image_token_id)
+        enc = encode(
+            render(record, template, template_sentences=spec.template_sentences, record_id=rid),
+            tokenizer,
+            record_id=rid,
+            image_token_id=self.image_token_id,
+        )
         enc.input_ids, enc.kinds = lavis_layout(template, enc.input_ids, enc.kinds, truncate=True)  # InstructBLIP
         labels = labels_for(enc, spec.scope)
         extra = max(n_image - 1, 0)
         truncated = len(labels) + extra > max_length
         if truncated:
             if spec.too_long == "error":
-                raise RecordError(rid, f"too long: {len(labels) + extra} tokens > max_length {max_length}; "
-                                       "raise data.max_length or set data.too_long=truncate")
+                raise RecordError(
+                    rid,
+                    f"too long: {len(labels) + extra} tokens > max_length {max_length}; "
+                    "raise data.max_length or set data.too_long=truncate",
+                )
             keep = max_length - extra  # text positions left beside the image's; the item is cut to max_length
             at = np.nonzero(enc.input_ids == self.image_token_id)[0][:1] if image is not None else ()
             if len(at) and keep <= at[0]:
-                raise RecordError(rid, f"too long: the image ({n_image} positions after {at[0]} tokens) does not fit "
-                                       f"in max_length {max_length}; raise data.max_length")
+                raise RecordError(
+                    rid,
+                    f"too long: the image ({n_image} positions after {at[0]} tokens) does not fit "
+                    f"in max_length {max_length}; raise data.max_length",
+                )
             enc.input_ids, enc.kinds, labels = enc.input_ids[:keep], enc.kinds[:keep], labels[:keep]
         if not (labels != IGNORE_INDEX).any():
             raise RecordError(rid, "no supervised tokens: every label is masked (after truncation)")
@@ -144,8 +173,15 @@ class SupervisedDataset(Dataset):
         for k, n in zip(SPAN_KINDS, np.bincount(enc.kinds, minlength=len(SPAN_KINDS)).tolist()):
             if n:
                 self.audit.tokens_by_kind[k] += n
-        return Example(rid, enc.input_ids.astype(np.int64), labels.astype(np.int64), supervised_counts(enc, labels),
-                       image, n_image, self.image_inputs.text_inputs(record, rid))
+        return Example(
+            rid,
+            enc.input_ids.astype(np.int64),
+            labels.astype(np.int64),
+            supervised_counts(enc, labels),
+            image,
+            n_image,
+            self.image_inputs.text_inputs(record, rid),
+        )
 
     def save_labels(self, folder: str | Path) -> None:
         """Write the labelled examples (Arrow, via ``datasets``) and the audit; ``load_labels`` reads them."""
@@ -156,20 +192,23 @@ class SupervisedDataset(Dataset):
         (folder / "audit.json").write_text(json.dumps(self.audit.to_json(), default=str))
         if not self.examples:  # an empty shard: its audit only
             return
-        columns = {"record_id": [json.dumps(e.record_id) for e in self.examples],
-                   "input_ids": [e.input_ids.astype(np.int32) for e in self.examples],
-                   "labels": [e.labels.astype(np.int32) for e in self.examples],
-                   "kind_counts": [e.kind_counts for e in self.examples],
-                   "image": [str(e.image) if e.image is not None else "" for e in self.examples],
-                   "n_image_tokens": [e.n_image_tokens for e in self.examples],
-                   "length": self.lengths()}
+        columns = {
+            "record_id": [json.dumps(e.record_id) for e in self.examples],
+            "input_ids": [e.input_ids.astype(np.int32) for e in self.examples],
+            "labels": [e.labels.astype(np.int32) for e in self.examples],
+            "kind_counts": [e.kind_counts for e in self.examples],
+            "image": [str(e.image) if e.image is not None else "" for e in self.examples],
+            "n_image_tokens": [e.n_image_tokens for e in self.examples],
+            "length": self.lengths(),
+        }
         for key in self.examples[0].extra:
             columns[f"extra.{key}"] = [e.extra[key].astype(np.int32) for e in self.examples]
         ArrowDataset.from_dict(columns).save_to_disk(str(folder / "data"))
 
     @classmethod
-    def load_labels(cls, folder: str | Path, spec: LabelSpec, tokenizer,
-                    image_inputs: ImageInputs) -> "SupervisedDataset":
+    def load_labels(
+        cls, folder: str | Path, spec: LabelSpec, tokenizer, image_inputs: ImageInputs
+    ) -> SupervisedDataset:
         """A data set whose examples are read (memory-mapped) from ``save_labels``' folder."""
         from datasets import load_from_disk
 
@@ -177,9 +216,13 @@ class SupervisedDataset(Dataset):
         self._set_inputs(tokenizer, image_inputs)
         self.spec = spec
         report = json.loads((Path(folder) / "audit.json").read_text())
-        self.audit = Audit(n_records=report["n_records"], skipped=report["skipped"], truncated=report["truncated"],
-                           supervised_by_kind=Counter(report["supervised_tokens_by_kind"]),
-                           tokens_by_kind=Counter(report.get("tokens_by_kind", {})))
+        self.audit = Audit(
+            n_records=report["n_records"],
+            skipped=report["skipped"],
+            truncated=report["truncated"],
+            supervised_by_kind=Counter(report["supervised_tokens_by_kind"]),
+            tokens_by_kind=Counter(report.get("tokens_by_kind", {})),
+        )
         self.examples = _ArrowExamples(load_from_disk(str(Path(folder) / "data")))
         return self
 
@@ -213,9 +256,13 @@ class SupervisedDataset(Dataset):
             labels = expand_image(labels, ids, self.image_token_id, ex.n_image_tokens, IGNORE_INDEX)
             ids = expand_image(ids, ids, self.image_token_id, ex.n_image_tokens, self.image_token_id)
             image = self._pixels(ex)
-        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels), "image": image,
-                "kind_counts": torch.from_numpy(ex.kind_counts),
-                **{key: torch.from_numpy(value) for key, value in ex.extra.items()}}
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "labels": torch.from_numpy(labels),
+            "image": image,
+            "kind_counts": torch.from_numpy(ex.kind_counts),
+            **{key: torch.from_numpy(value) for key, value in ex.extra.items()},
+        }
 
     def write_audit(self, path: str | Path) -> dict:
         report = self.audit.to_json()
@@ -234,8 +281,17 @@ class _ArrowExamples:
 
     def __getitem__(self, idx: int) -> Example:
         row = self.table[int(idx)]
-        extra = {key[len("extra."):]: np.asarray(value, dtype=np.int64) for key, value in row.items()
-                 if key.startswith("extra.")}
-        return Example(json.loads(row["record_id"]), np.asarray(row["input_ids"], dtype=np.int64),
-                       np.asarray(row["labels"], dtype=np.int64), np.asarray(row["kind_counts"], dtype=np.int64),
-                       Path(row["image"]) if row["image"] else None, int(row["n_image_tokens"]), extra)
+        extra = {
+            key[len("extra.") :]: np.asarray(value, dtype=np.int64)
+            for key, value in row.items()
+            if key.startswith("extra.")
+        }
+        return Example(
+            json.loads(row["record_id"]),
+            np.asarray(row["input_ids"], dtype=np.int64),
+            np.asarray(row["labels"], dtype=np.int64),
+            np.asarray(row["kind_counts"], dtype=np.int64),
+            Path(row["image"]) if row["image"] else None,
+            int(row["n_image_tokens"]),
+            extra,
+        )

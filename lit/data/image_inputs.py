@@ -80,9 +80,15 @@ class AnyResImageInputs(ImageInputs):
 
     def spec(self) -> dict:
         ip, p = self.image_processor, self.processor
-        return {"kind": type(self).__name__, "pinpoints": ip.image_grid_pinpoints, "size": dict(ip.size),
-                "crop_size": dict(ip.crop_size or {}), "patch": p.patch_size,
-                "strategy": p.vision_feature_select_strategy, "extra": p.num_additional_image_tokens}
+        return {
+            "kind": type(self).__name__,
+            "pinpoints": ip.image_grid_pinpoints,
+            "size": dict(ip.size),
+            "crop_size": dict(ip.crop_size or {}),
+            "patch": p.patch_size,
+            "strategy": p.vision_feature_select_strategy,
+            "extra": p.num_additional_image_tokens,
+        }
 
     def pixels(self, rgb) -> dict[str, torch.Tensor]:
         out = self.image_processor(images=[rgb], return_tensors="pt")
@@ -93,7 +99,7 @@ class AnyResImageInputs(ImageInputs):
         shape = images[0]["pixel_values"].shape[1:]
         pixels = torch.zeros((len(images), tiles, *shape), dtype=images[0]["pixel_values"].dtype)
         for row, im in enumerate(images):  # the model reads only the first P tiles of each row (from image_sizes)
-            pixels[row, :im["pixel_values"].shape[0]] = im["pixel_values"]
+            pixels[row, : im["pixel_values"].shape[0]] = im["pixel_values"]
         return {"pixel_values": pixels, "image_sizes": torch.stack([im["image_sizes"] for im in images])}
 
 
@@ -109,13 +115,20 @@ class QFormerImageInputs(ImageInputs):
 
     def spec(self) -> dict:
         tok = self.qformer_tokenizer
-        return {**super().spec(), "qformer_max_length": self.max_length, "qformer_vocab": len(tok),
-                "qformer_tokenizer": type(tok).__name__}
+        return {
+            **super().spec(),
+            "qformer_max_length": self.max_length,
+            "qformer_vocab": len(tok),
+            "qformer_tokenizer": type(tok).__name__,
+        }
 
     def text_inputs(self, record: dict, rid) -> dict[str, np.ndarray]:
         first = next(t["value"] for t in record["conversations"] if t["from"] == "human")
         tok = self.qformer_tokenizer
-        side, tok.truncation_side = tok.truncation_side, "left"  # LAVIS keeps the instruction's end (its init_tokenizer)
+        side, tok.truncation_side = (
+            tok.truncation_side,
+            "left",
+        )  # LAVIS keeps the instruction's end (its init_tokenizer)
         try:
             ids = tok(first.replace(IMAGE_MARKER, "").strip(), truncation=True, max_length=self.max_length)["input_ids"]
         finally:

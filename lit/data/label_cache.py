@@ -30,8 +30,16 @@ from lit.files import file_sha256
 log = logging.getLogger(__name__)
 MIN_SHARD = 2000  # records per labelling worker at least: below that, forking costs more than it saves
 # The code that decides the labels, relative to the ``lit`` package: a change to any of it invalidates the cache.
-LABEL_CODE = ("mask/chat_templates.py", "data/dataset.py", "data/labels.py", "data/image_inputs.py", "mask/scopes.py",
-              "records.py", "mask/render.py", "mask/mining.py")
+LABEL_CODE = (
+    "mask/chat_templates.py",
+    "data/dataset.py",
+    "data/labels.py",
+    "data/image_inputs.py",
+    "mask/scopes.py",
+    "records.py",
+    "mask/render.py",
+    "mask/mining.py",
+)
 
 
 def _tokenizer_state(tokenizer) -> str:
@@ -42,8 +50,14 @@ def _tokenizer_state(tokenizer) -> str:
         body = json.dumps(state, sort_keys=True)
     else:
         body = json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    return body + json.dumps({"specials": tokenizer.all_special_tokens, "added": sorted(tokenizer.get_added_vocab().items()),
-                              "cls": type(tokenizer).__name__, "bos": getattr(tokenizer, "add_bos_token", None)})
+    return body + json.dumps(
+        {
+            "specials": tokenizer.all_special_tokens,
+            "added": sorted(tokenizer.get_added_vocab().items()),
+            "cls": type(tokenizer).__name__,
+            "bos": getattr(tokenizer, "add_bos_token", None),
+        }
+    )
 
 
 def fingerprint(data_path: str | Path, spec: LabelSpec, *, tokenizer, image_inputs) -> str:
@@ -73,15 +87,31 @@ def _label_shard(job: tuple[int, int, int, str]):
     index, start, stop, folder = job
     records, spec, tokenizer, image_inputs, progress = _SHARD_INPUT
     try:
-        SupervisedDataset(records[start:stop], spec, tokenizer, image_inputs, first_index=start, allow_empty=True,
-                          progress=progress and index == 0).save_labels(folder)
+        SupervisedDataset(
+            records[start:stop],
+            spec,
+            tokenizer,
+            image_inputs,
+            first_index=start,
+            allow_empty=True,
+            progress=progress and index == 0,
+        ).save_labels(folder)
     except RecordError as err:  # its (id, reason) constructor does not survive pickling
         return err.record_id, err.reason
     return None
 
 
-def build_labels(records: list[dict], folder: str | Path, spec: LabelSpec, tokenizer, image_inputs, *,
-                 workers: int | None = None, min_shard: int = MIN_SHARD, progress: bool = True) -> None:
+def build_labels(
+    records: list[dict],
+    folder: str | Path,
+    spec: LabelSpec,
+    tokenizer,
+    image_inputs,
+    *,
+    workers: int | None = None,
+    min_shard: int = MIN_SHARD,
+    progress: bool = True,
+) -> None:
     """Label ``records`` by ``spec`` into ``folder`` (``save_labels``' layout) with up to ``workers`` processes,
     each labelling a contiguous shard; shards are joined in file order, audits summed."""
     from datasets import concatenate_datasets, load_from_disk
@@ -96,8 +126,10 @@ def build_labels(records: list[dict], folder: str | Path, spec: LabelSpec, token
         return
     global _SHARD_INPUT
     size = math.ceil(len(records) / n_proc)
-    jobs = [(i, a, min(a + size, len(records)), str(folder / "shards" / f"{i:04d}"))
-            for i, a in enumerate(range(0, len(records), size))]
+    jobs = [
+        (i, a, min(a + size, len(records)), str(folder / "shards" / f"{i:04d}"))
+        for i, a in enumerate(range(0, len(records), size))
+    ]
     log.info("labelling %d records with %d processes", len(records), len(jobs))
     _SHARD_INPUT = (records, spec, tokenizer, image_inputs, progress)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers' tokenizers run single-threaded
@@ -126,25 +158,47 @@ def build_labels(records: list[dict], folder: str | Path, spec: LabelSpec, token
     shutil.rmtree(folder / "shards")
 
 
-def labelled_dataset(records: list[dict] | None, data_path: str | Path, cache_dir: str | Path | None,
-                     spec: LabelSpec, *, tokenizer, image_inputs, workers: int | None = None,
-                     min_shard: int = MIN_SHARD, progress: bool = True):
+def labelled_dataset(
+    records: list[dict] | None,
+    data_path: str | Path,
+    cache_dir: str | Path | None,
+    spec: LabelSpec,
+    *,
+    tokenizer,
+    image_inputs,
+    workers: int | None = None,
+    min_shard: int = MIN_SHARD,
+    progress: bool = True,
+):
     """A ``SupervisedDataset`` of the records of ``data_path`` labelled by ``spec`` (``records``: already read, or
     None to read them only if they must be labelled): read from the cache, else labelled into it and then read."""
     from lit.data.dataset import SupervisedDataset
     from lit.records import load_records
 
     if not cache_dir:
-        return SupervisedDataset(records if records is not None else load_records(data_path), spec, tokenizer,
-                                 image_inputs, progress=progress)
+        return SupervisedDataset(
+            records if records is not None else load_records(data_path),
+            spec,
+            tokenizer,
+            image_inputs,
+            progress=progress,
+        )
     entry = Path(cache_dir) / f"labels_{fingerprint(data_path, spec, tokenizer=tokenizer, image_inputs=image_inputs)}"
     if (entry / "audit.json").is_file():
         log.info("labels read from the cache %s", entry)
     else:
         tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        build_labels(records if records is not None else load_records(data_path), tmp, spec, tokenizer, image_inputs,
-                     workers=workers, min_shard=min_shard, progress=progress)
+        build_labels(
+            records if records is not None else load_records(data_path),
+            tmp,
+            spec,
+            tokenizer,
+            image_inputs,
+            workers=workers,
+            min_shard=min_shard,
+            progress=progress,
+        )
         try:
             tmp.rename(entry)
             log.info("labels cached in %s", entry)

@@ -48,20 +48,22 @@ def _deal(megabatch: list[int], lengths: list[int], chunks: int) -> list[list[in
     return batches
 
 
-def _grouped(records: list[int], lengths: list[int], batch_size: int, chunks: int,
-             generator: torch.Generator) -> list[list[int]]:
+def _grouped(
+    records: list[int], lengths: list[int], batch_size: int, chunks: int, generator: torch.Generator
+) -> list[list[int]]:
     """One modality's megabatches, shuffled, each sorted by length and laid out as its device batches in turn."""
     shuffled = [records[j] for j in torch.randperm(len(records), generator=generator).tolist()]
     size = batch_size * chunks
     out = []
     for k in range(0, len(shuffled), size):
-        ranked = sorted(shuffled[k:k + size], key=lambda i: -lengths[i])  # stable: ties keep the shuffled order
+        ranked = sorted(shuffled[k : k + size], key=lambda i: -lengths[i])  # stable: ties keep the shuffled order
         out.append([i for batch in _deal(ranked, lengths, chunks) for i in batch])
     return out
 
 
-def modality_grouped_order(lengths: list[int], has_image: list[bool], batch_size: int, chunks: int,
-                           generator: torch.Generator) -> list[int]:
+def modality_grouped_order(
+    lengths: list[int], has_image: list[bool], batch_size: int, chunks: int, generator: torch.Generator
+) -> list[int]:
     """The epoch's record order; ``batch_size`` is the per-device batch, ``chunks`` = world size x accumulation."""
     if len(lengths) != len(has_image) or batch_size < 1 or chunks < 1:
         raise ValueError("lengths and has_image need one entry per record; batch_size and chunks must be >= 1")

@@ -56,5 +56,12 @@ def build_dataset(data: DictConfig, records: list[dict] | None, *, labels, token
 
     # one process per node labels (over the node's cores) while the others wait, then all memory-map the result
     with args.main_process_first(local=True, desc="labelling the data"):
-        return labelled_dataset(records, data.path, data.label_cache_dir, labels, tokenizer=tokenizer,
-                                image_inputs=image_inputs, workers=data.label_workers)
+        return labelled_dataset(
+            records,
+            data.path,
+            data.label_cache_dir,
+            labels,
+            tokenizer=tokenizer,
+            image_inputs=image_inputs,
+            workers=data.label_workers,
+        )

@@ -99,12 +99,22 @@ def _probe_turn(rng: random.Random, scene, yes_share: float, near_miss_share: fl
         (shape, colour, _), answer = rng.choice(scene), "Yes"
     else:
         (shape, colour), answer = _absent_probe(rng, scene, near_miss_share), "No"
-    return {"task": "object_probe", "fields": {"shape": shape, "colour": colour}, "answer": answer,
-            "question": f"Is there a {colour} {shape} in the image? {YESNO}"}
+    return {
+        "task": "object_probe",
+        "fields": {"shape": shape, "colour": colour},
+        "answer": answer,
+        "question": f"Is there a {colour} {shape} in the image? {YESNO}",
+    }
 
 
-def _train_turns(rng: random.Random, scene, probes: tuple[int, int] = (2, 3), others: tuple[int, int] = (1, 2),
-                 yes_share: float = YES_SHARE, near_miss_share: float = NEAR_MISS_SHARE) -> list[dict]:
+def _train_turns(
+    rng: random.Random,
+    scene,
+    probes: tuple[int, int] = (2, 3),
+    others: tuple[int, int] = (1, 2),
+    yes_share: float = YES_SHARE,
+    near_miss_share: float = NEAR_MISS_SHARE,
+) -> list[dict]:
     """The turns of one training conversation: ``{"task", "fields", "question", "answer"}`` (the question is the
     fixed demo phrasing; ``task`` and ``fields`` are what MultiInstruct-style instances carry).
 
@@ -112,36 +122,57 @@ def _train_turns(rng: random.Random, scene, probes: tuple[int, int] = (2, 3), ot
     first: every probe is answered from the image, as at test time, not copied from a caption or a colour
     answer earlier in the conversation (which a tiny model learns instead of looking)."""
     turns = [_probe_turn(rng, scene, yes_share, near_miss_share) for _ in range(rng.randint(*probes))]
-    for task in sorted(rng.sample(["colour", "count", "caption"], rng.randint(*others)),
-                       key=["colour", "count", "caption"].index):
+    for task in sorted(
+        rng.sample(["colour", "count", "caption"], rng.randint(*others)), key=["colour", "count", "caption"].index
+    ):
         if task == "colour":
             shape, colour, _ = rng.choice(scene)
-            turns.append({"task": "colour_vqa", "fields": {"shape": shape}, "answer": colour,
-                          "question": f"What color is the {shape}? {SHORT}"})
+            turns.append(
+                {
+                    "task": "colour_vqa",
+                    "fields": {"shape": shape},
+                    "answer": colour,
+                    "question": f"What color is the {shape}? {SHORT}",
+                }
+            )
         elif task == "count":
-            turns.append({"task": "counting", "fields": {}, "answer": NUMBERS[len(scene)],
-                          "question": f"How many shapes are there? {SHORT}"})
+            turns.append(
+                {
+                    "task": "counting",
+                    "fields": {},
+                    "answer": NUMBERS[len(scene)],
+                    "question": f"How many shapes are there? {SHORT}",
+                }
+            )
         else:
             turns.append({"task": "captioning", "fields": {}, "answer": _caption(scene), "question": CAPTION})
     return turns
 
 
 # What ``generate`` writes besides the images (all present = the data set is complete).
-FILES = ("train.json", "train_instances.jsonl", "test_pope.jsonl", "test_vqa.jsonl", "test_vqa_unseen.jsonl",
-         "test_caption.jsonl", "test.json")
+FILES = (
+    "train.json",
+    "train_instances.jsonl",
+    "test_pope.jsonl",
+    "test_vqa.jsonl",
+    "test_vqa_unseen.jsonl",
+    "test_caption.jsonl",
+    "test.json",
+)
 
 # Colour questions in phrasings that appear neither in the training data nor in the demo instruction
 # pool (instraug/demo/): the demo's test of robustness to unseen instructions (InstrAug's question).
-UNSEEN_COLOUR = ("Which colour does the {shape} have? Give one word.",
-                 "Name the colour of the {shape} shown here. Be brief.",
-                 "The {shape} in this picture: what colour is it? One word please.")
+UNSEEN_COLOUR = (
+    "Which colour does the {shape} have? Give one word.",
+    "Name the colour of the {shape} shown here. Be brief.",
+    "The {shape} in this picture: what colour is it? One word please.",
+)
 
 
 # The settings a data set was generated with (``generate`` writes them last: present = complete).
 STAMP = "generated_with.json"
 # ``data=demo`` config keys passed to ``generate``
-SETTINGS = ("n_train", "n_test", "image_size", "seed", "n_caption", "probes", "others", "yes_share",
-            "near_miss_share")
+SETTINGS = ("n_train", "n_test", "image_size", "seed", "n_caption", "probes", "others", "yes_share", "near_miss_share")
 
 
 def _settings(data_cfg) -> dict:
@@ -152,8 +183,11 @@ def is_current(data_cfg) -> bool:
     """Whether ``data_cfg.root`` holds a complete demo data set generated with ``data_cfg``'s settings."""
     root = Path(data_cfg.root)
     stamp = root / STAMP
-    return (stamp.is_file() and json.loads(stamp.read_text()) == _settings(data_cfg)
-            and all((root / f).exists() for f in FILES))
+    return (
+        stamp.is_file()
+        and json.loads(stamp.read_text()) == _settings(data_cfg)
+        and all((root / f).exists() for f in FILES)
+    )
 
 
 def ensure(data_cfg) -> bool:
@@ -172,10 +206,19 @@ def ensure(data_cfg) -> bool:
     return True
 
 
-def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size: int = 32, seed: int = 0,
-             n_caption: int = 100, probes: tuple[int, int] = (2, 3), others: tuple[int, int] = (1, 2),
-             yes_share: float = YES_SHARE, near_miss_share: float = NEAR_MISS_SHARE,
-             progress: bool = True) -> dict[str, Path]:
+def generate(
+    out: str | Path,
+    n_train: int = 2000,
+    n_test: int = 300,
+    image_size: int = 32,
+    seed: int = 0,
+    n_caption: int = 100,
+    probes: tuple[int, int] = (2, 3),
+    others: tuple[int, int] = (1, 2),
+    yes_share: float = YES_SHARE,
+    near_miss_share: float = NEAR_MISS_SHARE,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Write the demo data set under ``out``; returns the paths written. Deterministic in its arguments.
     Each training image gets one conversation of ``probes`` (min, max) yes/no probes, a share ``yes_share``
     of them answered "Yes" and a share ``near_miss_share`` of the "No" ones near misses, and ``others``
@@ -194,8 +237,15 @@ def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size
         for k, turn in enumerate(_train_turns(rng, scene, probes, others, yes_share, near_miss_share)):
             conv.append({"from": "human", "value": f"<image>\n{turn['question']}" if k == 0 else turn["question"]})
             conv.append({"from": "gpt", "value": turn["answer"]})
-            instances.append({"unique_id": f"train-{i}-{k}", "task_name": turn["task"], "image_path": rel,
-                              "target_txt": turn["answer"], **turn["fields"]})
+            instances.append(
+                {
+                    "unique_id": f"train-{i}-{k}",
+                    "task_name": turn["task"],
+                    "image_path": rel,
+                    "target_txt": turn["answer"],
+                    **turn["fields"],
+                }
+            )
         records.append({"id": f"train-{i}", "image": rel, "conversations": conv})
     (out / "train.json").write_text(json.dumps(records, indent=0))
 
@@ -207,28 +257,80 @@ def generate(out: str | Path, n_train: int = 2000, n_test: int = 300, image_size
         rel = f"images/test/{i:06d}.png"
         _draw(scene, image_size).save(out / rel)
         if i < n_caption:
-            captions.append({"question_id": f"{i}-caption", "image": rel, "question": CAPTION, "caption": _caption(scene),
-                             "objects": sorted(f"{c} {s}" for s, c, _ in scene)})
+            captions.append(
+                {
+                    "question_id": f"{i}-caption",
+                    "image": rel,
+                    "question": CAPTION,
+                    "caption": _caption(scene),
+                    "objects": sorted(f"{c} {s}" for s, c, _ in scene),
+                }
+            )
         shape, colour, _ = rng.choice(scene)
-        pope.append({"question_id": f"{i}-pos", "image": rel, "answer": "yes",
-                     "question": f"Is there a {colour} {shape} in the image? {YESNO}"})
+        pope.append(
+            {
+                "question_id": f"{i}-pos",
+                "image": rel,
+                "answer": "yes",
+                "question": f"Is there a {colour} {shape} in the image? {YESNO}",
+            }
+        )
         shape, colour = _absent_probe(rng, scene)
-        pope.append({"question_id": f"{i}-neg", "image": rel, "answer": "no",
-                     "question": f"Is there a {colour} {shape} in the image? {YESNO}"})
+        pope.append(
+            {
+                "question_id": f"{i}-neg",
+                "image": rel,
+                "answer": "no",
+                "question": f"Is there a {colour} {shape} in the image? {YESNO}",
+            }
+        )
         shape, colour, _ = rng.choice(scene)
-        vqa.append({"question_id": f"{i}-colour", "image": rel, "answer": colour, "shape": shape,
-                    "question": f"What color is the {shape}? {SHORT}"})
-        unseen.append({**vqa[-1], "question_id": f"{i}-colour-unseen",
-                       "question": UNSEEN_COLOUR[i % len(UNSEEN_COLOUR)].format(shape=shape)})
-    paths = {"train": out / "train.json", "instances": out / "train_instances.jsonl",
-             "pope": out / "test_pope.jsonl", "vqa": out / "test_vqa.jsonl", "vqa_unseen": out / "test_vqa_unseen.jsonl",
-             "caption": out / "test_caption.jsonl", "test_records": out / "test.json"}
+        vqa.append(
+            {
+                "question_id": f"{i}-colour",
+                "image": rel,
+                "answer": colour,
+                "shape": shape,
+                "question": f"What color is the {shape}? {SHORT}",
+            }
+        )
+        unseen.append(
+            {
+                **vqa[-1],
+                "question_id": f"{i}-colour-unseen",
+                "question": UNSEEN_COLOUR[i % len(UNSEEN_COLOUR)].format(shape=shape),
+            }
+        )
+    paths = {
+        "train": out / "train.json",
+        "instances": out / "train_instances.jsonl",
+        "pope": out / "test_pope.jsonl",
+        "vqa": out / "test_vqa.jsonl",
+        "vqa_unseen": out / "test_vqa_unseen.jsonl",
+        "caption": out / "test_caption.jsonl",
+        "test_records": out / "test.json",
+    }
     for key, rows in (("pope", pope), ("vqa", vqa), ("vqa_unseen", unseen), ("caption", captions)):
         paths[key].write_text("".join(json.dumps(r) + "\n" for r in rows))
     # the probes and colour questions with the answers in the training format, as LLaVA records (for VC)
-    paths["test_records"].write_text(json.dumps([
-        {"id": r["question_id"], "image": r["image"], "conversations": [
-            {"from": "human", "value": f"<image>\n{r['question']}"},
-            {"from": "gpt", "value": r["answer"].capitalize() if r["answer"] in ("yes", "no") else r["answer"]}]}
-        for i in range(len(vqa)) for r in (pope[2 * i], pope[2 * i + 1], vqa[i])], indent=0))
+    paths["test_records"].write_text(
+        json.dumps(
+            [
+                {
+                    "id": r["question_id"],
+                    "image": r["image"],
+                    "conversations": [
+                        {"from": "human", "value": f"<image>\n{r['question']}"},
+                        {
+                            "from": "gpt",
+                            "value": r["answer"].capitalize() if r["answer"] in ("yes", "no") else r["answer"],
+                        },
+                    ],
+                }
+                for i in range(len(vqa))
+                for r in (pope[2 * i], pope[2 * i + 1], vqa[i])
+            ],
+            indent=0,
+        )
+    )
     return paths

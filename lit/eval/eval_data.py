@@ -29,6 +29,7 @@ def fetch(name: str, out: str | Path) -> Path:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(HUB)} (MultiInstruct: see this module's doc)")
     repo, splits = HUB[name]
     from lit.model import hub
+
     hub.require(f"benchmark {name} ({repo})", f"python -m lit.eval.eval_data fetch {name} --out {out}")
     data = datasets.DatasetDict({s: datasets.load_dataset(repo, split=s) for s in splits})
     target = Path(out) / name
@@ -37,8 +38,9 @@ def fetch(name: str, out: str | Path) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lit.eval.eval_data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lit.eval.eval_data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="download hub benchmarks and save them to disk")
     f.add_argument("names", nargs="+", choices=sorted(HUB))

@@ -30,7 +30,6 @@ TASKS_DIR = Path(__file__).with_name("tasks")
 MODEL_ID = "lit_llava"
 
 
-
 def _data_hint(rel: str, data_dir: Path) -> str:
     from lit.eval.eval_data import HUB
 
@@ -38,7 +37,10 @@ def _data_hint(rel: str, data_dir: Path) -> str:
     if name in HUB:
         how = f"run `python -m lit.eval.eval_data fetch {name} --out {data_dir}` on a machine with hub access"
     elif name == "multiinstruct":
-        how = "put MultiInstruct's test files and original instructions there (layout: `python -m lit.eval.eval_data --help`)"
+        how = (
+            "put MultiInstruct's test files and original instructions there "
+            "(layout: `python -m lit.eval.eval_data --help`)"
+        )
     else:
         how = "generate or download it"
     return f"{how}, or point eval.data_dir at the folder that holds it"
@@ -95,8 +97,10 @@ def prepare_tasks(tasks: list[str], data_dir: str | Path, out_dir: str | Path, s
             if yaml_file.name in requested:
                 for rel in re.findall(r"__DATA_DIR__/(\S+)", text):
                     if not (data_dir / rel).exists():
-                        raise FileNotFoundError(f"task {requested[yaml_file.name]}: data {data_dir / rel} is missing; "
-                                                f"{_data_hint(rel, data_dir)}")
+                        raise FileNotFoundError(
+                            f"task {requested[yaml_file.name]}: data {data_dir / rel} is missing; "
+                            f"{_data_hint(rel, data_dir)}"
+                        )
             yaml_file.write_text(text.replace("__DATA_DIR__", str(data_dir)))
         (dst / "settings.json").write_text(json.dumps({"data_dir": str(data_dir), **(settings or {})}, indent=1))
     return include
@@ -115,8 +119,16 @@ def _flatten(metrics: dict) -> dict[str, float]:
     return out
 
 
-def evaluate(ckpt: str | Path, spec: EvalSpec, out_dir: str | Path, *, chat_template: str = "vicuna_v1",
-             experiment: str | None = None, results_dir: str | Path | None = None, config: dict | None = None) -> dict:
+def evaluate(
+    ckpt: str | Path,
+    spec: EvalSpec,
+    out_dir: str | Path,
+    *,
+    chat_template: str = "vicuna_v1",
+    experiment: str | None = None,
+    results_dir: str | Path | None = None,
+    config: dict | None = None,
+) -> dict:
     """Run lmms-eval on ``ckpt`` for ``spec``; returns ``{task: {metric: value}}`` and writes the files described
     above. ``spec.builtin_tasks`` are lmms-eval's own tasks (e.g. ``mmmu_val``), run as lmms-eval ships them."""
     from lit.model.build import check_checkpoint
@@ -136,28 +148,49 @@ def evaluate(ckpt: str | Path, spec: EvalSpec, out_dir: str | Path, *, chat_temp
     missing = [t for t in spec.builtin_tasks if t not in manager.all_tasks]
     if missing:
         raise KeyError(f"lmms-eval {version('lmms_eval')} has no task {missing[0]!r}")
-    raw = evaluator.simple_evaluate(model=MODEL_ID,
-                                    model_args=f"pretrained={ckpt},chat_template={chat_template},dtype={dtype}",
-                                    tasks=[*tasks, *spec.builtin_tasks], task_manager=manager, batch_size=batch_size,
-                                    device=device, limit=limit)
+    raw = evaluator.simple_evaluate(
+        model=MODEL_ID,
+        model_args=f"pretrained={ckpt},chat_template={chat_template},dtype={dtype}",
+        tasks=[*tasks, *spec.builtin_tasks],
+        task_manager=manager,
+        batch_size=batch_size,
+        device=device,
+        limit=limit,
+    )
     scores = {task: _flatten(metrics) for task, metrics in raw["results"].items() if task not in raw.get("groups", {})}
-    meta = {"checkpoint": str(ckpt), "lmms_eval_version": version("lmms_eval"), "git_sha": git_sha(),
-            "limit": limit, "settings": settings, "batch_size": batch_size, "dtype": dtype}
+    meta = {
+        "checkpoint": str(ckpt),
+        "lmms_eval_version": version("lmms_eval"),
+        "git_sha": git_sha(),
+        "limit": limit,
+        "settings": settings,
+        "batch_size": batch_size,
+        "dtype": dtype,
+    }
     task_meta = {}
     for task in scores:
         cfg = raw.get("configs", {}).get(task, {})
-        task_meta[task] = {"version": raw.get("versions", {}).get(task), "n_samples": raw.get("n-samples", {}).get(task),
-                           "generation_kwargs": cfg.get("generation_kwargs"),
-                           "prompt": cfg.get("lmms_eval_specific_kwargs")}
+        task_meta[task] = {
+            "version": raw.get("versions", {}).get(task),
+            "n_samples": raw.get("n-samples", {}).get(task),
+            "generation_kwargs": cfg.get("generation_kwargs"),
+            "prompt": cfg.get("lmms_eval_specific_kwargs"),
+        }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_samples(raw.get("samples") or {}, out_dir / "samples")
-    (out_dir / "scores.json").write_text(json.dumps({**meta, "scores": scores, "tasks": task_meta}, indent=1,
-                                                    default=str))
+    (out_dir / "scores.json").write_text(
+        json.dumps({**meta, "scores": scores, "tasks": task_meta}, indent=1, default=str)
+    )
     if results_dir is not None:
         for task, metrics in scores.items():
-            store_result(results_dir, experiment or ckpt.parent.name, task, metrics,
-                         {**meta, **task_meta[task], "config": config})
+            store_result(
+                results_dir,
+                experiment or ckpt.parent.name,
+                task,
+                metrics,
+                {**meta, **task_meta[task], "config": config},
+            )
     return scores
 
 
@@ -167,8 +200,10 @@ def write_samples(samples: dict[str, list[dict]], folder: Path) -> None:
     keep = ("doc_id", "doc", "target", "filtered_resps")
     for task, rows in samples.items():
         folder.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps({k: v for k, v in row.items() if k in keep or k not in _SAMPLE_EXTRA}, default=str)
-                 for row in sorted(rows, key=lambda r: r["doc_id"])]
+        lines = [
+            json.dumps({k: v for k, v in row.items() if k in keep or k not in _SAMPLE_EXTRA}, default=str)
+            for row in sorted(rows, key=lambda r: r["doc_id"])
+        ]
         (folder / f"{task}.jsonl").write_text("".join(line + "\n" for line in lines))
 
 
@@ -193,8 +228,9 @@ def store_result(results_dir: str | Path, experiment: str, task: str, scores: di
     """Write ``<results_dir>/<experiment>/<task>.json``: the scores with what produced them."""
     path = Path(results_dir) / experiment / f"{task}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**meta, "experiment": experiment, "task": task, "scores": scores}, indent=1,
-                               default=str))
+    path.write_text(
+        json.dumps({**meta, "experiment": experiment, "task": task, "scores": scores}, indent=1, default=str)
+    )
     return path
 
 
@@ -220,15 +256,25 @@ def evaluate_from_config(cfg) -> dict:
     run_cfg, template, run_name = trained_run(ckpt, cfg.model.chat_template)
     e = cfg.eval
     experiment = cfg.result_name or run_name
-    scores = evaluate(ckpt, EvalSpec.from_config(e), cfg.output_dir, chat_template=template, experiment=experiment,
-                      results_dir=cfg.results_dir, config={"train": run_cfg, "eval": OmegaConf.to_container(e)})
+    scores = evaluate(
+        ckpt,
+        EvalSpec.from_config(e),
+        cfg.output_dir,
+        chat_template=template,
+        experiment=experiment,
+        results_dir=cfg.results_dir,
+        config={"train": run_cfg, "eval": OmegaConf.to_container(e)},
+    )
     if "wandb" in cfg.logger.report_to:
         from lit.tracking import log_summary, set_logger_env
 
         set_logger_env(cfg.logger)
-        log_summary(experiment, "evaluate",
-                    {f"{task}/{k}": v for task, metrics in scores.items() for k, v in metrics.items()},
-                    config={"checkpoint": str(ckpt), "eval": OmegaConf.to_container(e), "train": run_cfg})
+        log_summary(
+            experiment,
+            "evaluate",
+            {f"{task}/{k}": v for task, metrics in scores.items() for k, v in metrics.items()},
+            config={"checkpoint": str(ckpt), "eval": OmegaConf.to_container(e), "train": run_cfg},
+        )
     return scores
 
 

@@ -21,10 +21,12 @@ from pathlib import Path
 
 VERDICTS = {"incorrect": 0, "correct": 1, "unclear": 2}
 
-PROMPT = ("You grade answers to a question about an image. Compare the prediction with the reference answer.\n"
-          "Reply with one word: correct if the prediction agrees with the reference, incorrect if it contradicts "
-          "it, unclear if the prediction does not commit to an answer.\n\n"
-          "Question: {question}\nReference answer: {reference}\nPrediction: {prediction}\nVerdict:")
+PROMPT = (
+    "You grade answers to a question about an image. Compare the prediction with the reference answer.\n"
+    "Reply with one word: correct if the prediction agrees with the reference, incorrect if it contradicts "
+    "it, unclear if the prediction does not commit to an answer.\n\n"
+    "Question: {question}\nReference answer: {reference}\nPrediction: {prediction}\nVerdict:"
+)
 
 
 def parse_verdict(reply: str) -> int:
@@ -50,15 +52,17 @@ class ChatJudge:
     _client: object = field(default=None, init=False, repr=False)
 
     @classmethod
-    def from_spec(cls, spec: dict) -> "ChatJudge":
+    def from_spec(cls, spec: dict) -> ChatJudge:
         """From the ``eval.hallusion_judge`` settings (their ``kind`` says whether a judge is used at all)."""
         return cls(**{k: v for k, v in spec.items() if k != "kind"})
 
     def api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
         if not key:
-            raise RuntimeError(f"the GPT judge needs an API key in ${self.api_key_env} (eval.hallusion_judge.api_key_env); "
-                               "set it, or score without a key: eval.hallusion_judge.kind=string_match")
+            raise RuntimeError(
+                f"the GPT judge needs an API key in ${self.api_key_env} (eval.hallusion_judge.api_key_env); "
+                "set it, or score without a key: eval.hallusion_judge.kind=string_match"
+            )
         return key
 
     def verdict(self, question: str, reference: str, prediction: str) -> int:
@@ -89,8 +93,12 @@ class ChatJudge:
 
         if self._client is None:
             self._client = client(self.api_url, self.api_key(), max_retries=self.retries, timeout=self.timeout)
-        request = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
-                   "max_tokens": self.max_tokens}
+        request = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+        }
         try:
             return complete(self._client, request)
         except ChatAPIError as err:

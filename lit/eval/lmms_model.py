@@ -19,8 +19,8 @@ from lit.constants import IMAGE_MARKER, KIND_INDEX
 from lit.data.image_inputs import image_inputs_for
 from lit.mask.chat_templates import get_template, lavis_layout
 from lit.mask.render import encode, expand_image, render
-from lit.model.build import load_pretrained
 from lit.mask.tokenizer import prepare_tokenizer
+from lit.model.build import load_pretrained
 
 # New tokens when a task sets no ``max_new_tokens``: lmms-eval's llava_hf default (lmms-eval 0.7.3,
 # lmms_eval/models/simple/llava_hf.py lines 353-354; models/chat/llava_hf.py lines 75-76).
@@ -40,7 +40,7 @@ class NewTokenRepetitionPenalty(LogitsProcessor):
         self.prompt_length = prompt_length
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        seen = input_ids[:, self.prompt_length:]
+        seen = input_ids[:, self.prompt_length :]
         if seen.shape[1] == 0:
             return scores
         picked = torch.gather(scores, 1, seen)
@@ -57,8 +57,15 @@ class LitLlava(lmms):
     ``num_beams``, ``min_new_tokens``, ``length_penalty``, and ``repetition_penalty``, which counts the
     generated tokens only (``NewTokenRepetitionPenalty``)."""
 
-    def __init__(self, pretrained: str, chat_template: str = "vicuna_v1", device: str = "cpu",
-                 dtype: str = "auto", batch_size: int | str = 1, **kwargs) -> None:
+    def __init__(
+        self,
+        pretrained: str,
+        chat_template: str = "vicuna_v1",
+        device: str = "cpu",
+        dtype: str = "auto",
+        batch_size: int | str = 1,
+        **kwargs,
+    ) -> None:
         super().__init__()
         self.model, self.processor = load_pretrained(pretrained, dtype=dtype)
         self.model.to(device).eval()
@@ -129,11 +136,17 @@ class LitLlava(lmms):
         processors = LogitsProcessorList()
         if gen_kwargs.get("repetition_penalty") not in (None, 1, 1.0):
             processors.append(NewTokenRepetitionPenalty(gen_kwargs["repetition_penalty"], inputs["input_ids"].shape[1]))
-        out = self.model.generate(**inputs, max_new_tokens=new_tokens, do_sample=sample,
-                                  temperature=gen_kwargs.get("temperature") if sample else None,
-                                  pad_token_id=self.tokenizer.pad_token_id, logits_processor=processors, **passed)
+        out = self.model.generate(
+            **inputs,
+            max_new_tokens=new_tokens,
+            do_sample=sample,
+            temperature=gen_kwargs.get("temperature") if sample else None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            logits_processor=processors,
+            **passed,
+        )
         texts = []
-        for row in out[:, inputs["input_ids"].shape[1]:]:
+        for row in out[:, inputs["input_ids"].shape[1] :]:
             text = self.tokenizer.decode(row, skip_special_tokens=True)
             for stop in gen_kwargs.get("until", []) or []:
                 text = text.split(stop)[0]
@@ -151,7 +164,7 @@ class LitLlava(lmms):
         bar = tqdm(total=len(requests), desc="generating", disable=len(requests) < 20)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
+                chunk = indices[start : start + self.batch_size]
                 items = []
                 for i in chunk:
                     context, _, doc_to_visual, doc_id, task, split = requests[i].args

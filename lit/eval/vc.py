@@ -45,7 +45,9 @@ def select_records(records: list[dict], source: dict, n: int | None, seed: int) 
             return False
         if id_re is not None and not id_re.search(str(r.get("id", ""))):
             return False
-        return contains is None or any(contains in t.get("value", "") for t in r["conversations"] if t.get("from") == "human")
+        return contains is None or any(
+            contains in t.get("value", "") for t in r["conversations"] if t.get("from") == "human"
+        )
 
     chosen = [r for r in records if wanted(r)]
     if n is not None and n < len(chosen):
@@ -60,7 +62,7 @@ def qa_pairs(records: list[dict]) -> list[dict]:
     for i, r in enumerate(records):
         turns = r["conversations"]
         for j in range(1, len(turns), 2):
-            out.append({**r, "id": f"{r.get('id', f'#{i}')}#{j // 2}", "conversations": turns[:j + 1]})
+            out.append({**r, "id": f"{r.get('id', f'#{i}')}#{j // 2}", "conversations": turns[: j + 1]})
     return out
 
 
@@ -78,7 +80,9 @@ def last_answer_labels(labels: torch.Tensor, count_eos: bool, eos_id: int | None
 
 
 @torch.no_grad()
-def answer_logprob(model, ids, labels, inputs: dict, attention: bool, image_token_id: int) -> tuple[float, float | None]:
+def answer_logprob(
+    model, ids, labels, inputs: dict, attention: bool, image_token_id: int
+) -> tuple[float, float | None]:
     """Summed log-probability of the labelled tokens, and (with ``attention``) the attention share on the
     image positions of the queries that predict them. ``ids``/``labels``: (T,); ``inputs``: batched image inputs."""
     out = model(input_ids=ids[None], output_attentions=attention, **inputs)
@@ -122,9 +126,18 @@ def _model_dtype(ckpt: str, dtype: str | None) -> str:
     return name if name in ("float32", "bfloat16", "float16") else "float32"
 
 
-def analyse(ckpt: str, records: list[dict], image_root: str, template: str = "vicuna_v1", *, seed: int = 0,
-            device: str = "cpu", dtype: str | None = None, attention_share: bool = False,
-            count_eos: bool = False) -> dict:
+def analyse(
+    ckpt: str,
+    records: list[dict],
+    image_root: str,
+    template: str = "vicuna_v1",
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str | None = None,
+    attention_share: bool = False,
+    count_eos: bool = False,
+) -> dict:
     """VC of every question–answer pair of ``records`` (image records) under checkpoint ``ckpt``."""
     from PIL import Image
     from tqdm import tqdm
@@ -134,8 +147,8 @@ def analyse(ckpt: str, records: list[dict], image_root: str, template: str = "vi
     from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
-    from lit.model.build import load_pretrained
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.build import load_pretrained
 
     chat = get_template(template)
     model, processor = load_pretrained(ckpt, dtype=_model_dtype(ckpt, dtype))
@@ -143,10 +156,16 @@ def analyse(ckpt: str, records: list[dict], image_root: str, template: str = "vi
     if attention_share:
         model.set_attn_implementation("eager")  # attention weights are returned by eager attention only
     model.to(device).eval()
-    spec = LabelSpec(chat, get_scope("vit"), getattr(model.config.text_config, "max_position_embeddings", 4096),
-                     too_long="truncate", image_root=image_root)
-    ds = SupervisedDataset(qa_pairs(records), spec, processor.tokenizer, image_inputs_for(model.config, processor),
-                           progress=False)
+    spec = LabelSpec(
+        chat,
+        get_scope("vit"),
+        getattr(model.config.text_config, "max_position_embeddings", 4096),
+        too_long="truncate",
+        image_root=image_root,
+    )
+    ds = SupervisedDataset(
+        qa_pairs(records), spec, processor.tokenizer, image_inputs_for(model.config, processor), progress=False
+    )
     eos_id = processor.tokenizer.convert_tokens_to_ids(chat.eos) if chat.eos else None
     rng = np.random.default_rng(seed)
     pairs = []
@@ -163,18 +182,44 @@ def analyse(ckpt: str, records: list[dict], image_root: str, template: str = "vi
         for image in (item["image"], noise):
             inputs = {k: v.to(device) for k, v in ds.image_inputs.collate([image]).items()}
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-            values.append(answer_logprob(model, ids, labels, {**inputs, **text}, attention_share and image is item["image"],
-                                         ds.image_token_id))
+            values.append(
+                answer_logprob(
+                    model,
+                    ids,
+                    labels,
+                    {**inputs, **text},
+                    attention_share and image is item["image"],
+                    ds.image_token_id,
+                )
+            )
         (with_image, share), (without, _) = values
-        pairs.append({"id": ex.record_id, "vc": with_image - without, "logp_image": with_image, "logp_noise": without,
-                      "answer_tokens": int((labels != IGNORE_INDEX).sum()), "attention_to_image": share})
+        pairs.append(
+            {
+                "id": ex.record_id,
+                "vc": with_image - without,
+                "logp_image": with_image,
+                "logp_noise": without,
+                "answer_tokens": int((labels != IGNORE_INDEX).sum()),
+                "attention_to_image": share,
+            }
+        )
     if not pairs:
         raise ValueError("no question-answer pair with answer tokens among the records given")
     vcs = [p["vc"] for p in pairs]
     low, high = bootstrap_ci(vcs, seed)
-    result = {"checkpoint": ckpt, "n": len(vcs), "n_records": len(records), "vc_mean": statistics.fmean(vcs),
-              "vc_sd": statistics.pstdev(vcs), "vc_ci95": [low, high], "end_of_turn_counted": count_eos,
-              "device": device, "dtype": str(model.dtype).replace("torch.", ""), "vc": vcs, "pairs": pairs}
+    result = {
+        "checkpoint": ckpt,
+        "n": len(vcs),
+        "n_records": len(records),
+        "vc_mean": statistics.fmean(vcs),
+        "vc_sd": statistics.pstdev(vcs),
+        "vc_ci95": [low, high],
+        "end_of_turn_counted": count_eos,
+        "device": device,
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "vc": vcs,
+        "pairs": pairs,
+    }
     if attention_share:
         result["attention_to_image_mean"] = statistics.fmean(p["attention_to_image"] for p in pairs)
     return result
@@ -190,8 +235,12 @@ def plot(results: list[dict], path: Path) -> None:
     bins = np.histogram_bin_edges(np.concatenate([r["vc"] for r in results]), bins=30)
     for r in results:
         low, high = r["vc_ci95"]
-        ax.hist(r["vc"], bins=bins, alpha=0.5,
-                label=f"{Path(r['checkpoint']).parent.name} (mean {r['vc_mean']:.3f}, 95% CI {low:.3f}–{high:.3f})")
+        ax.hist(
+            r["vc"],
+            bins=bins,
+            alpha=0.5,
+            label=f"{Path(r['checkpoint']).parent.name} (mean {r['vc_mean']:.3f}, 95% CI {low:.3f}–{high:.3f})",
+        )
     ax.set(xlabel="visual contribution: log p(a | image) − log p(a | noise)", ylabel="question–answer pairs")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -206,10 +255,10 @@ def run_from_config(cfg) -> list[dict]:
     ``vc/ci_high``, ``vc/n``, and ``vc/attention_to_image`` with the attention diagnostic)."""
     from omegaconf import OmegaConf
 
-    from lit.records import load_records
     from lit.eval.evaluate import store_result, trained_run
-    from lit.tracking import git_sha
     from lit.model.build import check_checkpoint
+    from lit.records import load_records
+    from lit.tracking import git_sha
 
     ckpts = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
     names = cfg.result_name if cfg.result_name is not None else [None] * len(ckpts)
@@ -229,21 +278,47 @@ def run_from_config(cfg) -> list[dict]:
     for ckpt, name in zip(ckpts, names):
         check_checkpoint(ckpt)
         run_cfg, template, run_name = trained_run(ckpt, cfg.chat_template)
-        r = analyse(ckpt, records, cfg.data.image_root, template, seed=cfg.seed, device=device, dtype=cfg.dtype,
-                    attention_share=cfg.attention_share, count_eos=cfg.count_eos)
+        r = analyse(
+            ckpt,
+            records,
+            cfg.data.image_root,
+            template,
+            seed=cfg.seed,
+            device=device,
+            dtype=cfg.dtype,
+            attention_share=cfg.attention_share,
+            count_eos=cfg.count_eos,
+        )
         r["source"] = cfg.source
         results.append(r)
-        scores = {"vc/mean": r["vc_mean"], "vc/sd": r["vc_sd"], "vc/ci_low": r["vc_ci95"][0],
-                  "vc/ci_high": r["vc_ci95"][1], "vc/n": r["n"]}
+        scores = {
+            "vc/mean": r["vc_mean"],
+            "vc/sd": r["vc_sd"],
+            "vc/ci_low": r["vc_ci95"][0],
+            "vc/ci_high": r["vc_ci95"][1],
+            "vc/n": r["n"],
+        }
         if cfg.attention_share:
             scores["vc/attention_to_image"] = r["attention_to_image_mean"]
         if cfg.results_dir:
-            store_result(cfg.results_dir, name or run_name, "lit_vc", scores,
-                         {"checkpoint": str(ckpt), "git_sha": git_sha(), "data": cfg.data.path, "source": cfg.source,
-                          "config": {"train": run_cfg, "vc": OmegaConf.to_container(cfg, resolve=True)}})
-        print(f"{ckpt}: VC {r['vc_mean']:.4f} (95% CI {r['vc_ci95'][0]:.4f}–{r['vc_ci95'][1]:.4f}, "
-              f"sd {r['vc_sd']:.4f}, {r['n']} pairs of {r['n_records']} records)"
-              + (f", attention to image {r['attention_to_image_mean']:.4f}" if cfg.attention_share else ""))
+            store_result(
+                cfg.results_dir,
+                name or run_name,
+                "lit_vc",
+                scores,
+                {
+                    "checkpoint": str(ckpt),
+                    "git_sha": git_sha(),
+                    "data": cfg.data.path,
+                    "source": cfg.source,
+                    "config": {"train": run_cfg, "vc": OmegaConf.to_container(cfg, resolve=True)},
+                },
+            )
+        print(
+            f"{ckpt}: VC {r['vc_mean']:.4f} (95% CI {r['vc_ci95'][0]:.4f}–{r['vc_ci95'][1]:.4f}, "
+            f"sd {r['vc_sd']:.4f}, {r['n']} pairs of {r['n_records']} records)"
+            + (f", attention to image {r['attention_to_image_mean']:.4f}" if cfg.attention_share else "")
+        )
     (out / "vc.json").write_text(json.dumps(results, indent=1, default=str))
     plot(results, out / "vc.png")
     return results

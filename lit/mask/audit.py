@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 from lit.constants import IGNORE_INDEX, SPAN_KINDS
-from lit.records import load_records, record_id
 from lit.mask.chat_templates import get_template
 from lit.mask.render import encode, render
 from lit.mask.scopes import SCOPES, get_scope, labels_for
+from lit.records import load_records, record_id
 
 
 def _template_sentences(args, records) -> frozenset[str]:
@@ -36,8 +36,13 @@ def _template_sentences(args, records) -> frozenset[str]:
     path = args.template_sentences or settings.get("file")
     if path:
         return TemplateSet.load(path).sentences
-    return mine(records, min_share=settings["min_share"], min_count=settings["min_count"], top_k=settings["top_k"],
-                progress=False).sentences
+    return mine(
+        records,
+        min_share=settings["min_share"],
+        min_count=settings["min_count"],
+        top_k=settings["top_k"],
+        progress=False,
+    ).sentences
 
 
 def _encode_all(args):
@@ -53,8 +58,12 @@ def _encode_all(args):
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     for i, record in enumerate(records):
         rid = record_id(record, i)
-        enc = encode(render(record, template, template_sentences=sentences, record_id=rid), tokenizer, record_id=rid,
-                     image_token_id=image_id)
+        enc = encode(
+            render(record, template, template_sentences=sentences, record_id=rid),
+            tokenizer,
+            record_id=rid,
+            image_token_id=image_id,
+        )
         yield rid, tokenizer, enc, labels_for(enc, scope)
 
 
@@ -71,16 +80,20 @@ def _show(args) -> None:
             cls = "on" if on else "off"
             pieces_html.append(f'<span class="{cls}" title="{title}">{html.escape(piece)}</span>')
         n_on = int((labels != IGNORE_INDEX).sum())
-        print(f"=== {rid}: {n_on}/{len(labels)} tokens supervised ({args.loss}); supervised shown "
-              f"{'in green' if colour else 'in [brackets]'}")
+        print(
+            f"=== {rid}: {n_on}/{len(labels)} tokens supervised ({args.loss}); supervised shown "
+            f"{'in green' if colour else 'in [brackets]'}"
+        )
         print("".join(pieces_term))
-        html_rows.append(f"<h3>{html.escape(str(rid))} &mdash; {n_on}/{len(labels)} supervised</h3>"
-                         f"<pre>{''.join(pieces_html)}</pre>")
+        html_rows.append(
+            f"<h3>{html.escape(str(rid))} &mdash; {n_on}/{len(labels)} supervised</h3><pre>{''.join(pieces_html)}</pre>"
+        )
     if args.html:
-        style = ("<style>.on{background:#9be29b}.off{color:#777}pre{white-space:pre-wrap;"
-                 "font-family:monospace}</style>")
-        Path(args.html).write_text(f"<html><head><meta charset='utf-8'>{style}</head><body>"
-                                   f"<h2>loss scope: {args.loss}</h2>{''.join(html_rows)}</body></html>")
+        style = "<style>.on{background:#9be29b}.off{color:#777}pre{white-space:pre-wrap;font-family:monospace}</style>"
+        Path(args.html).write_text(
+            f"<html><head><meta charset='utf-8'>{style}</head><body>"
+            f"<h2>loss scope: {args.loss}</h2>{''.join(html_rows)}</body></html>"
+        )
         print(f"HTML written to {args.html}")
 
 
@@ -103,9 +116,12 @@ def _main(argv: list[str] | None = None) -> None:
         p.add_argument("--tokenizer", required=True, help="tokenizer directory (save_pretrained layout)")
         p.add_argument("--template", required=True, help="chat template name, e.g. vicuna_v1")
         p.add_argument("--loss", required=True, choices=list(SCOPES))
-        p.add_argument("--template-sentences", help="template artefact from `python -m lit.mask.mining mine`; with "
-                       "--loss lit and none given, the sentences come as training gets them: the loss config's "
-                       "template_sentences.file, else mined from --data with its thresholds")
+        p.add_argument(
+            "--template-sentences",
+            help="template artefact from `python -m lit.mask.mining mine`; with "
+            "--loss lit and none given, the sentences come as training gets them: the loss config's "
+            "template_sentences.file, else mined from --data with its thresholds",
+        )
     show, dump = sub.choices["show"], sub.choices["dump"]
     show.add_argument("--n", type=int, default=5, help="how many records")
     show.add_argument("--html", help="also write an HTML page with supervised tokens highlighted")

@@ -87,12 +87,27 @@ TEMPLATES: dict[str, ChatTemplate] = {
     "chatml": ChatTemplate(
         name="chatml",
         system_prompt="You are a helpful assistant.",
-        system=(("<|im_start|>system", "role"), ("\n", "format"), ("{system}", "system"),
-                ("<|im_end|>", "format"), ("\n", "format")),
-        user=(("<|im_start|>user", "role"), ("\n", "format"), ("{content}", "content"),
-              ("<|im_end|>", "format"), ("\n", "format")),
-        assistant=(("<|im_start|>assistant", "role"), ("\n", "format"), ("{content}", "content"),
-                   ("<|im_end|>", "eos"), ("\n", "format")),
+        system=(
+            ("<|im_start|>system", "role"),
+            ("\n", "format"),
+            ("{system}", "system"),
+            ("<|im_end|>", "format"),
+            ("\n", "format"),
+        ),
+        user=(
+            ("<|im_start|>user", "role"),
+            ("\n", "format"),
+            ("{content}", "content"),
+            ("<|im_end|>", "format"),
+            ("\n", "format"),
+        ),
+        assistant=(
+            ("<|im_start|>assistant", "role"),
+            ("\n", "format"),
+            ("{content}", "content"),
+            ("<|im_end|>", "eos"),
+            ("\n", "format"),
+        ),
         generation_prompt=(("<|im_start|>assistant", "role"), ("\n", "format")),
         eos="<|im_end|>",
     ),
@@ -100,8 +115,7 @@ TEMPLATES: dict[str, ChatTemplate] = {
         name="mistral_instruct",
         system_prompt="",
         system=(),
-        user=(("[INST]", "role"), (" ", "format"), ("{content}", "content"), (" ", "format"),
-              ("[/INST]", "role")),
+        user=(("[INST]", "role"), (" ", "format"), ("{content}", "content"), (" ", "format"), ("[/INST]", "role")),
         assistant=((" ", "response"), ("{content}", "content"), (" ", "response"), ("</s>", "eos")),
         generation_prompt=(),
         eos="</s>",
@@ -140,8 +154,9 @@ def get_template(name: str) -> ChatTemplate:
         raise KeyError(f"unknown chat template {name!r}; known: {', '.join(sorted(TEMPLATES))}") from None
 
 
-def lavis_layout(template: ChatTemplate, ids: np.ndarray, kinds: np.ndarray, *,
-                 truncate: bool) -> tuple[np.ndarray, np.ndarray]:
+def lavis_layout(
+    template: ChatTemplate, ids: np.ndarray, kinds: np.ndarray, *, truncate: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """``ids``/``kinds`` of an encoded conversation (``lit.mask.render.encode``: ``[BOS, <image>, text...]``) in the
     order ``template`` asks for; unchanged for a template that asks for nothing.
 
@@ -154,7 +169,7 @@ def lavis_layout(template: ChatTemplate, ids: np.ndarray, kinds: np.ndarray, *,
     ``truncation_side='right'``, then drops that tokenization's BOS, so a cut answer loses its end token too)."""
     special, image = KIND_INDEX["special"], KIND_INDEX["image"]
     if template.image_before_bos and len(kinds) > 1 and kinds[0] == special and kinds[1] == image:
-        order = np.r_[1, 0, 2:len(ids)]
+        order = np.r_[1, 0, 2 : len(ids)]
         ids, kinds = ids[order], kinds[order]
     if truncate and template.max_instruction_tokens:
         answer = np.isin(kinds, (KIND_INDEX["response"], KIND_INDEX["eos"]))
@@ -164,7 +179,7 @@ def lavis_layout(template: ChatTemplate, ids: np.ndarray, kinds: np.ndarray, *,
         budget = template.max_instruction_tokens - int((head == special).any())
         if len(text) > budget:
             drop = np.zeros(len(ids), dtype=bool)
-            drop[text[:len(text) - budget]] = True
+            drop[text[: len(text) - budget]] = True
             ids, kinds = ids[~drop], kinds[~drop]
     if truncate and template.max_answer_tokens:
         answer = np.isin(kinds, (KIND_INDEX["response"], KIND_INDEX["eos"]))

@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 # A sentence: a visible character, then (possessively, so each character is looked at once) runs of plain
 # characters, or of punctuation that does not end it (after a one-letter word or a line-initial number, or
 # not followed by white space), then the punctuation run that ends it, if any; no sentence crosses a line.
-_SENTENCE = re.compile(r"\S(?:[^.!?\n]++|(?:(?<=\b[A-Z])|(?<=^\d)|(?<=^\d\d))[.!?]++|[.!?]++(?!\s|$))*+(?:[.!?]++)?",
-                       re.M)
+_SENTENCE = re.compile(
+    r"\S(?:[^.!?\n]++|(?:(?<=\b[A-Z])|(?<=^\d)|(?<=^\d\d))[.!?]++|[.!?]++(?!\s|$))*+(?:[.!?]++)?", re.M
+)
 _OPTION = re.compile(r"(?:[A-Za-z][.)]|\([A-Za-z0-9]{1,2}\)|\d{1,2}[.)])\s")
 CONF_DIR = conf_dir()
 
@@ -63,8 +64,11 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 def human_sentences(record: dict) -> set[str]:
     """The distinct sentences of a record's human turns (option lines included; ``mine`` drops them).
     The turns are joined by newlines, which no sentence crosses, and split in one regex pass."""
-    text = "\n".join(t["value"] for t in record.get("conversations", ())
-                     if t.get("from") == "human" and isinstance(t.get("value"), str))
+    text = "\n".join(
+        t["value"]
+        for t in record.get("conversations", ())
+        if t.get("from") == "human" and isinstance(t.get("value"), str)
+    )
     return set(_SENTENCE.findall(text.replace(IMAGE_MARKER, "")))
 
 
@@ -104,15 +108,24 @@ class TemplateSet:
         Path(path).write_text(json.dumps(asdict(self), indent=1, ensure_ascii=False))
 
     @classmethod
-    def load(cls, path: str | Path) -> "TemplateSet":
+    def load(cls, path: str | Path) -> TemplateSet:
         try:
             return cls(**json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError, TypeError) as err:
-            raise ValueError(f"{path}: not a template file written by `python -m lit.mask.mining mine` ({err})") from err
+            raise ValueError(
+                f"{path}: not a template file written by `python -m lit.mask.mining mine` ({err})"
+            ) from err
 
 
-def mine(records: list[dict], *, min_share: float, min_count: int = 2, top_k: int | None = None,
-         corpus_sha256: str = "", progress: bool = True) -> TemplateSet:
+def mine(
+    records: list[dict],
+    *,
+    min_share: float,
+    min_count: int = 2,
+    top_k: int | None = None,
+    corpus_sha256: str = "",
+    progress: bool = True,
+) -> TemplateSet:
     """Count in how many records each human-turn sentence occurs and select the templates
     (option lines are counted, shown in ``top``, and never chosen)."""
     counts: Counter[str] = Counter()
@@ -145,8 +158,11 @@ def mine_file(data: str | Path, out: str | Path | None = None, **params) -> Temp
     if out is not None and Path(out).exists():
         cached = TemplateSet.load(out)
         same = {k: getattr(cached, k) for k in ("min_share", "min_count", "top_k")}
-        wanted = {"min_share": params["min_share"], "min_count": params.get("min_count", 2),
-                  "top_k": params.get("top_k")}
+        wanted = {
+            "min_share": params["min_share"],
+            "min_count": params.get("min_count", 2),
+            "top_k": params.get("top_k"),
+        }
         if cached.corpus_sha256 == sha and same == wanted:
             return cached
     with _gc_paused():
@@ -163,9 +179,17 @@ def template_sentences(loss, scope, data_path: str | Path, cache_dir: str | Path
     if not scope.uses_template_sentences:
         return frozenset()
     t = loss.template_sentences
-    found = TemplateSet.load(t.file) if t.file else mine_file(
-        data_path, Path(cache_dir) / f"templates_{Path(data_path).stem}.json",
-        min_share=t.min_share, min_count=t.min_count, top_k=t.top_k)
+    found = (
+        TemplateSet.load(t.file)
+        if t.file
+        else mine_file(
+            data_path,
+            Path(cache_dir) / f"templates_{Path(data_path).stem}.json",
+            min_share=t.min_share,
+            min_count=t.min_count,
+            top_k=t.top_k,
+        )
+    )
     log.info("%d template sentences masked: %s", len(found.sentences), sorted(found.sentences)[:5])
     return found.sentences
 
@@ -179,10 +203,17 @@ def warn_if_all_template_sentences(audit, loss, n_sentences: int) -> float | Non
     rung less. Returns the share (0 without template sentences, None without instruction tokens)."""
     share = audit.template_share()
     if share is not None and share >= ALL_TEMPLATES_SHARE:
-        log.warning("loss=%s: the %d template sentences cover %.1f%% of the instruction tokens, so `%s` supervises "
-                    "(almost) only the responses, as `vit` does; raise loss.template_sentences.min_share (now %s, "
-                    "conf/loss/%s.yaml) or set loss.template_sentences.top_k / loss.template_sentences.file",
-                    loss.name, n_sentences, 100 * share, loss.name, loss.template_sentences.get("min_share"), loss.name)
+        log.warning(
+            "loss=%s: the %d template sentences cover %.1f%% of the instruction tokens, so `%s` supervises "
+            "(almost) only the responses, as `vit` does; raise loss.template_sentences.min_share (now %s, "
+            "conf/loss/%s.yaml) or set loss.template_sentences.top_k / loss.template_sentences.file",
+            loss.name,
+            n_sentences,
+            100 * share,
+            loss.name,
+            loss.template_sentences.get("min_share"),
+            loss.name,
+        )
     return share
 
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from lit.constants import IMAGE_MARKER, KIND_INDEX
-from lit.records import RecordError
 from lit.mask.chat_templates import ChatTemplate
 from lit.mask.mining import is_option, sentence_spans
+from lit.records import RecordError
 
 ROLES = ("human", "gpt")
 
@@ -51,8 +51,11 @@ def _check_turns(rid: object, turns: list, has_image: bool, open_ended: bool) ->
         expected = ROLES[k % 2]
         if role != expected:
             if k == 0:
-                raise RecordError(rid, "conversation starts with a gpt turn (LLaVA drops such a turn "
-                                       "silently; we do not): remove it or prepend the human turn it answers")
+                raise RecordError(
+                    rid,
+                    "conversation starts with a gpt turn (LLaVA drops such a turn "
+                    "silently; we do not): remove it or prepend the human turn it answers",
+                )
             raise RecordError(rid, f"roles do not alternate: turn {k} is {role!r}, expected {expected!r}")
         if role == "gpt" and IMAGE_MARKER in value:
             raise RecordError(rid, f"turn {k}: {IMAGE_MARKER} marker in a gpt turn; the image belongs to a human turn")
@@ -90,11 +93,17 @@ def _user_body(text: str, chat_template: ChatTemplate, template_sentences: froze
         rest = text.replace(IMAGE_MARKER, "").strip()
         if not rest:  # an image-only turn: the marker alone, no separator (LLaVA strips "<image>\n" to "<image>")
             return [Span(IMAGE_MARKER, "image")]
-        return [Span(IMAGE_MARKER, "image"), Span(chat_template.image_sep, "format"),
-                *_content_spans(rest, template_sentences)]
+        return [
+            Span(IMAGE_MARKER, "image"),
+            Span(chat_template.image_sep, "format"),
+            *_content_spans(rest, template_sentences),
+        ]
     before, after = text.split(IMAGE_MARKER)
-    return [*_content_spans(before, template_sentences), Span(IMAGE_MARKER, "image"),
-            *_content_spans(after, template_sentences)]
+    return [
+        *_content_spans(before, template_sentences),
+        Span(IMAGE_MARKER, "image"),
+        *_content_spans(after, template_sentences),
+    ]
 
 
 def _fill(pieces, body: list[Span] | None = None, system: str = "") -> list[Span]:
@@ -109,8 +118,14 @@ def _fill(pieces, body: list[Span] | None = None, system: str = "") -> list[Span
     return out
 
 
-def render(record: dict, chat_template: ChatTemplate, *, template_sentences: frozenset[str] = frozenset(),
-           record_id: object = None, add_generation_prompt: bool = False) -> list[Span]:
+def render(
+    record: dict,
+    chat_template: ChatTemplate,
+    *,
+    template_sentences: frozenset[str] = frozenset(),
+    record_id: object = None,
+    add_generation_prompt: bool = False,
+) -> list[Span]:
     """Spans of a record's conversation in ``chat_template``'s format.
 
     ``template_sentences`` are the sentences rendered as kind ``template`` instead of ``instruction``.
@@ -142,8 +157,9 @@ class Encoded:
     kinds: np.ndarray  # (T,) int8
 
 
-def encode(spans: list[Span], tokenizer, *, record_id: object, image_token_id: int | None,
-           eos_token: str | None = None) -> Encoded:
+def encode(
+    spans: list[Span], tokenizer, *, record_id: object, image_token_id: int | None, eos_token: str | None = None
+) -> Encoded:
     """Tokenize the rendered text as LLaVA's ``tokenizer_image_token`` does, and give each token the kind of its span.
 
     The text is split at the image span; each chunk is tokenized once on its own (so the text after the image
@@ -160,8 +176,9 @@ def encode(spans: list[Span], tokenizer, *, record_id: object, image_token_id: i
     span_kind = np.fromiter((KIND_INDEX[s.kind] for s in spans), dtype=np.int8, count=len(spans))
     images = [i for i, s in enumerate(spans) if s.kind == "image"]
     marker_id = _image_id(tokenizer, spans[images[0]].text, record_id, image_token_id) if images else None
-    ids, offsets = _tokenize_chunks(tokenizer, text, [(int(span_start[i]), int(span_start[i] + lengths[i]))
-                                                      for i in images], marker_id)
+    ids, offsets = _tokenize_chunks(
+        tokenizer, text, [(int(span_start[i]), int(span_start[i] + lengths[i])) for i in images], marker_id
+    )
     starts_tok, ends_tok = offsets[:, 0], offsets[:, 1]
 
     has_text = ends_tok > starts_tok
@@ -169,16 +186,20 @@ def encode(spans: list[Span], tokenizer, *, record_id: object, image_token_id: i
     last = np.searchsorted(span_start, np.maximum(ends_tok - 1, 0), side="right") - 1
     kinds = np.where(has_text, span_kind[first], KIND_INDEX["special"]).astype(np.int8)
     for t in np.nonzero(has_text & (first != last))[0]:
-        kinds[t] = _boundary_kind(spans, span_start, int(first[t]), int(last[t]), int(starts_tok[t]),
-                                  int(ends_tok[t]), text, record_id)
+        kinds[t] = _boundary_kind(
+            spans, span_start, int(first[t]), int(last[t]), int(starts_tok[t]), int(ends_tok[t]), text, record_id
+        )
 
     _check_coverage(text, starts_tok[has_text], ends_tok[has_text], record_id)
     for i, span in enumerate(spans):
         if span.kind == "eos":
             hit = np.nonzero((starts_tok == span_start[i]) & (ends_tok == span_start[i] + len(span.text)))[0]
             if len(hit) != 1:
-                raise RecordError(record_id, f"{span.kind} text {span.text!r} is not a single token of the tokenizer; "
-                                             "add it as a special token (see lit.mask.tokenizer.prepare_tokenizer)")
+                raise RecordError(
+                    record_id,
+                    f"{span.kind} text {span.text!r} is not a single token of the tokenizer; "
+                    "add it as a special token (see lit.mask.tokenizer.prepare_tokenizer)",
+                )
     return Encoded(ids, kinds)
 
 
@@ -186,10 +207,15 @@ def _image_id(tokenizer, marker: str, record_id, image_token_id: int | None) -> 
     """The id of the image marker, which must be one (added) token of the tokenizer."""
     alone = tokenizer._tokenizer.encode(marker, add_special_tokens=False)
     if len(alone.ids) != 1 or tuple(alone.offsets[0]) != (0, len(marker)):
-        raise RecordError(record_id, f"image text {marker!r} is not a single token of the tokenizer; "
-                                     "add it as a special token (see lit.mask.tokenizer.prepare_tokenizer)")
+        raise RecordError(
+            record_id,
+            f"image text {marker!r} is not a single token of the tokenizer; "
+            "add it as a special token (see lit.mask.tokenizer.prepare_tokenizer)",
+        )
     if image_token_id is not None and alone.ids[0] != image_token_id:
-        raise RecordError(record_id, f"{IMAGE_MARKER} became id {alone.ids[0]}, not the image token id {image_token_id}")
+        raise RecordError(
+            record_id, f"{IMAGE_MARKER} became id {alone.ids[0]}, not the image token id {image_token_id}"
+        )
     return alone.ids[0]
 
 
@@ -227,7 +253,7 @@ def expand_image(values: np.ndarray, ids: np.ndarray, image_token_id: int, n: in
     """``values`` (aligned with ``ids``) with the single image position repeated ``n`` times as ``fill``:
     the model puts one feature vector on each of the ``n`` image positions."""
     pos = int(np.nonzero(ids == image_token_id)[0][0])
-    return np.concatenate([values[:pos], np.full(n, fill, dtype=values.dtype), values[pos + 1:]])
+    return np.concatenate([values[:pos], np.full(n, fill, dtype=values.dtype), values[pos + 1 :]])
 
 
 def _boundary_kind(spans, span_start, first, last, start, end, text, record_id) -> int:
@@ -238,8 +264,11 @@ def _boundary_kind(spans, span_start, first, last, start, end, text, record_id) 
         if text[lo:hi].strip():
             visible.add(spans[i].kind)
     if len(visible) > 1:
-        raise RecordError(record_id, f"token {text[start:end]!r} merges text of kinds {sorted(visible)}; "
-                                     "the tokenizer joins characters across a span boundary")
+        raise RecordError(
+            record_id,
+            f"token {text[start:end]!r} merges text of kinds {sorted(visible)}; "
+            "the tokenizer joins characters across a span boundary",
+        )
     return KIND_INDEX[visible.pop() if visible else spans[first].kind]
 
 
@@ -252,7 +281,9 @@ def _check_coverage(text: str, starts: np.ndarray, ends: np.ndarray, record_id) 
     bounds = np.concatenate([[0], ends])
     gap_starts = bounds[:-1]
     gaps = np.nonzero(starts > gap_starts)[0]
-    pieces = [text[gap_starts[g]:starts[g]] for g in gaps] + [text[int(ends.max()):]]
+    pieces = [text[gap_starts[g] : starts[g]] for g in gaps] + [text[int(ends.max()) :]]
     for piece in pieces:
         if piece.strip():
-            raise RecordError(record_id, f"text {piece!r} is covered by no token (offsets mapping disagrees with the text)")
+            raise RecordError(
+                record_id, f"text {piece!r} is covered by no token (offsets mapping disagrees with the text)"
+            )

@@ -3,8 +3,8 @@ and train a small byte-level BPE for the embedded demo (no hub access needed).""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import (
     AddedToken,
@@ -46,8 +46,10 @@ def prepare_tokenizer(tokenizer, template: ChatTemplate, *, frozen_vocab: bool =
     vocab = tokenizer.get_vocab()
     missing = [t for t in (IMAGE_MARKER, template.eos) if t and t not in vocab]
     if missing and frozen_vocab:
-        raise ValueError(f"the checkpoint's tokenizer lacks {missing} that chat template {template.name!r} needs; "
-                         "was the model trained with this template? (train.py saves the prepared tokenizer)")
+        raise ValueError(
+            f"the checkpoint's tokenizer lacks {missing} that chat template {template.name!r} needs; "
+            "was the model trained with this template? (train.py saves the prepared tokenizer)"
+        )
     if missing:
         tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
     if tokenizer.pad_token is None:
@@ -67,13 +69,25 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenize
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=DEMO_SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=DEMO_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     core.train_from_iterator(texts, trainer)
     bos = core.token_to_id("<s>")
-    core.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=False),
-        processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]),
-    ])
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", extra_special_tokens={"image_token": IMAGE_MARKER})
+    core.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]),
+        ]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": IMAGE_MARKER},
+    )

@@ -40,16 +40,27 @@ def build_config(arch: DictConfig, text_layers: int | None = None, vision_layers
         vision_kwargs["num_hidden_layers"] = vision_layers
     text = TEXT_CONFIGS.get(arch.text.arch, LlamaConfig)(**text_kwargs)
     if arch.arch == "instructblip":
-        return InstructBlipConfig(vision_config=InstructBlipVisionConfig(**vision_kwargs),
-                                  qformer_config=InstructBlipQFormerConfig(**_sub(arch, "qformer")),
-                                  text_config=text, num_query_tokens=arch.num_query_tokens,
-                                  image_token_index=arch.image_token_index)
+        return InstructBlipConfig(
+            vision_config=InstructBlipVisionConfig(**vision_kwargs),
+            qformer_config=InstructBlipQFormerConfig(**_sub(arch, "qformer")),
+            text_config=text,
+            num_query_tokens=arch.num_query_tokens,
+            image_token_index=arch.image_token_index,
+        )
     vision = VISION_CONFIGS.get(arch.vision.arch, CLIPVisionConfig)(**vision_kwargs)
-    extra = {"image_grid_pinpoints": OmegaConf.to_container(arch.image_grid_pinpoints)} if arch.arch == "llava_next" else {}
-    return ARCHS[arch.arch][0](text_config=text, vision_config=vision, image_token_index=arch.image_token_index,
-                               vision_feature_layer=arch.vision_feature_layer,
-                               vision_feature_select_strategy=arch.vision_feature_select_strategy,
-                               projector_hidden_act="gelu", tie_word_embeddings=False, **extra)
+    extra = (
+        {"image_grid_pinpoints": OmegaConf.to_container(arch.image_grid_pinpoints)} if arch.arch == "llava_next" else {}
+    )
+    return ARCHS[arch.arch][0](
+        text_config=text,
+        vision_config=vision,
+        image_token_index=arch.image_token_index,
+        vision_feature_layer=arch.vision_feature_layer,
+        vision_feature_select_strategy=arch.vision_feature_select_strategy,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+        **extra,
+    )
 
 
 def build_meta(arch: DictConfig):
@@ -63,22 +74,24 @@ def image_positions(arch: DictConfig) -> dict[str, int]:
     count, InstructBLIP's query tokens, LLaVA-NeXT's count for an image of each grid pinpoint's size."""
     from lit.constants import IMAGE_MARKER
     from lit.data.image_inputs import image_inputs_for
-    from lit.model.build import _image_processor, _processor
     from lit.mask.tokenizer import train_bpe
+    from lit.model.build import _image_processor, _processor
 
     config = build_config(arch, text_layers=1, vision_layers=1)
     tokenizer = train_bpe(["a stand-in tokenizer: only the image marker matters"], vocab_size=300)
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_MARKER]})
     size = config.vision_config.image_size
     if arch.arch == "instructblip":
-        processor = _processor("instructblip", _image_processor(size, "blip"), tokenizer, config.vision_config,
-                               "default", config)
+        processor = _processor(
+            "instructblip", _image_processor(size, "blip"), tokenizer, config.vision_config, "default", config
+        )
         return {f"{size}x{size}": int(config.num_query_tokens)}
     strategy = config.vision_feature_select_strategy
     kind = "llava_next" if arch.arch == "llava_next" else "clip"
     extra = {"image_grid_pinpoints": config.image_grid_pinpoints} if kind == "llava_next" else {}
-    processor = _processor(arch.arch, _image_processor(size, kind, **extra), tokenizer, config.vision_config,
-                           strategy, config)
+    processor = _processor(
+        arch.arch, _image_processor(size, kind, **extra), tokenizer, config.vision_config, strategy, config
+    )
     inputs = image_inputs_for(config, processor)
     if arch.arch != "llava_next":
         return {f"{size}x{size}": inputs.n_tokens()}

@@ -48,9 +48,11 @@ from lit.model.parts import PARTS, part_of
 TEXT_CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "phi": PhiConfig}
 VISION_CONFIGS = {"clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ARCHS = {"llava": (LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor),
-         "llava_next": (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor),
-         "instructblip": (InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor)}
+ARCHS = {
+    "llava": (LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor),
+    "llava_next": (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor),
+    "instructblip": (InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor),
+}
 
 
 def attn_implementation(name: str | None = "auto") -> str:
@@ -78,8 +80,12 @@ def _image_processor(size: int, kind: str = "clip", **kwargs):
     to ``size`` x ``size`` (SigLIP's processor has no crop)."""
     import transformers
 
-    name = {"clip": "CLIPImageProcessor", "llava_next": "LlavaNextImageProcessor", "blip": "BlipImageProcessor",
-            "siglip": "SiglipImageProcessor"}[kind]
+    name = {
+        "clip": "CLIPImageProcessor",
+        "llava_next": "LlavaNextImageProcessor",
+        "blip": "BlipImageProcessor",
+        "siglip": "SiglipImageProcessor",
+    }[kind]
     cls = getattr(transformers, f"{name}Pil")
     if kind in ("blip", "siglip"):
         return cls(size={"height": size, "width": size}, **kwargs)
@@ -108,10 +114,24 @@ def with_aspect_ratio(image_processor, mode: str):
     ip = image_processor
     if type(ip).__name__ == "LlavaImageProcessorPil" and bool(ip.do_pad) == (mode == "pad"):
         return ip
-    keep = {k: getattr(ip, k) for k in ("size", "crop_size", "do_center_crop", "resample", "image_mean", "image_std",
-                                        "rescale_factor", "do_convert_rgb") if getattr(ip, k, None) is not None}
-    keep = {k: {n: v for n, v in dict(v).items() if v is not None} if k in ("size", "crop_size") else v
-            for k, v in keep.items()}
+    keep = {
+        k: getattr(ip, k)
+        for k in (
+            "size",
+            "crop_size",
+            "do_center_crop",
+            "resample",
+            "image_mean",
+            "image_std",
+            "rescale_factor",
+            "do_convert_rgb",
+        )
+        if getattr(ip, k, None) is not None
+    }
+    keep = {
+        k: {n: v for n, v in dict(v).items() if v is not None} if k in ("size", "crop_size") else v
+        for k, v in keep.items()
+    }
     keep.setdefault("do_center_crop", False)  # SigLIP resizes to a fixed square and has no crop
     if "crop_size" not in keep and {"height", "width"} <= set(keep["size"]):  # the size the pixels have
         keep["crop_size"] = dict(keep["size"])  # (LlavaProcessor counts image positions from crop_size)
@@ -148,20 +168,31 @@ def check_feature_strategy(model, strategy: str | None) -> None:
     recipe changed), instead of training on another number of image positions."""
     have = getattr(model.config, "vision_feature_select_strategy", None)
     if strategy is not None and have is not None and have != strategy:
-        raise ValueError(f"the checkpoint selects vision features with {have!r} but the recipe's "
-                         f"model.vision_feature_select_strategy is {strategy!r}: rebuild the stage-1 checkpoint "
-                         "with the recipe, or set the option to the checkpoint's")
+        raise ValueError(
+            f"the checkpoint selects vision features with {have!r} but the recipe's "
+            f"model.vision_feature_select_strategy is {strategy!r}: rebuild the stage-1 checkpoint "
+            "with the recipe, or set the option to the checkpoint's"
+        )
 
 
 def _processor(arch: str, image_processor, tokenizer, vision_cfg, strategy: str, config):
     from lit.data.image_inputs import extra_vision_positions
 
     if arch == "instructblip":
-        return InstructBlipProcessor(image_processor=image_processor, tokenizer=tokenizer, qformer_tokenizer=tokenizer,
-                                     num_query_tokens=config.num_query_tokens)
-    return ARCHS[arch][2](image_processor=image_processor, tokenizer=tokenizer, patch_size=vision_cfg.patch_size,
-                          vision_feature_select_strategy=strategy,
-                          num_additional_image_tokens=extra_vision_positions(vision_cfg), image_token=IMAGE_MARKER)
+        return InstructBlipProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            qformer_tokenizer=tokenizer,
+            num_query_tokens=config.num_query_tokens,
+        )
+    return ARCHS[arch][2](
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision_cfg.patch_size,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=extra_vision_positions(vision_cfg),
+        image_token=IMAGE_MARKER,
+    )
 
 
 def compose_tiny(cfg, tokenizer):
@@ -171,27 +202,46 @@ def compose_tiny(cfg, tokenizer):
     text_kwargs = {k: v for k, v in dict(cfg.text).items() if k != "arch"}
     vocab = max(len(tokenizer), int(text_kwargs.pop("vocab_size", 0)))  # a published (padded) vocabulary is kept
     vision_kwargs = {k: v for k, v in dict(cfg.vision).items() if k != "arch"}
-    text = TEXT_CONFIGS[cfg.text.arch](vocab_size=vocab, pad_token_id=tokenizer.pad_token_id,
-                                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                       **text_kwargs)
+    text = TEXT_CONFIGS[cfg.text.arch](
+        vocab_size=vocab,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **text_kwargs,
+    )
     image_token = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
     strategy = "default"
     if arch == "instructblip":
         vision = InstructBlipVisionConfig(**vision_kwargs)
         qformer_kwargs = {k: v for k, v in dict(cfg.qformer).items() if k != "encoder_hidden_size"}
-        qformer = InstructBlipQFormerConfig(vocab_size=max(len(tokenizer), int(qformer_kwargs.pop("vocab_size", 0))),
-                                            pad_token_id=tokenizer.pad_token_id, encoder_hidden_size=vision.hidden_size,
-                                            **qformer_kwargs)
-        config = InstructBlipConfig(vision_config=vision, qformer_config=qformer, text_config=text,
-                                    num_query_tokens=cfg.num_query_tokens, image_token_index=image_token)
+        qformer = InstructBlipQFormerConfig(
+            vocab_size=max(len(tokenizer), int(qformer_kwargs.pop("vocab_size", 0))),
+            pad_token_id=tokenizer.pad_token_id,
+            encoder_hidden_size=vision.hidden_size,
+            **qformer_kwargs,
+        )
+        config = InstructBlipConfig(
+            vision_config=vision,
+            qformer_config=qformer,
+            text_config=text,
+            num_query_tokens=cfg.num_query_tokens,
+            image_token_index=image_token,
+        )
         image_processor = _image_processor(vision.image_size, "blip")
     else:
         vision = VISION_CONFIGS[cfg.vision.arch](**vision_kwargs)
         strategy = feature_strategy(vision, cfg.get("vision_feature_select_strategy"))
         extra = {"image_grid_pinpoints": [list(p) for p in cfg.image_grid_pinpoints]} if arch == "llava_next" else {}
-        config = ARCHS[arch][0](text_config=text, vision_config=vision, image_token_index=image_token,
-                                vision_feature_layer=-1, vision_feature_select_strategy=strategy,
-                                projector_hidden_act="gelu", tie_word_embeddings=False, **extra)
+        config = ARCHS[arch][0](
+            text_config=text,
+            vision_config=vision,
+            image_token_index=image_token,
+            vision_feature_layer=-1,
+            vision_feature_select_strategy=strategy,
+            projector_hidden_act="gelu",
+            tie_word_embeddings=False,
+            **extra,
+        )
         kind = "llava_next" if extra else cfg.vision.arch
         image_processor = _image_processor(vision.image_size, kind, **extra)
         if arch == "llava":
@@ -216,8 +266,10 @@ def check_checkpoint(path: str | Path) -> None:
     if is_hub_id(path):
         return
     if not ((Path(path) / "config.json").is_file() or is_adapter_checkpoint(path)):
-        raise FileNotFoundError(f"{path} is not a checkpoint (no config.json or adapter_config.json); point to the "
-                                "'checkpoint' folder train.py writes in its run directory, or to an HF model id")
+        raise FileNotFoundError(
+            f"{path} is not a checkpoint (no config.json or adapter_config.json); point to the "
+            "'checkpoint' folder train.py writes in its run directory, or to an HF model id"
+        )
 
 
 def load_pretrained(path: str, dtype: str = "float32", attn: str | None = "auto"):
@@ -237,11 +289,14 @@ def load_pretrained(path: str, dtype: str = "float32", attn: str | None = "auto"
         config = AutoConfig.from_pretrained(path)
         if config.model_type not in ARCHS:
             raise ValueError(f"{path} is a {config.model_type!r} model; supported: {sorted(ARCHS)}")
-        model = AutoModelForImageTextToText.from_pretrained(path, config=config, dtype=DTYPES.get(dtype, dtype),
-                                                            attn_implementation=attn_implementation(attn))
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, config=config, dtype=DTYPES.get(dtype, dtype), attn_implementation=attn_implementation(attn)
+        )
     except OSError as err:
-        raise FileNotFoundError(f"cannot load model {path!r}: {err}. Offline? Download it first "
-                                "(huggingface-cli download) and set model.pretrained to the local path.") from err
+        raise FileNotFoundError(
+            f"cannot load model {path!r}: {err}. Offline? Download it first "
+            "(huggingface-cli download) and set model.pretrained to the local path."
+        ) from err
     return model, processor
 
 
@@ -255,9 +310,18 @@ def apply_freeze(model, freeze) -> dict[str, int]:
     return counts
 
 
-def compose_pretrained(text: str, vision: str, template, dtype: str = "float32", vision_feature_layer: int = -2,
-                       arch: str = "llava", image_grid_pinpoints=None, image_aspect_ratio: str = "pad",
-                       attn: str | None = "auto", vision_feature_select_strategy: str | None = None):
+def compose_pretrained(
+    text: str,
+    vision: str,
+    template,
+    dtype: str = "float32",
+    vision_feature_layer: int = -2,
+    arch: str = "llava",
+    image_grid_pinpoints=None,
+    image_aspect_ratio: str = "pad",
+    attn: str | None = "auto",
+    vision_feature_select_strategy: str | None = None,
+):
     """A LLaVA (``arch: llava``) or LLaVA-NeXT (``llava_next``) from a pretrained causal LM and a pretrained
     vision tower (CLIP or SigLIP) with a new, randomly initialised projector (and NeXT's ``image_newline``).
     The skeleton is built on the meta device and the loaded modules are put into it, so a 7B/13B model is
@@ -268,35 +332,50 @@ def compose_pretrained(text: str, vision: str, template, dtype: str = "float32",
     drops its first as TinyLLaVA does.
     ``image_aspect_ratio`` (LLaVA only, ``with_aspect_ratio``): ``pad`` to a square with the mean colour, as
     LLaVA-1.5's stage 2; ``square``: the tower's own processor, as LLaVA-1.5's stage 1 and both TinyLLaVA stages."""
-    from lit.model import hub
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model import hub
 
     text, vision = hub.local(text), hub.local(vision)  # offline: cached snapshots, or one line naming the download
     if arch not in ("llava", "llava_next"):
-        raise ValueError(f"model.compose builds llava or llava_next, not {arch!r}: InstructBLIP starts from a "
-                         "complete checkpoint (model.pretrained, e.g. Salesforce/instructblip-vicuna-7b)")
+        raise ValueError(
+            f"model.compose builds llava or llava_next, not {arch!r}: InstructBLIP starts from a "
+            "complete checkpoint (model.pretrained, e.g. Salesforce/instructblip-vicuna-7b)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(text)
         text_cfg = AutoConfig.from_pretrained(text)
         vision_cfg = AutoConfig.from_pretrained(vision)
         image_processor = load_image_processor(vision)
     except OSError as err:
-        raise FileNotFoundError(f"cannot load {text!r} / {vision!r}: {err}. Offline? Download them first and set "
-                                "model.compose.text / model.compose.vision to local paths.") from err
+        raise FileNotFoundError(
+            f"cannot load {text!r} / {vision!r}: {err}. Offline? Download them first and set "
+            "model.compose.text / model.compose.vision to local paths."
+        ) from err
     prepare_tokenizer(tokenizer, template)
     vision_cfg = getattr(vision_cfg, "vision_config", vision_cfg)
     strategy = feature_strategy(vision_cfg, vision_feature_select_strategy)
     extra = {}
     if arch == "llava_next":  # NeXT's any-resolution processor with the vision tower's normalisation
         extra = {"image_grid_pinpoints": [list(p) for p in image_grid_pinpoints]}
-        image_processor = _image_processor(vision_cfg.image_size, "llava_next", image_mean=image_processor.image_mean,
-                                           image_std=image_processor.image_std, **extra)
+        image_processor = _image_processor(
+            vision_cfg.image_size,
+            "llava_next",
+            image_mean=image_processor.image_mean,
+            image_std=image_processor.image_std,
+            **extra,
+        )
     else:
         image_processor = with_aspect_ratio(image_processor, image_aspect_ratio)
-    config = ARCHS[arch][0](text_config=text_cfg, vision_config=vision_cfg,
-                            image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_MARKER),
-                            vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=strategy,
-                            projector_hidden_act="gelu", tie_word_embeddings=text_cfg.tie_word_embeddings, **extra)
+    config = ARCHS[arch][0](
+        text_config=text_cfg,
+        vision_config=vision_cfg,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_MARKER),
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=strategy,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=text_cfg.tie_word_embeddings,
+        **extra,
+    )
     attn = attn_implementation(attn)
     config._attn_implementation = attn
     with torch.device("meta"):  # the skeleton takes no memory and no init time; its parts are put in below
@@ -304,8 +383,9 @@ def compose_pretrained(text: str, vision: str, template, dtype: str = "float32",
     lm = AutoModelForCausalLM.from_pretrained(text, dtype=DTYPES[dtype], attn_implementation=attn)
     model.model.language_model = lm.get_decoder()
     model.lm_head = lm.get_output_embeddings()
-    model.model.vision_tower = type(model.model.vision_tower).from_pretrained(vision, dtype=DTYPES[dtype],
-                                                                              attn_implementation=attn)
+    model.model.vision_tower = type(model.model.vision_tower).from_pretrained(
+        vision, dtype=DTYPES[dtype], attn_implementation=attn
+    )
     projector = type(model.model.multi_modal_projector)(config)  # new weights, initialised as HF does
     model.model.multi_modal_projector = projector.to(DTYPES[dtype])
     if arch == "llava_next":  # the row separator of the tiled feature map, initialised as HF does

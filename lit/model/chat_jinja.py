@@ -46,19 +46,35 @@ def to_jinja(template: ChatTemplate) -> str:
         user_body = "{% if images %}" + _literal(IMAGE_MARKER) + "{% endif %}"
     elif template.image_first:
         rest = "text.replace(" + marker + ", '') | trim"  # an image-only turn is the marker alone, no separator
-        user_body = ("{% if images %}{% set rest = " + rest + " %}" + _literal(IMAGE_MARKER)
-                     + "{% if rest %}" + _literal(template.image_sep) + "{{ rest }}{% endif %}"
-                     "{% else %}{{ text }}{% endif %}")
+        user_body = (
+            "{% if images %}{% set rest = "
+            + rest
+            + " %}"
+            + _literal(IMAGE_MARKER)
+            + "{% if rest %}"
+            + _literal(template.image_sep)
+            + "{{ rest }}{% endif %}"
+            "{% else %}{{ text }}{% endif %}"
+        )
     else:
         user_body = "{{ text }}"
     system = ""
     if template.system_prompt:
-        system = ("{%- set system_prompt = messages[0]['content'] if messages and messages[0]['role'] == 'system' "
-                  "else " + json.dumps(template.system_prompt) + " -%}" + _pieces(template.system, ""))
-    return (system
-            + "{%- for message in messages -%}"
-            + "{%- if message['role'] == 'user' -%}" + _BODY + _pieces(template.user, user_body)
-            + "{%- elif message['role'] == 'assistant' -%}" + _BODY
-            + _pieces(template.assistant, "{{ text }}")
-            + "{%- endif -%}{%- endfor -%}"
-            + "{%- if add_generation_prompt -%}" + _pieces(template.generation_prompt, "") + "{%- endif -%}")
+        system = (
+            "{%- set system_prompt = messages[0]['content'] if messages and messages[0]['role'] == 'system' "
+            "else " + json.dumps(template.system_prompt) + " -%}" + _pieces(template.system, "")
+        )
+    return (
+        system
+        + "{%- for message in messages -%}"
+        + "{%- if message['role'] == 'user' -%}"
+        + _BODY
+        + _pieces(template.user, user_body)
+        + "{%- elif message['role'] == 'assistant' -%}"
+        + _BODY
+        + _pieces(template.assistant, "{{ text }}")
+        + "{%- endif -%}{%- endfor -%}"
+        + "{%- if add_generation_prompt -%}"
+        + _pieces(template.generation_prompt, "")
+        + "{%- endif -%}"
+    )

@@ -24,11 +24,15 @@ def require_pretrained(model_cfg) -> None:
         return
     stage1 = Path(path).parent.name
     if Path(path).name == "checkpoint" and (CONF_DIR / "model" / f"{stage1}.yaml").is_file():
-        raise MissingCheckpoint(f"model.pretrained={path} does not exist: it is stage 1's checkpoint, so train stage "
-                                f"1 first with `python train.py model={stage1}` (it writes {path}), or set "
-                                "model.pretrained=<a stage-1 run>/checkpoint or a hub id")
-    raise MissingCheckpoint(f"model.pretrained={path} does not exist: set it to a checkpoint directory "
-                            "(<run>/checkpoint) or a Hugging Face hub id (org/name)")
+        raise MissingCheckpoint(
+            f"model.pretrained={path} does not exist: it is stage 1's checkpoint, so train stage "
+            f"1 first with `python train.py model={stage1}` (it writes {path}), or set "
+            "model.pretrained=<a stage-1 run>/checkpoint or a hub id"
+        )
+    raise MissingCheckpoint(
+        f"model.pretrained={path} does not exist: set it to a checkpoint directory "
+        "(<run>/checkpoint) or a Hugging Face hub id (org/name)"
+    )
 
 
 def save_checkpoint(trainer, built, template, adapter_cfg, dtype: str, output_dir: Path) -> Path:

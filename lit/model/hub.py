@@ -62,14 +62,18 @@ def local(name: str, repo_type: str = "model") -> str:
         from huggingface_hub.constants import HF_HUB_CACHE
 
         kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
-        raise HubUnavailable(f"{repo_type} {name} is not in the Hugging Face cache ({HF_HUB_CACHE}) and the hub "
-                             f"cannot be used ({reason}); fetch it where the hub is reachable: "
-                             f"hf download {name}{kind}") from None
+        raise HubUnavailable(
+            f"{repo_type} {name} is not in the Hugging Face cache ({HF_HUB_CACHE}) and the hub "
+            f"cannot be used ({reason}); fetch it where the hub is reachable: "
+            f"hf download {name}{kind}"
+        ) from None
 
 
 def require(what: str, command: str) -> None:
     """Stop at once, in one line, if the hub cannot be used for ``what``."""
     reason = offline_reason()
     if reason is not None:
-        raise HubUnavailable(f"{what} needs the Hugging Face hub, which cannot be used ({reason}); run "
-                             f"`{command}` where the hub is reachable and copy its output here")
+        raise HubUnavailable(
+            f"{what} needs the Hugging Face hub, which cannot be used ({reason}); run "
+            f"`{command}` where the hub is reachable and copy its output here"
+        )

@@ -28,8 +28,13 @@ def lm_linear_pattern(model) -> str:
     """A peft ``target_modules`` regex for every ``nn.Linear`` inside the language model (LLaVA's
     ``find_all_linear_names`` minus the projector, vision tower and LM head), whatever the LM calls them
     (Llama/Qwen2: q_proj ... down_proj; Phi-2: q_proj, dense, fc1, fc2)."""
-    leaves = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                     if isinstance(module, nn.Linear) and "lm_head" not in name and part_of(f"{name}.weight") == "lm"})
+    leaves = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and "lm_head" not in name and part_of(f"{name}.weight") == "lm"
+        }
+    )
     if not leaves:
         raise ValueError("the language model has no nn.Linear layers to put LoRA on")
     return rf".*language_model\..*\.({'|'.join(map(re.escape, leaves))})"
@@ -46,8 +51,15 @@ def apply_lora(model, cfg, train_projector: bool, extra_trainable: list[str] = (
     # modules_to_save takes modules: NeXT's image_newline (a bare parameter) stays as stage 1 left it under LoRA
     projector = [m for m in PARTS["projector"] if m in present]
     full = (projector if train_projector else []) + list(extra_trainable)
-    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
-                        target_modules=lm_linear_pattern(model), modules_to_save=full or None, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        bias="none",
+        target_modules=lm_linear_pattern(model),
+        modules_to_save=full or None,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 

@@ -4,11 +4,14 @@ address, named by markers in the parameter names.
 LLaVA(-NeXT): vision_tower / multi_modal_projector (+ NeXT's image_newline) / language_model + lm_head;
 InstructBLIP: vision_model / Q-Former, its query tokens and language_projection / language_model.
 """
+
 from __future__ import annotations
 
-PARTS = {"projector": ("multi_modal_projector", "image_newline", "qformer", "query_tokens", "language_projection"),
-         "vision": ("vision_tower", "vision_model"),
-         "lm": ("language_model", "lm_head")}
+PARTS = {
+    "projector": ("multi_modal_projector", "image_newline", "qformer", "query_tokens", "language_projection"),
+    "vision": ("vision_tower", "vision_model"),
+    "lm": ("language_model", "lm_head"),
+}
 
 
 def part_of(name: str) -> str:

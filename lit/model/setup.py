@@ -8,9 +8,9 @@ LM and vision tower (``compose``), or a tiny model from a config (the demo and t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from omegaconf import DictConfig
 
@@ -35,8 +35,8 @@ def _template_text(template) -> str:
 def tokenizer_for(model_cfg: DictConfig, data_cfg: DictConfig, records: list[dict] | None, template):
     """The tokenizer at ``model.tokenizer``; for a tiny model with ``train_tokenizer``, a BPE trained on the
     training corpus (or ``data.tokenizer_corpus``) the first time."""
-    from lit.records import load_records
     from lit.mask.tokenizer import load_tokenizer, train_bpe
+    from lit.records import load_records
 
     path = model_cfg.tokenizer or model_cfg.pretrained
     if path and Path(path).exists() or not model_cfg.get("train_tokenizer"):
@@ -55,6 +55,7 @@ def tokenizer_for(model_cfg: DictConfig, data_cfg: DictConfig, records: list[dic
 
 
 def _load_or_compose(model_cfg: DictConfig, template, tokenizer_of: Callable[[], object], args):
+    from lit.mask.tokenizer import prepare_tokenizer
     from lit.model.build import (
         check_feature_strategy,
         compose_pretrained,
@@ -62,7 +63,6 @@ def _load_or_compose(model_cfg: DictConfig, template, tokenizer_of: Callable[[],
         load_pretrained,
         set_aspect_ratio,
     )
-    from lit.mask.tokenizer import prepare_tokenizer
 
     attn = model_cfg.get("attn_implementation")
     if model_cfg.pretrained:
@@ -72,28 +72,35 @@ def _load_or_compose(model_cfg: DictConfig, template, tokenizer_of: Callable[[],
         return model, processor
     if model_cfg.get("compose"):
         c = model_cfg.compose
-        return compose_pretrained(c.text, c.vision, template, dtype=model_cfg.dtype,
-                                  vision_feature_layer=c.get("vision_feature_layer", -2),
-                                  arch=model_cfg.get("arch", "llava"),
-                                  image_grid_pinpoints=model_cfg.get("image_grid_pinpoints"),
-                                  image_aspect_ratio=model_cfg.get("image_aspect_ratio", "pad"), attn=attn,
-                                  vision_feature_select_strategy=model_cfg.get("vision_feature_select_strategy"))
+        return compose_pretrained(
+            c.text,
+            c.vision,
+            template,
+            dtype=model_cfg.dtype,
+            vision_feature_layer=c.get("vision_feature_layer", -2),
+            arch=model_cfg.get("arch", "llava"),
+            image_grid_pinpoints=model_cfg.get("image_grid_pinpoints"),
+            image_aspect_ratio=model_cfg.get("image_aspect_ratio", "pad"),
+            attn=attn,
+            vision_feature_select_strategy=model_cfg.get("vision_feature_select_strategy"),
+        )
     with args.main_process_first(local=False, desc="building the tokenizer"):
         tokenizer = tokenizer_of()
     prepare_tokenizer(tokenizer, template)
     return compose_tiny(model_cfg, tokenizer)
 
 
-def build_model(model_cfg: DictConfig, adapter_cfg: DictConfig, template, args, *,
-                tokenizer_of: Callable[[], object]) -> BuiltModel:
+def build_model(
+    model_cfg: DictConfig, adapter_cfg: DictConfig, template, args, *, tokenizer_of: Callable[[], object]
+) -> BuiltModel:
     """Model, processor and prepared tokenizer; parts frozen as ``model.freeze`` says, LoRA where
     ``adapter=lora``, training images augmented as ``model.image_augment`` says (``lit.data.blip_augment``).
     ``args`` (the run's ``TrainingArguments``) must exist already, so that under ZeRO-3 the weights are
     partitioned as they are built or loaded. ``tokenizer_of`` gives the tokenizer of a tiny model."""
     from lit.data.blip_augment import augment_for
     from lit.data.image_inputs import image_inputs_for
-    from lit.model.build import apply_freeze, n_params
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.build import apply_freeze, n_params
 
     model, processor = _load_or_compose(model_cfg, template, tokenizer_of, args)
     tokenizer = processor.tokenizer
@@ -106,9 +113,15 @@ def build_model(model_cfg: DictConfig, adapter_cfg: DictConfig, template, args, 
         from lit.model.lora import apply_lora
 
         if not model_cfg.pretrained:
-            raise ValueError("adapter=lora adds LoRA to a saved model: set model.pretrained (e.g. the stage-1 checkpoint)")
-        model = apply_lora(model, adapter_cfg, train_projector=not model_cfg.freeze.projector,
-                           extra_trainable=["embed_tokens", "lm_head"] if resized else [])
+            raise ValueError(
+                "adapter=lora adds LoRA to a saved model: set model.pretrained (e.g. the stage-1 checkpoint)"
+            )
+        model = apply_lora(
+            model,
+            adapter_cfg,
+            train_projector=not model_cfg.freeze.projector,
+            extra_trainable=["embed_tokens", "lm_head"] if resized else [],
+        )
         trainable = {"lora+full": sum(n_params(p) for p in model.parameters() if p.requires_grad)}
     log.info("trainable parameters: %s", trainable)
     inputs = image_inputs_for(model.config, processor)

@@ -21,8 +21,8 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("README.md", "BENCHMARKS.md", "docs/*.md")
@@ -43,6 +43,7 @@ def _n(x: float, digits: int = 0) -> str:
 
 # --- the demo ---------------------------------------------------------------------------------------------
 
+
 def demo_table(root: Path) -> str:
     """``make demo``'s table, as ``results/demo/table.md`` holds it (``lit.report.plots.markdown_table``)."""
     from lit.report.plots import markdown_table
@@ -54,8 +55,10 @@ def demo_seeds(root: Path) -> str:
     """Every metric of ``make demo`` per seed and arm (``results/demo/metrics.json``)."""
     summary = _json(root, "results/demo/metrics.json")["summary"]
     arms, seeds = summary["arms"], summary["seeds"]
-    lines = ["| metric | " + " | ".join(f"{a}, seeds {' / '.join(map(str, seeds))}" for a in arms) + " |",
-             "|---" * (len(arms) + 1) + "|"]
+    lines = [
+        "| metric | " + " | ".join(f"{a}, seeds {' / '.join(map(str, seeds))}" for a in arms) + " |",
+        "|---" * (len(arms) + 1) + "|",
+    ]
     for row in summary["metrics"].values():
         cells = [" / ".join(f"{v:.3f}" for v in row["arms"][a]["values"]) if a in row["arms"] else "–" for a in arms]
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
@@ -63,9 +66,11 @@ def demo_seeds(root: Path) -> str:
 
 
 # The demo's targets for the VIT arm (docs/demo.md): metric key -> (label, lowest, highest allowed mean).
-DEMO_TARGETS = {"pope_accuracy": ("POPE-style accuracy", 0.80, None),
-                "pope_yes_ratio": ("POPE-style yes-ratio", 0.40, 0.60),
-                "vqa_accuracy": ("colour VQA accuracy", 0.80, None)}
+DEMO_TARGETS = {
+    "pope_accuracy": ("POPE-style accuracy", 0.80, None),
+    "pope_yes_ratio": ("POPE-style yes-ratio", 0.40, 0.60),
+    "vqa_accuracy": ("colour VQA accuracy", 0.80, None),
+}
 
 
 def demo_targets(root: Path) -> str:
@@ -76,8 +81,10 @@ def demo_targets(root: Path) -> str:
         vit = metrics[key]["arms"]["vit"]
         bound = f"in [{low:.2f}, {high:.2f}]" if high is not None else f"≥ {low:.2f}"
         met = low <= vit["mean"] and (high is None or vit["mean"] <= high)
-        lines.append(f"| {label} {bound} | {vit['mean']:.3f} | {' / '.join(f'{v:.3f}' for v in vit['values'])} | "
-                     f"{'yes' if met else '**no**'} |")
+        lines.append(
+            f"| {label} {bound} | {vit['mean']:.3f} | {' / '.join(f'{v:.3f}' for v in vit['values'])} | "
+            f"{'yes' if met else '**no**'} |"
+        )
     return "\n".join(lines)
 
 
@@ -94,12 +101,16 @@ def demo_sweep_table(root: Path) -> str:
         arrow = " ↓" if row["lower_is_better"] else ""
         cells = [f"{row['arms'][a]['mean']:.3f}" if a in row["arms"] else "–" for a in arms]
         lines.append(f"| {row['label']}{arrow} | " + " | ".join(cells) + " |")
-    lines += ["", f"Seeds: {summary['seeds']}. ↓: lower is better. 95% CIs and the paired differences against "
-              "`vit`: `results/demo_sweep/table.md`."]
+    lines += [
+        "",
+        f"Seeds: {summary['seeds']}. ↓: lower is better. 95% CIs and the paired differences against "
+        "`vit`: `results/demo_sweep/table.md`.",
+    ]
     return "\n".join(lines)
 
 
 # --- recipes and paper tables -----------------------------------------------------------------------------
+
 
 def recipes_table(root: Path) -> str:
     """Every recipe's title, job count and requested GPU-hours: the numbers its dry run prints first."""
@@ -151,8 +162,9 @@ def paper_tables(root: Path) -> str:
         if recipe.get("paper"):
             with open(root / "results" / "paper" / recipe["paper"], newline="") as fh:
                 paper = list(csv.DictReader(fh))
-        md = tables.markdown(recipe["title"], [c["label"] for c in recipe["table"]["columns"]], rows, paper,
-                             recipe.get("paper"))
+        md = tables.markdown(
+            recipe["title"], [c["label"] for c in recipe["table"]["columns"]], rows, paper, recipe.get("paper")
+        )
         blocks.append(f"#{md.strip()}\n\nRecipe: `conf/recipe/{name}.yaml`.")  # ## -> ###: under this page's ##
     return "\n\n".join(blocks)
 
@@ -161,13 +173,15 @@ def paper_tables(root: Path) -> str:
 
 # Each config group (a folder of conf/) with what it sets; a folder missing here fails the render.
 CONFIG_GROUPS = {
-    "model": "what to train and how it is built: `tiny*` on CPU, `*_stage1` compose stage 1, the rest load a checkpoint",
+    "model": (
+        "what to train and how it is built: `tiny*` on CPU, `*_stage1` compose stage 1, the rest load a checkpoint"
+    ),
     "data": "the training set, its paths and limits",
     "loss": "the mask scope (the table in Train)",
     "adapter": "full fine-tuning or LoRA (`lora`: r 128, alpha 256, lr 2e-4, the projector in full at 2e-5, as "
-               "LLaVA-1.5's `finetune_lora.sh`)",
+    "LLaVA-1.5's `finetune_lora.sh`)",
     "schedule": "each published training schedule once (`train`, the DeepSpeed choice, the global batch, the "
-                "stage); a model names its own",
+    "stage); a model names its own",
     "deepspeed": "the ZeRO stage",
     "eval": "lmms-eval tasks and scoring settings",
     "augmentation": "InstrAug generation and MIns+ sampling",
@@ -181,8 +195,10 @@ CONFIG_GROUPS = {
 }
 # Groups whose folders hold a user's own files (a cluster's site, git-ignored local values): their options are
 # stated, not listed, so the render does not depend on the machine.
-FIXED_OPTIONS = {"site": "`default`, `example_cluster`, `local_cpu`; your own `<name>` (docs/cluster.md)",
-                 "local": "your own `default` (`conf/local/default.yaml`)"}
+FIXED_OPTIONS = {
+    "site": "`default`, `example_cluster`, `local_cpu`; your own `<name>` (docs/cluster.md)",
+    "local": "your own `default` (`conf/local/default.yaml`)",
+}
 NOT_GROUPS = {"recipe", "hydra"}  # conf/recipe is read by lit.recipes; conf/hydra holds the launcher group
 
 
@@ -213,67 +229,100 @@ def config_groups(root: Path) -> str:
 
 # --- benchmarks (benchmarks/results_*.json) ---------------------------------------------------------------
 
+
 def bench_labels(root: Path) -> str:
     r = _json(root, "benchmarks/results_labels.json")
-    lines = ["| what | result |", "|---|---|",
-             f"| template mining, {_n(r['records_mined'])} conversations (read + hash + count) | "
-             f"**{r['mining_seconds']:.1f} s** (goal ≤ 60 s); {r['templates_found']} templates at share ≥ 1% |"]
+    lines = [
+        "| what | result |",
+        "|---|---|",
+        f"| template mining, {_n(r['records_mined'])} conversations (read + hash + count) | "
+        f"**{r['mining_seconds']:.1f} s** (goal ≤ 60 s); {r['templates_found']} templates at share ≥ 1% |",
+    ]
     for scope, rate in r["conversations_per_second"].items():
-        lines.append(f"| label building, `{scope}`, {_n(r['label_records'])} conversations | {_n(rate)} conversations/s |")
+        lines.append(
+            f"| label building, `{scope}`, {_n(r['label_records'])} conversations | {_n(rate)} conversations/s |"
+        )
     return "\n".join(lines)
 
 
 def bench_mining(root: Path) -> str:
     r = _json(root, "benchmarks/results_mining.json")
-    return "\n".join([
-        f"| {_n(r['records'])} conversations ({r['file_mb']} MB) | seconds | ours / it |", "|---|---|---|",
-        f"| ours (`mine_file`, hash included) | **{r['ours_seconds']:.2f}** | |",
-        f"| plain miner | {r['plain_seconds']:.2f} | **{r['ratio_ours_over_plain']:.2f}** |",
-        f"| plain miner, garbage collector paused | {r['plain_gc_paused_seconds']:.2f} | "
-        f"**{r['ratio_ours_over_plain_gc_paused']:.2f}** (goal ≤ 1) |",
-        "", f"Templates at share ≥ {r['min_share']:g}: {r['templates']}; largest share of an option line "
-            f"(`max_option_line_share`): {r['max_option_line_share']}."])
+    return "\n".join(
+        [
+            f"| {_n(r['records'])} conversations ({r['file_mb']} MB) | seconds | ours / it |",
+            "|---|---|---|",
+            f"| ours (`mine_file`, hash included) | **{r['ours_seconds']:.2f}** | |",
+            f"| plain miner | {r['plain_seconds']:.2f} | **{r['ratio_ours_over_plain']:.2f}** |",
+            f"| plain miner, garbage collector paused | {r['plain_gc_paused_seconds']:.2f} | "
+            f"**{r['ratio_ours_over_plain_gc_paused']:.2f}** (goal ≤ 1) |",
+            "",
+            f"Templates at share ≥ {r['min_share']:g}: {r['templates']}; largest share of an option line "
+            f"(`max_option_line_share`): {r['max_option_line_share']}.",
+        ]
+    )
 
 
 def bench_label_cache(root: Path) -> str:
     r = _json(root, "benchmarks/results_label_cache.json")
     s = r["seconds"]
-    return "\n".join([f"| {_n(r['records'])} conversations | seconds |", "|---|---|",
-                      f"| cache miss: label + write | {s['build_and_write']:.2f} |",
-                      f"| cache hit: hash + read back | {s['read_back']:.2f} |",
-                      f"| **speed-up** | **{r['speedup']:.1f}×** (cache {r['cache_mb']:.0f} MB) |"])
+    return "\n".join(
+        [
+            f"| {_n(r['records'])} conversations | seconds |",
+            "|---|---|",
+            f"| cache miss: label + write | {s['build_and_write']:.2f} |",
+            f"| cache hit: hash + read back | {s['read_back']:.2f} |",
+            f"| **speed-up** | **{r['speedup']:.1f}×** (cache {r['cache_mb']:.0f} MB) |",
+        ]
+    )
 
 
 def bench_step_time(root: Path) -> str:
     r = _json(root, "benchmarks/results_step_time.json")
     m, t = r["median_step_s"], r["supervised_tokens_per_step"]
-    return "\n".join([f"| batch {r['batch']}, median over {r['steps_timed']} steps | VIT | LIT |", "|---|---|---|",
-                      f"| median step | {m['vit']:.4f} s | {m['lit']:.4f} s |",
-                      f"| supervised tokens / step | {t['vit']:.0f} | {t['lit']:.0f} |",
-                      f"| **LIT / VIT throughput** | | **{r['lit_over_vit_throughput']:.4f}** (goal ≥ 0.995) |"])
+    return "\n".join(
+        [
+            f"| batch {r['batch']}, median over {r['steps_timed']} steps | VIT | LIT |",
+            "|---|---|---|",
+            f"| median step | {m['vit']:.4f} s | {m['lit']:.4f} s |",
+            f"| supervised tokens / step | {t['vit']:.0f} | {t['lit']:.0f} |",
+            f"| **LIT / VIT throughput** | | **{r['lit_over_vit_throughput']:.4f}** (goal ≥ 0.995) |",
+        ]
+    )
 
 
 def bench_instraug(root: Path) -> str:
     r = _json(root, "benchmarks/results_instraug.json")
     g = r["generations_per_s"]
-    return "\n".join([f"| {r['jobs']} generations, {r['new_tokens']} new tokens each | official shape (2 per call) | "
-                      f"pipeline ({r['batch']} per call) |", "|---|---|---|",
-                      f"| generations/s | {g['official_2_at_a_time']:.1f} | {g['pipeline']:.1f} |",
-                      f"| **speed-up** | | **{r['speedup']:.1f}×** |"])
+    return "\n".join(
+        [
+            f"| {r['jobs']} generations, {r['new_tokens']} new tokens each | official shape (2 per call) | "
+            f"pipeline ({r['batch']} per call) |",
+            "|---|---|---|",
+            f"| generations/s | {g['official_2_at_a_time']:.1f} | {g['pipeline']:.1f} |",
+            f"| **speed-up** | | **{r['speedup']:.1f}×** |",
+        ]
+    )
 
 
 def bench_zero3_rss(root: Path) -> str:
     r = _json(root, "benchmarks/results_zero3_rss.json")
-    rows = [("fixed_mmap_threshold", "before_train", "**at training start, `MALLOC_MMAP_THRESHOLD_=131072`**"),
-            ("fixed_mmap_threshold", "after_train", "after the step, same"),
-            ("fixed_mmap_threshold", "exit", "at exit (rank 0 gathered the weights to save), same"),
-            ("default_malloc", "before_train", "at training start, glibc default malloc"),
-            ("default_malloc", "after_train", "after the step, default malloc"),
-            ("default_malloc", "exit", "at exit, default malloc")]
-    lines = [f"| peak RSS, MB (rank 0 / rank 1); {r['params'] / 1e6:.1f}M parameters, {_n(r['full_fp32_mb'])} MB in fp32 "
-             "| before: model, then args | after: args, then zero.Init |", "|---|---|---|"]
+    rows = [
+        ("fixed_mmap_threshold", "before_train", "**at training start, `MALLOC_MMAP_THRESHOLD_=131072`**"),
+        ("fixed_mmap_threshold", "after_train", "after the step, same"),
+        ("fixed_mmap_threshold", "exit", "at exit (rank 0 gathered the weights to save), same"),
+        ("default_malloc", "before_train", "at training start, glibc default malloc"),
+        ("default_malloc", "after_train", "after the step, default malloc"),
+        ("default_malloc", "exit", "at exit, default malloc"),
+    ]
+    lines = [
+        f"| peak RSS, MB (rank 0 / rank 1); {r['params'] / 1e6:.1f}M parameters, {_n(r['full_fp32_mb'])} MB in fp32 "
+        "| before: model, then args | after: args, then zero.Init |",
+        "|---|---|---|",
+    ]
     for malloc, when, label in rows:
-        cells = [" / ".join(_n(r[malloc][code][rank][when]) for rank in ("rank0", "rank1")) for code in ("before", "after")]
+        cells = [
+            " / ".join(_n(r[malloc][code][rank][when]) for rank in ("rank0", "rank1")) for code in ("before", "after")
+        ]
         if label.startswith("**"):
             cells[1] = f"**{cells[1]}**"
         lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
@@ -283,9 +332,14 @@ def bench_zero3_rss(root: Path) -> str:
 def bench_label_workers(root: Path) -> str:
     r = _json(root, "benchmarks/results_label_workers.json")
     s, rate = r["seconds"], r["records_per_s"]
-    return "\n".join([f"| {_n(r['records'])} conversations | 1 process | 2 processes | speed-up |", "|---|---|---|---|",
-                      f"| seconds | {s['1']:.2f} | {s['2']:.2f} | {r['speedup']['2']:.2f}× |",
-                      f"| conversations/s | {_n(rate['1'])} | {_n(rate['2'])} | |"])
+    return "\n".join(
+        [
+            f"| {_n(r['records'])} conversations | 1 process | 2 processes | speed-up |",
+            "|---|---|---|---|",
+            f"| seconds | {s['1']:.2f} | {s['2']:.2f} | {r['speedup']['2']:.2f}× |",
+            f"| conversations/s | {_n(rate['1'])} | {_n(rate['2'])} | |",
+        ]
+    )
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
@@ -316,8 +370,9 @@ def render_text(text: str, root: Path = ROOT, where: str = "") -> str:
     opened = OPEN.findall(text)
     matched = FRAGMENT.findall(text)
     if len(opened) != len(matched) or len(CLOSE.findall(text)) != len(matched):
-        raise ValueError(f"{where}: a `<!-- generated: NAME -->` marker without its `<!-- /generated -->` (or the "
-                         "other way round)")
+        raise ValueError(
+            f"{where}: a `<!-- generated: NAME -->` marker without its `<!-- /generated -->` (or the other way round)"
+        )
 
     def fresh(m: re.Match) -> str:
         name = m.group(2)

@@ -44,8 +44,12 @@ def _ci(ci: list[float]) -> str:
 def markdown_table(summary: dict) -> str:
     arms = summary["arms"]
     others = [a for a in arms if a != "vit"] if "vit" in arms else []
-    head = ("| metric | n items | " + " | ".join(f"{a}: mean ± sd (95% CI)" for a in arms)
-            + "".join(f" | {a} − vit (95% CI)" for a in others) + " |")
+    head = (
+        "| metric | n items | "
+        + " | ".join(f"{a}: mean ± sd (95% CI)" for a in arms)
+        + "".join(f" | {a} − vit (95% CI)" for a in others)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (2 + len(arms) + len(others))]
     for row in summary["metrics"].values():
         cells = []
@@ -57,10 +61,13 @@ def markdown_table(summary: dict) -> str:
             cells.append(f"{d['mean']:+.3f} {_ci(d['ci95'])}" if d else "–")
         arrow = " ↓" if row["lower_is_better"] else ""
         lines.append(f"| {row['label']}{arrow} | {row['n_items']} | " + " | ".join(cells) + " |")
-    lines += ["", f"Seeds: {summary['seeds']}; each changes the model initialisation and the data order, the images "
-              "and answers are the same for every arm (epsilon arms reword the instructions). sd: over seeds. "
-              f"CIs: percentile bootstrap ({summary['n_boot']} draws) over seeds and test items together; a "
-              "difference draws the same seeds and items for both arms (paired). ↓: lower is better."]
+    lines += [
+        "",
+        f"Seeds: {summary['seeds']}; each changes the model initialisation and the data order, the images "
+        "and answers are the same for every arm (epsilon arms reword the instructions). sd: over seeds. "
+        f"CIs: percentile bootstrap ({summary['n_boot']} draws) over seeds and test items together; a "
+        "difference draws the same seeds and items for both arms (paired). ↓: lower is better.",
+    ]
     return "\n".join(lines)
 
 
@@ -107,8 +114,14 @@ def plot(runs: list[dict], summary: dict, path: str | Path) -> None:
     for r in runs:
         steps = [e["step"] for e in r["log_history"] if "loss" in e]
         losses = [e["loss"] for e in r["log_history"] if "loss" in e]
-        ax_loss.plot(steps, losses, color=colours[r["arm"]], alpha=0.7, lw=1,
-                     label=r["arm"] if r["seed"] == summary["seeds"][0] else None)
+        ax_loss.plot(
+            steps,
+            losses,
+            color=colours[r["arm"]],
+            alpha=0.7,
+            lw=1,
+            label=r["arm"] if r["seed"] == summary["seeds"][0] else None,
+        )
     ax_loss.set_yscale("log")
     ax_loss.set_title("training loss per supervised token\n(each arm over its own tokens)", fontsize=8)
     ax_loss.set_xlabel("step", fontsize=7)
@@ -116,8 +129,11 @@ def plot(runs: list[dict], summary: dict, path: str | Path) -> None:
     ax_loss.legend(fontsize=6)
     for ax in flat[n_panels:]:
         ax.axis("off")
-    fig.suptitle(f"demo: test scores through lmms-eval; bars = mean over seeds {summary['seeds']}, "
-                 "whiskers = 95% bootstrap CI over seeds and items, dots = seeds", fontsize=9)
+    fig.suptitle(
+        f"demo: test scores through lmms-eval; bars = mean over seeds {summary['seeds']}, "
+        "whiskers = 95% bootstrap CI over seeds and items, dots = seeds",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -129,8 +145,15 @@ def write_report(runs: list[dict], out_dir: str | Path, train_yes_share: float) 
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs, train_yes_share)
     table = markdown_table(summary)
-    (out_dir / "metrics.json").write_text(json.dumps({"summary": summary, "runs": [
-        {k: v for k, v in r.items() if k not in ("log_history", "samples")} for r in runs]}, indent=1))
+    (out_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "runs": [{k: v for k, v in r.items() if k not in ("log_history", "samples")} for r in runs],
+            },
+            indent=1,
+        )
+    )
     (out_dir / "table.md").write_text(table + "\n")
     plot(runs, summary, out_dir / "plot.png")
     return table

@@ -33,8 +33,14 @@ def cell(runs_dir: Path, experiment: str, column: dict) -> float | None:
 
 
 def collect(table: dict, runs_dir: Path) -> list[dict]:
-    return [{"label": row["label"], "x": row.get("x"),
-             "values": [cell(runs_dir, row["experiment"], c) for c in table["columns"]]} for row in table["rows"]]
+    return [
+        {
+            "label": row["label"],
+            "x": row.get("x"),
+            "values": [cell(runs_dir, row["experiment"], c) for c in table["columns"]],
+        }
+        for row in table["rows"]
+    ]
 
 
 def _fmt(v) -> str:
@@ -46,16 +52,25 @@ def markdown(title: str, columns: list[str], rows: list[dict], paper: list[dict]
     lines += [f"| {r['label']} | " + " | ".join(_fmt(v) for v in r["values"]) + " |" for r in rows]
     if paper:
         keys = [k for k in paper[0] if k not in ("source",)]
-        lines += ["", f"Paper (`results/paper/{paper_file}`; empty = not retrieved):", "",
-                  "| " + " | ".join(keys) + " | source |", "|---" * (len(keys) + 1) + "|"]
+        lines += [
+            "",
+            f"Paper (`results/paper/{paper_file}`; empty = not retrieved):",
+            "",
+            "| " + " | ".join(keys) + " | source |",
+            "|---" * (len(keys) + 1) + "|",
+        ]
         lines += ["| " + " | ".join(p[k] or "–" for k in keys) + f" | {p['source']} |" for p in paper]
     return "\n".join(lines) + "\n"
 
 
 def latex(columns: list[str], rows: list[dict]) -> str:
     esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")  # noqa: E731
-    out = [r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
-           " & ".join([""] + [esc(c) for c in columns]) + r" \\", r"\midrule"]
+    out = [
+        r"\begin{tabular}{l" + "r" * len(columns) + "}",
+        r"\toprule",
+        " & ".join([""] + [esc(c) for c in columns]) + r" \\",
+        r"\midrule",
+    ]
     out += [" & ".join([esc(r["label"])] + [_fmt(v).replace("–", "--") for v in r["values"]]) + r" \\" for r in rows]
     return "\n".join(out + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
@@ -76,8 +91,13 @@ def plot(kind: str, title: str, columns: list[str], rows: list[dict], path: Path
     else:  # bars: one group per column, one bar per row (vit_vs_lit: rows come in VIT/LIT pairs)
         width = 0.8 / max(1, len(rows))
         for i, r in enumerate(rows):
-            ax.bar([j + i * width for j in range(len(columns))], [v or 0 for v in r["values"]], width,
-                   label=r["label"], hatch="//" if kind == "vit_vs_lit" and i % 2 == 0 else None)
+            ax.bar(
+                [j + i * width for j in range(len(columns))],
+                [v or 0 for v in r["values"]],
+                width,
+                label=r["label"],
+                hatch="//" if kind == "vit_vs_lit" and i % 2 == 0 else None,
+            )
         ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(columns))])
         ax.set_xticklabels(columns, fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -104,9 +124,16 @@ def render(name: str, runs_dir: Path, out_dir: Path, paper_dir: Path, wandb: boo
     if wandb:
         from lit.tracking import log_summary
 
-        log_summary(f"{name}-table", "table", {f"{r['label']}/{c}": v for r in rows for c, v in zip(columns, r["values"])},
-                    group=name, table=(["row", *columns], [[r["label"], *r["values"]] for r in rows]),
-                    images={"plot": out_dir / f"{name}.png"}, config={"recipe": recipe}, directory=out_dir)
+        log_summary(
+            f"{name}-table",
+            "table",
+            {f"{r['label']}/{c}": v for r in rows for c, v in zip(columns, r["values"])},
+            group=name,
+            table=(["row", *columns], [[r["label"], *r["values"]] for r in rows]),
+            images={"plot": out_dir / f"{name}.png"},
+            config={"recipe": recipe},
+            directory=out_dir,
+        )
     return md
 
 
@@ -116,9 +143,11 @@ def main(argv=None) -> None:
     parser.add_argument("--paper", default=str(ROOT / "results" / "paper"))
     parser.add_argument("--out", default=str(ROOT / "results" / "tables"))
     parser.add_argument("--tables", nargs="*", default=recipes.available())
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log each table as a wandb run (group=<table>, job_type=table; WANDB_MODE, "
-                             "default offline)")
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log each table as a wandb run (group=<table>, job_type=table; WANDB_MODE, default offline)",
+    )
     args = parser.parse_args(argv)
     for name in args.tables:
         print(render(name, Path(args.runs), Path(args.out), Path(args.paper), wandb=args.wandb))

@@ -27,8 +27,10 @@ class LitTrainingArguments(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         if self.lr_schedule and self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"unknown train.lr_schedule {self.lr_schedule!r}; known: '' (lr_scheduler_type), "
-                             + ", ".join(SCHEDULES))
+            raise ValueError(
+                f"unknown train.lr_schedule {self.lr_schedule!r}; known: '' (lr_scheduler_type), "
+                + ", ".join(SCHEDULES)
+            )
 
 
 def training_args(cfg: DictConfig, output_dir: Path):
@@ -49,27 +51,49 @@ def training_args(cfg: DictConfig, output_dir: Path):
         configured = kwargs["per_device_train_batch_size"]
         per_device, steps = split_global_batch(global_batch, configured, world)
         if per_device != configured:
-            log.info("train.per_device_train_batch_size=%d x %d processes exceeds schedule.global_batch_size=%d: %d "
-                     "per device, %d accumulation step(s)", configured, world, global_batch, per_device, steps)
+            log.info(
+                "train.per_device_train_batch_size=%d x %d processes exceeds schedule.global_batch_size=%d: %d "
+                "per device, %d accumulation step(s)",
+                configured,
+                world,
+                global_batch,
+                per_device,
+                steps,
+            )
             kwargs["per_device_train_batch_size"] = per_device
         given = kwargs.get("gradient_accumulation_steps", 1)
         if given not in (1, steps):
-            raise ValueError(f"train.gradient_accumulation_steps={given} disagrees with schedule.global_batch_size="
-                             f"{global_batch} on {world} processes ({steps} steps): set one of them only "
-                             "(schedule.global_batch_size=null to choose the accumulation yourself)")
+            raise ValueError(
+                f"train.gradient_accumulation_steps={given} disagrees with schedule.global_batch_size="
+                f"{global_batch} on {world} processes ({steps} steps): set one of them only "
+                "(schedule.global_batch_size=null to choose the accumulation yourself)"
+            )
         kwargs["gradient_accumulation_steps"] = steps
     if cfg.deepspeed.enabled:
         kwargs["deepspeed"] = deepspeed_config(cfg)
     run_name = os.environ.get("WANDB_NAME") or cfg.run_name  # a recipe job names its wandb run by its job id
-    args = LitTrainingArguments(output_dir=str(output_dir), report_to=list(cfg.logger.report_to), run_name=run_name,
-                                remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, **kwargs)
+    args = LitTrainingArguments(
+        output_dir=str(output_dir),
+        report_to=list(cfg.logger.report_to),
+        run_name=run_name,
+        remove_unused_columns=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        **kwargs,
+    )
     init_deepspeed_comm(args)
     if global_batch and args.world_size != world:
-        raise RuntimeError(f"the launcher's environment says {world} processes but torch.distributed has "
-                           f"{args.world_size}: set WORLD_SIZE for every process")
-    log.info("batch: %d per device x %d processes x %d accumulation steps = %d", args.per_device_train_batch_size,
-             args.world_size, args.gradient_accumulation_steps,
-             args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps)
+        raise RuntimeError(
+            f"the launcher's environment says {world} processes but torch.distributed has "
+            f"{args.world_size}: set WORLD_SIZE for every process"
+        )
+    log.info(
+        "batch: %d per device x %d processes x %d accumulation steps = %d",
+        args.per_device_train_batch_size,
+        args.world_size,
+        args.gradient_accumulation_steps,
+        args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
+    )
     return args
 
 
@@ -78,9 +102,11 @@ def deepspeed_config(cfg: DictConfig) -> dict:
     default (1.0 since 0.19.3, 0 before), and ``train.max_grad_norm`` would be silently ignored."""
     config = OmegaConf.to_container(cfg.deepspeed.config, resolve=True)
     if "gradient_clipping" not in config:
-        raise ValueError("deepspeed.config has no gradient_clipping: DeepSpeed would clip at its own default (1.0 "
-                         f"since 0.19.3), not at train.max_grad_norm={cfg.train.get('max_grad_norm')}; set "
-                         "deepspeed.config.gradient_clipping=auto (filled from train.max_grad_norm, 0: no clipping)")
+        raise ValueError(
+            "deepspeed.config has no gradient_clipping: DeepSpeed would clip at its own default (1.0 "
+            f"since 0.19.3), not at train.max_grad_norm={cfg.train.get('max_grad_norm')}; set "
+            "deepspeed.config.gradient_clipping=auto (filled from train.max_grad_norm, 0: no clipping)"
+        )
     return config
 
 
@@ -96,7 +122,9 @@ def last_complete_checkpoint(output_dir: Path, required: bool = True) -> str | N
         log.info("no complete checkpoint in %s: starting from scratch", output_dir)
         return None
     if not complete:
-        raise FileNotFoundError(f"schedule.resume=true but {output_dir} holds no complete checkpoint-* folder; pass "
-                                "the run directory of the interrupted run as hydra.run.dir=<dir>")
+        raise FileNotFoundError(
+            f"schedule.resume=true but {output_dir} holds no complete checkpoint-* folder; pass "
+            "the run directory of the interrupted run as hydra.run.dir=<dir>"
+        )
     log.info("resuming from %s", complete[-1])
     return str(complete[-1])

@@ -20,16 +20,23 @@ def accumulation_steps(global_batch_size: int, per_device: int, world_size: int)
     a clear error, saying what to set, when no whole number of steps does that."""
     per_step = per_device * world_size
     if global_batch_size <= 0 or per_device <= 0:
-        raise ValueError(f"schedule.global_batch_size ({global_batch_size}) and train.per_device_train_batch_size "
-                         f"({per_device}) must be positive")
+        raise ValueError(
+            f"schedule.global_batch_size ({global_batch_size}) and train.per_device_train_batch_size "
+            f"({per_device}) must be positive"
+        )
     if global_batch_size % per_step:
         fits = [b for b in range(per_device, 0, -1) if global_batch_size % (b * world_size) == 0]
-        hint = (f"set train.per_device_train_batch_size={fits[0]}" if fits else
-                f"run on a number of processes that divides {global_batch_size}")
-        raise ValueError(f"schedule.global_batch_size={global_batch_size} is not a multiple of "
-                         f"per_device_train_batch_size {per_device} x world size {world_size} = {per_step}: {hint}, "
-                         "or change schedule.global_batch_size "
-                         "(null: use train.gradient_accumulation_steps as given)")
+        hint = (
+            f"set train.per_device_train_batch_size={fits[0]}"
+            if fits
+            else f"run on a number of processes that divides {global_batch_size}"
+        )
+        raise ValueError(
+            f"schedule.global_batch_size={global_batch_size} is not a multiple of "
+            f"per_device_train_batch_size {per_device} x world size {world_size} = {per_step}: {hint}, "
+            "or change schedule.global_batch_size "
+            "(null: use train.gradient_accumulation_steps as given)"
+        )
     return global_batch_size // per_step
 
 
@@ -40,10 +47,12 @@ def split_global_batch(global_batch_size: int, per_device: int, world_size: int)
     share of each process, with no accumulation. A clear error where no whole split exists."""
     if global_batch_size > 0 and per_device * world_size > global_batch_size:
         if global_batch_size % world_size:
-            raise ValueError(f"schedule.global_batch_size={global_batch_size} cannot be split evenly over "
-                             f"{world_size} processes: run on a number of processes that divides {global_batch_size}, "
-                             "or change schedule.global_batch_size (null: use train.per_device_train_batch_size and "
-                             "train.gradient_accumulation_steps as given)")
+            raise ValueError(
+                f"schedule.global_batch_size={global_batch_size} cannot be split evenly over "
+                f"{world_size} processes: run on a number of processes that divides {global_batch_size}, "
+                "or change schedule.global_batch_size (null: use train.per_device_train_batch_size and "
+                "train.gradient_accumulation_steps as given)"
+            )
         return global_batch_size // world_size, 1
     return per_device, accumulation_steps(global_batch_size, per_device, world_size)
 

@@ -39,8 +39,10 @@ def write_run_files(cfg: DictConfig, output_dir: Path) -> None:
 
 def check_stage(cfg: DictConfig, scope) -> None:
     if cfg.schedule.stage == "pretrain" and scope.name != "vit":
-        raise ValueError("schedule.stage=pretrain trains the projector on captions with the answer-only loss; "
-                         f"loss={scope.name} does not apply there (L2T changes stage 2 only): drop the loss override")
+        raise ValueError(
+            "schedule.stage=pretrain trains the projector on captions with the answer-only loss; "
+            f"loss={scope.name} does not apply there (L2T changes stage 2 only): drop the loss override"
+        )
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
@@ -63,23 +65,38 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     template, scope = get_template(cfg.model.chat_template), get_scope(cfg.loss.name)
     check_stage(cfg, scope)
 
-    built = build_model(cfg.model, cfg.adapter, template, args,
-                        tokenizer_of=partial(tokenizer_for, cfg.model, cfg.data, records, template))
+    built = build_model(
+        cfg.model,
+        cfg.adapter,
+        template,
+        args,
+        tokenizer_of=partial(tokenizer_for, cfg.model, cfg.data, records, template),
+    )
     with args.main_process_first(local=False, desc="mining template sentences"):  # the main process writes the cache
         sentences = template_sentences(cfg.loss, scope, cfg.data.path, cfg.paths.cache_dir)
     labels = LabelSpec.of(cfg.data, chat_template=template, scope=scope, template_sentences=sentences)
-    dataset = build_dataset(cfg.data, records, labels=labels, tokenizer=built.tokenizer,
-                            image_inputs=built.image_inputs, args=args)
+    dataset = build_dataset(
+        cfg.data, records, labels=labels, tokenizer=built.tokenizer, image_inputs=built.image_inputs, args=args
+    )
     if main:
         warn_if_all_template_sentences(dataset.audit, cfg.loss, len(sentences))
     del records  # the examples are in the (memory-mapped) data set now; dataloader workers must not copy the list
     gc.collect()
     audit = dataset.write_audit(output_dir / "data_audit.json") if main else dataset.audit.to_json()
-    log.info("records used %d / %d; supervised tokens by kind %s", audit["n_used"], audit["n_records"],
-             audit["supervised_tokens_by_kind"])
+    log.info(
+        "records used %d / %d; supervised tokens by kind %s",
+        audit["n_used"],
+        audit["n_records"],
+        audit["supervised_tokens_by_kind"],
+    )
 
-    trainer = build_trainer(built, args, dataset, part_lrs=part_lrs(cfg.model, cfg.adapter),
-                            group_by_modality_length=cfg.schedule.group_by_modality_length)
+    trainer = build_trainer(
+        built,
+        args,
+        dataset,
+        part_lrs=part_lrs(cfg.model, cfg.adapter),
+        group_by_modality_length=cfg.schedule.group_by_modality_length,
+    )
     mode = cfg.schedule.resume  # false | true (a checkpoint must exist) | auto (if one exists)
     resume = last_complete_checkpoint(output_dir, required=mode != "auto") if mode else None
     result = trainer.train(resume_from_checkpoint=resume)

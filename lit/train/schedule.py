@@ -16,8 +16,9 @@ import math
 SCHEDULES = ("lavis_epoch_cosine",)
 
 
-def lavis_epoch_cosine(step: int, *, steps_per_epoch: int, accumulation: int, epochs: float, warmup_steps: int,
-                       start_factor: float) -> float:
+def lavis_epoch_cosine(
+    step: int, *, steps_per_epoch: int, accumulation: int, epochs: float, warmup_steps: int, start_factor: float
+) -> float:
     """The rate of optimizer step ``step`` (from 0) as a multiple of the peak. ``warmup_steps`` counts
     micro-batches (LAVIS's ``warmup_steps``); ``start_factor`` is ``warmup_start_lr / peak``."""
     epoch, in_epoch = divmod(step, max(steps_per_epoch, 1))

@@ -48,10 +48,17 @@ def write_data(out: Path, max_length: int, seed: int = 0) -> Path:
     for i in range(2 * max(4, max_length // 60)):
         text = " ".join(rng.choice(words) for _ in range(60))
         long_turns.append({"from": "human" if i % 2 == 0 else "gpt", "value": ("<image>\n" if i == 0 else "") + text})
-    records = [{"id": "long", "image": "photo.jpg", "conversations": long_turns},
-               {"id": "short", "image": "photo.jpg", "conversations": [
-                   {"from": "human", "value": "<image>\nWhat does the image show?"},
-                   {"from": "gpt", "value": "A colour gradient."}]}]
+    records = [
+        {"id": "long", "image": "photo.jpg", "conversations": long_turns},
+        {
+            "id": "short",
+            "image": "photo.jpg",
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat does the image show?"},
+                {"from": "gpt", "value": "A colour gradient."},
+            ],
+        },
+    ]
     path = out / "train.json"
     path.write_text(json.dumps(records))
     return path
@@ -72,24 +79,50 @@ def overrides(model: str, out: Path, data: Path) -> list[str]:
     def flow(value) -> str:
         return json.dumps(value).replace('"', "")
 
-    args = [f"model={model}", "model.pretrained=null", f"model.tokenizer={out / 'tokenizer'}",
-            "model.train_tokenizer=true", "+model.vocab_size=1000", f"+model.text={flow(text)}",
-            f"+model.vision={flow(vision)}", "data=llava665k", f"data.root={data.parent}", f"data.path={data}",
-            f"data.image_root={data.parent / 'images'}", "data.too_long=truncate", "data.on_invalid=raise",
-            "data.generate=false", "data.label_cache_dir=null", "logger=none", "deepspeed=zero3",
-            "+train.ddp_backend=gloo", "train.use_cpu=true", "++train.tf32=false", f"train.bf16={cpu_has_bf16()}",
-            "++train.fp16=false",  # TinyLLaVA-3B's recipe trains in fp16, which needs a GPU
-            "train.gradient_checkpointing=true", "train.max_steps=2", "train.per_device_train_batch_size=1",
-            "schedule.global_batch_size=1", "train.dataloader_num_workers=0", "train.save_strategy=no",
-            "train.logging_steps=1", "train.disable_tqdm=true", "schedule.group_by_modality_length=false",
-            f"paths.data_dir={out}", f"hydra.run.dir={out / 'run'}"]
+    args = [
+        f"model={model}",
+        "model.pretrained=null",
+        f"model.tokenizer={out / 'tokenizer'}",
+        "model.train_tokenizer=true",
+        "+model.vocab_size=1000",
+        f"+model.text={flow(text)}",
+        f"+model.vision={flow(vision)}",
+        "data=llava665k",
+        f"data.root={data.parent}",
+        f"data.path={data}",
+        f"data.image_root={data.parent / 'images'}",
+        "data.too_long=truncate",
+        "data.on_invalid=raise",
+        "data.generate=false",
+        "data.label_cache_dir=null",
+        "logger=none",
+        "deepspeed=zero3",
+        "+train.ddp_backend=gloo",
+        "train.use_cpu=true",
+        "++train.tf32=false",
+        f"train.bf16={cpu_has_bf16()}",
+        "++train.fp16=false",  # TinyLLaVA-3B's recipe trains in fp16, which needs a GPU
+        "train.gradient_checkpointing=true",
+        "train.max_steps=2",
+        "train.per_device_train_batch_size=1",
+        "schedule.global_batch_size=1",
+        "train.dataloader_num_workers=0",
+        "train.save_strategy=no",
+        "train.logging_steps=1",
+        "train.disable_tqdm=true",
+        "schedule.group_by_modality_length=false",
+        f"paths.data_dir={out}",
+        f"hydra.run.dir={out / 'run'}",
+    ]
     if cfg.model.get("compose"):
         args.append("~model.compose")
     if arch.arch == "llava_next" and not cfg.model.get("image_grid_pinpoints"):
         args.append(f"+model.image_grid_pinpoints={flow(OmegaConf.to_container(arch.image_grid_pinpoints))}")
     if arch.arch == "instructblip":
-        args += [f"+model.qformer={flow(OmegaConf.to_container(arch.qformer))}",
-                 f"+model.num_query_tokens={arch.num_query_tokens}"]
+        args += [
+            f"+model.qformer={flow(OmegaConf.to_container(arch.qformer))}",
+            f"+model.num_query_tokens={arch.num_query_tokens}",
+        ]
     return args
 
 
@@ -114,8 +147,11 @@ def reload_and_generate(ckpt: Path, arch: str, chat_template: str, dtype: str) -
         from lmms_eval.models.simple.llava_hf import LlavaHf
 
         lmm = LlavaHf(pretrained=str(ckpt), device="cpu", device_map="cpu", dtype=dtype)
-        text = lmm.tokenizer.apply_chat_template([{"role": "user", "content": "<image>\nWhat does the image show?"}],
-                                                 tokenize=False, add_generation_prompt=True)
+        text = lmm.tokenizer.apply_chat_template(
+            [{"role": "user", "content": "<image>\nWhat does the image show?"}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
         inputs = lmm._image_processor(images=[image], text=text, return_tensors="pt")
         model, pad = lmm.model, lmm.tokenizer.pad_token_id
     out = model.generate(**inputs, max_new_tokens=2, do_sample=False, pad_token_id=pad)
@@ -128,10 +164,23 @@ def smoke(model: str, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cfg = compose([f"model={model}"])
     data = write_data(out / "data", int(cfg.data.max_length))
-    env = {**os.environ, "WANDB_MODE": "disabled", "DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": _port(), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "rss_probe.py"), str(ROOT / "train.py"),
-           *overrides(model, out, data)]
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "DS_ACCELERATOR": "cpu",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": _port(),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "PYTHONPATH": str(ROOT),
+    }
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "rss_probe.py"),
+        str(ROOT / "train.py"),
+        *overrides(model, out, data),
+    ]
     env["RSS_PROBE_DIR"] = str(out)
     print("+ " + " ".join(cmd[2:]), flush=True)
     start = time.perf_counter()
@@ -146,12 +195,22 @@ def smoke(model: str, out: Path) -> dict:
     from lit.model.architecture import load_architecture
 
     arch = load_architecture(cfg.model.architecture)
-    new_tokens = reload_and_generate(run / "checkpoint", arch.arch, cfg.model.chat_template,
-                                     "bfloat16" if cpu_has_bf16() else "float32")
-    result = {"model": model, "architecture": arch.name, "steps": metrics["steps"], "train_loss": metrics["train_loss"],
-              "zero_stage": metrics["zero_stage"], "bf16": cpu_has_bf16(), "max_length": int(cfg.data.max_length),
-              "truncated_to_max_length": audit["n_truncated"], "generated_tokens": new_tokens,
-              "peak_rss_gib": json.loads((out / "rank0.json").read_text())["exit"] / 1024, "train_wall_s": round(wall, 1)}
+    new_tokens = reload_and_generate(
+        run / "checkpoint", arch.arch, cfg.model.chat_template, "bfloat16" if cpu_has_bf16() else "float32"
+    )
+    result = {
+        "model": model,
+        "architecture": arch.name,
+        "steps": metrics["steps"],
+        "train_loss": metrics["train_loss"],
+        "zero_stage": metrics["zero_stage"],
+        "bf16": cpu_has_bf16(),
+        "max_length": int(cfg.data.max_length),
+        "truncated_to_max_length": audit["n_truncated"],
+        "generated_tokens": new_tokens,
+        "peak_rss_gib": json.loads((out / "rank0.json").read_text())["exit"] / 1024,
+        "train_wall_s": round(wall, 1),
+    }
     (out / "smoke.json").write_text(json.dumps(result, indent=1))
     return result
 

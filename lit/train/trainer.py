@@ -19,8 +19,9 @@ class LitTrainer(Trainer):
     ``throughput/tokens_per_s`` / ``supervised_tokens_per_s`` to every log line, so VIT and LIT runs can be
     compared on how much they supervise and how fast they go."""
 
-    def __init__(self, *args, group_by_modality_length: bool = False, part_lrs: dict[str, float] | None = None,
-                 **kwargs):
+    def __init__(
+        self, *args, group_by_modality_length: bool = False, part_lrs: dict[str, float] | None = None, **kwargs
+    ):
         super().__init__(*args, compute_loss_func=supervised_token_loss, **kwargs)
         self._kind_tokens = torch.zeros(len(SPAN_KINDS), dtype=torch.long)
         self._tokens_seen, self._last_log = 0, time.perf_counter()
@@ -39,8 +40,13 @@ class LitTrainer(Trainer):
         # auto_find_batch_size shrank it), world_size = processes x accumulation, so one megabatch is one optimizer
         # step over all ranks and each of its chunks is one device batch.
         args = self.args
-        return ModalityLengthGroupedSampler(dataset.lengths(), dataset.has_image(), self._train_batch_size,
-                                            args.world_size * args.gradient_accumulation_steps, seed=args.seed)
+        return ModalityLengthGroupedSampler(
+            dataset.lengths(),
+            dataset.has_image(),
+            self._train_batch_size,
+            args.world_size * args.gradient_accumulation_steps,
+            seed=args.seed,
+        )
 
     def create_optimizer(self, model=None):
         """The default optimizer, except that the parts named in ``part_lrs`` (``lit.model.parts.PARTS``) get their
@@ -55,9 +61,15 @@ class LitTrainer(Trainer):
             if param.requires_grad:
                 part = part_of(name)
                 groups.setdefault((part if part in self.part_lrs else "", name in decay), []).append(param)
-        param_groups = [{"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0, "part": part,
-                         **({"lr": self.part_lrs[part]} if part else {})}
-                        for (part, decayed), params in sorted(groups.items())]
+        param_groups = [
+            {
+                "params": params,
+                "weight_decay": self.args.weight_decay if decayed else 0.0,
+                "part": part,
+                **({"lr": self.part_lrs[part]} if part else {}),
+            }
+            for (part, decayed), params in sorted(groups.items())
+        ]
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
@@ -76,9 +88,14 @@ class LitTrainer(Trainer):
         batches = len(self.get_train_dataloader())  # per process, as the Trainer counts an epoch's update steps
         accumulation = args.gradient_accumulation_steps
         peak = args.learning_rate
-        factor = partial(getattr(schedule, name), steps_per_epoch=-(-batches // accumulation), accumulation=accumulation,
-                         epochs=args.num_train_epochs, warmup_steps=int(args.warmup_steps),
-                         start_factor=args.warmup_start_lr / peak if peak else 0.0)
+        factor = partial(
+            getattr(schedule, name),
+            steps_per_epoch=-(-batches // accumulation),
+            accumulation=accumulation,
+            epochs=args.num_train_epochs,
+            warmup_steps=int(args.warmup_steps),
+            start_factor=args.warmup_start_lr / peak if peak else 0.0,
+        )
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
         self._created_lr_scheduler = True
         return self.lr_scheduler
@@ -149,18 +166,24 @@ def part_lrs(model, adapter) -> dict[str, float]:
     return lrs
 
 
-def build_trainer(built, args, dataset, *, group_by_modality_length: bool = False,
-                  part_lrs: dict[str, float] | None = None) -> LitTrainer:
+def build_trainer(
+    built, args, dataset, *, group_by_modality_length: bool = False, part_lrs: dict[str, float] | None = None
+) -> LitTrainer:
     """The Trainer of a run (``args``: its ``TrainingArguments``, ``lit.train.args.training_args``): the
     supervised-token loss, LLaVA's modality-length grouping when asked, the per-part learning rates, the collator
     of the model's image inputs, and the ``LIT_TEST_KILL_AFTER_SAVE`` hook when set."""
     from lit.data.collate import Collator
 
     kill_step = os.environ.get(KILL_AFTER_SAVE)
-    return LitTrainer(model=built.model, args=args, train_dataset=dataset,
-                      data_collator=Collator(built.tokenizer.pad_token_id, built.image_inputs),
-                      group_by_modality_length=group_by_modality_length, part_lrs=part_lrs,
-                      callbacks=[KillAfterSave(int(kill_step))] if kill_step else None)
+    return LitTrainer(
+        model=built.model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=Collator(built.tokenizer.pad_token_id, built.image_inputs),
+        group_by_modality_length=group_by_modality_length,
+        part_lrs=part_lrs,
+        callbacks=[KillAfterSave(int(kill_step))] if kill_step else None,
+    )
 
 
 def train_metrics(trainer: LitTrainer, result, audit: dict) -> dict:
@@ -176,8 +199,13 @@ def train_metrics(trainer: LitTrainer, result, audit: dict) -> dict:
     while optimizer is not None and len(names) < 5:
         names.append(type(optimizer).__name__)
         optimizer = getattr(optimizer, "optimizer", None)
-    return {"train_loss": result.training_loss, "steps": result.global_step, "world_size": args.world_size,
-            "optimizer": names,
-            "global_batch": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
-            "zero_stage": plugin.zero_stage if plugin is not None else 0, "gradient_clipping": clipping,
-            **audit["supervised_tokens_by_kind"]}
+    return {
+        "train_loss": result.training_loss,
+        "steps": result.global_step,
+        "world_size": args.world_size,
+        "optimizer": names,
+        "global_batch": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
+        "zero_stage": plugin.zero_stage if plugin is not None else 0,
+        "gradient_clipping": clipping,
+        **audit["supervised_tokens_by_kind"],
+    }

@@ -38,8 +38,10 @@ def convert(src: str | Path, out: str | Path, progress: bool = True) -> dict:
 
     shards = sorted(str(p) for p in Path(src).rglob("*.parquet"))
     if not shards:
-        raise FileNotFoundError(f"no .parquet shards under {src}; download lmms-lab/LLaVA-NeXT-Data there first "
-                                "(huggingface-cli download --repo-type dataset lmms-lab/LLaVA-NeXT-Data --local-dir ...)")
+        raise FileNotFoundError(
+            f"no .parquet shards under {src}; download lmms-lab/LLaVA-NeXT-Data there first "
+            "(huggingface-cli download --repo-type dataset lmms-lab/LLaVA-NeXT-Data --local-dir ...)"
+        )
     rows = load_dataset("parquet", data_files=shards, split="train")
     if "image" in rows.column_names:
         rows = rows.cast_column("image", ImageFeature(decode=False))  # the stored bytes, not decoded pixels

@@ -63,9 +63,14 @@ def binary_metrics(rows: list[dict]) -> dict[str, float]:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": correct / n if n else 0.0, "precision": precision, "recall": recall, "f1": f1,
-            "yes_ratio": sum(r["pred"] == "yes" for r in rows) / n if n else 0.0,
-            "unparsed": sum(r["pred"] is None for r in rows)}
+    return {
+        "accuracy": correct / n if n else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": sum(r["pred"] == "yes" for r in rows) / n if n else 0.0,
+        "unparsed": sum(r["pred"] is None for r in rows),
+    }
 
 
 def task_settings(utils_file: str) -> dict:
@@ -112,6 +117,7 @@ def task_image(doc: dict, utils_file: str):
 
 # --- benchmark aggregations (each takes the per-document rows that process_results returned) ---------
 
+
 def pope_scores(rows: list[dict]) -> dict[str, float]:
     """POPE: metrics per split (``category``: adversarial/popular/random) and their means, as LLaVA reports
     (mean F1 over the three splits). rows: {"pred", "answer", "category"}."""
@@ -127,8 +133,18 @@ def pope_scores(rows: list[dict]) -> dict[str, float]:
     return out
 
 
-MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
-                  "artwork", "OCR")
+MME_PERCEPTION = (
+    "existence",
+    "count",
+    "position",
+    "color",
+    "posters",
+    "celebrity",
+    "scene",
+    "landmark",
+    "artwork",
+    "OCR",
+)
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 
 
@@ -166,8 +182,11 @@ def hallusion_scores(rows: list[dict]) -> dict[str, float]:
         if not (r["category"] == "VS" and str(r["figure_id"]) == "0"):
             figures[(r["category"], r["subcategory"], str(r["set_id"]), str(r["figure_id"]))].append(ok)
     mean = lambda xs: 100 * sum(xs) / len(xs) if xs else 0.0  # noqa: E731
-    return {"aAcc": mean([bool(r["correct"]) for r in rows]), "fAcc": mean([all(v) for v in figures.values()]),
-            "qAcc": mean([all(v) for v in questions.values()])}
+    return {
+        "aAcc": mean([bool(r["correct"]) for r in rows]),
+        "fAcc": mean([all(v) for v in figures.values()]),
+        "qAcc": mean([all(v) for v in questions.values()]),
+    }
 
 
 def normalise_answer(text: str) -> str:
@@ -203,7 +222,7 @@ def chair_words(caption: str) -> list[str]:
         words.append(token if token in objects and lemma not in objects else lemma)
     joined, i = [], 0
     while i < len(words):
-        pair = " ".join(words[i:i + 2])
+        pair = " ".join(words[i : i + 2])
         if pair in DOUBLE_WORD_DICT:
             joined.append(DOUBLE_WORD_DICT[pair])
             i += 2
@@ -242,11 +261,15 @@ def chair_scores(rows: list[dict]) -> dict[str, float]:
     mentions = [(m, set(r["truth"])) for r in rows for m in r["mentioned"]]
     hallucinated = sum(m not in truth for m, truth in mentions)
     truth_total = sum(len(set(r["truth"])) for r in rows)
-    return {"chair_s": 100 * sum(any(m not in set(r["truth"]) for m in r["mentioned"]) for r in rows) / len(rows)
-            if rows else 0.0,
-            "chair_i": 100 * hallucinated / len(mentions) if mentions else 0.0,
-            "recall": 100 * sum(len(set(r["mentioned"]) & set(r["truth"])) for r in rows) / truth_total
-            if truth_total else 0.0}
+    return {
+        "chair_s": 100 * sum(any(m not in set(r["truth"]) for m in r["mentioned"]) for r in rows) / len(rows)
+        if rows
+        else 0.0,
+        "chair_i": 100 * hallucinated / len(mentions) if mentions else 0.0,
+        "recall": 100 * sum(len(set(r["mentioned"]) & set(r["truth"])) for r in rows) / truth_total
+        if truth_total
+        else 0.0,
+    }
 
 
 def cider(rows: list[dict]) -> float:

@@ -13,8 +13,10 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
 
 def process_results(doc, results):
     row = {"pred": task_yes_no(results[0], __file__), "answer": doc["answer"].lower()}
-    return {key: row for key in ("pope_accuracy", "pope_f1", "pope_precision", "pope_recall", "pope_yes_ratio",
-                                 "pope_unparsed")}
+    return {
+        key: row
+        for key in ("pope_accuracy", "pope_f1", "pope_precision", "pope_recall", "pope_yes_ratio", "pope_unparsed")
+    }
 
 
 def _aggregate(metric):
@@ -26,4 +28,5 @@ def _aggregate(metric):
 
 
 agg_accuracy, agg_f1, agg_precision, agg_recall, agg_yes_ratio, agg_unparsed = (
-    _aggregate(m) for m in ("accuracy", "f1", "precision", "recall", "yes_ratio", "unparsed"))
+    _aggregate(m) for m in ("accuracy", "f1", "precision", "recall", "yes_ratio", "unparsed")
+)

@@ -19,8 +19,13 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
 
 def process_results(doc, results):
     pred = task_yes_no(results[0], __file__)
-    return {"mme": {"category": doc["category"], "image_id": doc["question_id"],
-                    "correct": pred is not None and pred == doc["answer"].strip().lower().rstrip(".")}}
+    return {
+        "mme": {
+            "category": doc["category"],
+            "image_id": doc["question_id"],
+            "correct": pred is not None and pred == doc["answer"].strip().lower().rstrip("."),
+        }
+    }
 
 
 def aggregate(rows):

@@ -3,11 +3,13 @@ target_txt, options, task fields) under ``<data_dir>/multiinstruct/<task>/test.j
 to ``<data_dir>/multiinstruct/``, and the original instructions in ``<data_dir>/multiinstruct/
 instructions.<yaml|jsonl|tsv|py>`` (any seed format ``instraug.seeds`` reads, e.g. the official
 instruction_gen.py), or the file ``eval.multiinstruct_instructions`` names (conf/eval/multiinstruct.yaml: the
-training seeds' file, so the seeds live in one place). Each instance becomes 5 documents, one per original instruction of its task
+training seeds' file, so the seeds live in one place). Each instance becomes 5 documents, one per original
+instruction of its task
 (visual_dialog: ``visual_dialog_has_hist`` or ``_no_hist`` by its history), with the fields and target
 ``instraug.multiinstruct.prepare`` derives (the same as for training; options shuffled once per instance,
 so the 5 documents share one order), filled by ``instraug.placeholders.fill`` (never evaluated); at most
-``multiinstruct_max_per_task`` instances (default 1000, as InstrAug's test sets). The score of a task is the mean over its instructions of the
+``multiinstruct_max_per_task`` instances (default 1000, as InstrAug's test sets). The score of a task is the mean
+over its instructions of the
 per-instruction score (in %), reported with the spread across instructions.
 
 Scoring, as InstrAug's LAVIS evaluation (declare-lab/InstrAug ``IBLIP/lavis/projects/iblip/eval/*_eval.yaml``,
@@ -41,11 +43,15 @@ def _instructions() -> dict[str, list[str]]:
     named = task_settings(__file__).get("multiinstruct_instructions")  # eval.multiinstruct_instructions
     found = [Path(named)] if named else sorted(_root().glob("instructions.*"))
     if named and not found[0].exists():
-        raise FileNotFoundError(f"eval.multiinstruct_instructions: {named} does not exist: put the official "
-                                "instruction_gen.py of declare-lab/InstrAug there (the training seeds' file)")
+        raise FileNotFoundError(
+            f"eval.multiinstruct_instructions: {named} does not exist: put the official "
+            "instruction_gen.py of declare-lab/InstrAug there (the training seeds' file)"
+        )
     if not found:
-        raise FileNotFoundError(f"no instructions.<yaml|jsonl|tsv|py> in {_root()}: put MultiInstruct's original "
-                                "instructions there (e.g. the official instruction_gen.py)")
+        raise FileNotFoundError(
+            f"no instructions.<yaml|jsonl|tsv|py> in {_root()}: put MultiInstruct's original "
+            "instructions there (e.g. the official instruction_gen.py)"
+        )
     out: dict[str, list[str]] = {}
     for seed in load_seeds(found[0]):
         out.setdefault(seed.task, []).append(seed.text)
@@ -64,8 +70,10 @@ def raw_instances(dataset) -> list[dict]:
     raw = read_jsonl(path)
     ids = dataset["unique_id"] if "unique_id" in dataset.column_names else [None] * len(dataset)
     if len(raw) != len(dataset) or any(r.get("unique_id") != u for r, u in zip(raw, ids)):
-        raise ValueError(f"{path}: its lines do not match the documents lmms-eval loaded ({len(raw)} lines, "
-                         f"{len(dataset)} documents)")
+        raise ValueError(
+            f"{path}: its lines do not match the documents lmms-eval loaded ({len(raw)} lines, "
+            f"{len(dataset)} documents)"
+        )
     return raw
 
 
@@ -84,12 +92,21 @@ def expand_instructions(dataset):
         task = prepared.instruction_task
         texts = by_task.get(task, [])[:N_INSTRUCTIONS]
         if len(texts) < N_INSTRUCTIONS:
-            raise ValueError(f"MultiInstruct task {task}: {len(texts)} original instructions found, "
-                             f"{N_INSTRUCTIONS} needed (instance {uid})")
+            raise ValueError(
+                f"MultiInstruct task {task}: {len(texts)} original instructions found, "
+                f"{N_INSTRUCTIONS} needed (instance {uid})"
+            )
         for k, text in enumerate(texts):
-            rows.append({"doc_index": i, "instruction_id": k, "prompt": fill(text, prepared.fields),
-                         "image_path": doc.get("image_path") or "", "target_txt": prepared.target,
-                         "options": [str(o) for o in prepared.fields.get("options") or []]})
+            rows.append(
+                {
+                    "doc_index": i,
+                    "instruction_id": k,
+                    "prompt": fill(text, prepared.fields),
+                    "image_path": doc.get("image_path") or "",
+                    "target_txt": prepared.target,
+                    "options": [str(o) for o in prepared.fields.get("options") or []],
+                }
+            )
     return datasets.Dataset.from_list(rows)
 
 
@@ -128,8 +145,12 @@ def process_results_accuracy(doc, results):
 
 
 def process_results_rouge_l(doc, results):
-    return {"multiinstruct": {"instruction_id": doc["instruction_id"],
-                              "score": 100.0 * rouge_l(results[0], doc["target_txt"])}}
+    return {
+        "multiinstruct": {
+            "instruction_id": doc["instruction_id"],
+            "score": 100.0 * rouge_l(results[0], doc["target_txt"]),
+        }
+    }
 
 
 def aggregate(rows):
@@ -137,5 +158,8 @@ def aggregate(rows):
     for r in rows:
         per_instruction.setdefault(r["instruction_id"], []).append(r["score"])
     means = [statistics.fmean(v) for _, v in sorted(per_instruction.items())]
-    return {"score": statistics.fmean(means), "sd_over_instructions": statistics.pstdev(means),
-            **{f"instruction_{k}": m for k, m in enumerate(means)}}
+    return {
+        "score": statistics.fmean(means),
+        "sd_over_instructions": statistics.pstdev(means),
+        **{f"instruction_{k}": m for k, m in enumerate(means)},
+    }

@@ -13,8 +13,13 @@ def doc_to_text(doc, lmms_eval_specific_kwargs=None):
 
 
 def process_results(doc, results):
-    return {"pope": {"pred": task_yes_no(results[0], __file__), "answer": doc["answer"].strip().lower(),
-                     "category": doc["category"]}}
+    return {
+        "pope": {
+            "pred": task_yes_no(results[0], __file__),
+            "answer": doc["answer"].strip().lower(),
+            "category": doc["category"],
+        }
+    }
 
 
 def aggregate(rows):

@@ -11,7 +11,7 @@ def main(cfg: DictConfig) -> None:
     from pathlib import Path
 
     from instraug.arm import build_for
-    from lit.data.setup import generate_demo_data
+    from lit.data.build import generate_demo_data
 
     if not cfg.data.get("mins_plus"):
         raise SystemExit(f"data={cfg.data.name} is not a MIns+ data set (data.mins_plus is not set)")

@@ -54,7 +54,7 @@ def labelling_inputs(tokenizer: str, n_records: int, tmp: Path) -> tuple[list[di
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
     from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
-    from lit.model.build import _image_processor
+    from lit.model.loading import _image_processor
 
     tok = load_tokenizer(tokenizer)
     template = get_template("vicuna_v1")
@@ -80,7 +80,7 @@ def main() -> None:
     p.add_argument("--records", type=int, default=665_000)
     p.add_argument("--label-records", type=int, default=20_000)
     p.add_argument("--tokenizer", required=True)
-    p.add_argument("--template", default="vicuna_v1")
+    p.add_argument("--chat-template", default="vicuna_v1")
     p.add_argument("--out", default="benchmarks/results_labels.json")
     args = p.parse_args()
 
@@ -98,7 +98,7 @@ def main() -> None:
         templates = mine_file(path, min_share=0.01).sentences  # includes reading + hashing the file
         mining_s = time.perf_counter() - t0
     tok = load_tokenizer(args.tokenizer)
-    template = get_template(args.template)
+    template = get_template(args.chat_template)
     prepare_tokenizer(tok, template)
     image_id = tok.convert_tokens_to_ids("<image>")
     subset = records[: args.label_records]

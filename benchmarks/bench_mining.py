@@ -77,7 +77,7 @@ def main() -> None:
         "ratio_ours_over_plain": round(min(ours) / min(plain), 3),
         "plain_gc_paused_seconds": round(min(plain_no_gc), 2),
         "ratio_ours_over_plain_gc_paused": round(min(ours) / min(plain_no_gc), 3),
-        "templates": len(mined.templates),
+        "templates": len(mined.template_sentences),
         "max_option_line_share": round(max((r["share"] for r in options_seen), default=0.0), 4),
     }
     print(json.dumps(result, indent=1))

@@ -38,7 +38,7 @@ def main() -> None:
     from lit.mask.mining import mine
     from lit.mask.scopes import get_scope
     from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
-    from lit.model.build import compose_tiny
+    from lit.model.loading import compose_tiny
     from lit.records import load_records
     from lit.train.loss import supervised_token_loss
 

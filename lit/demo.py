@@ -63,7 +63,7 @@ def run_one(arm: str, seed: int, overrides: list[str], runs_dir: Path, fresh: bo
         print(f"\n=== training {arm} seed {seed} -> {run_dir}", flush=True)
         if cfg.data.get("mins_plus"):  # the arm's MIns+ set, as build_mins_plus.py builds it
             from instraug.arm import build_for
-            from lit.data.setup import generate_demo_data
+            from lit.data.build import generate_demo_data
 
             generate_demo_data(cfg.data)
             build_for(cfg.data)
@@ -118,7 +118,7 @@ def run_all(
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from lit.data.setup import generate_demo_data
+    from lit.data.build import generate_demo_data
 
     generate_demo_data(cfg.data)
     if n_jobs <= 1 or len(jobs) == 1:

@@ -1,4 +1,4 @@
-"""Every config composes; the paper recipe shows its real settings; unknown options fail clearly."""
+"""Every config composes; the paper configs show their real settings; unknown options fail clearly."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_loss_group_selects_the_scope(scope):
     assert _compose(f"loss={scope}").loss.name == scope
 
 
-def test_llava7b_recipe_values():
+def test_llava7b_schedule_values():
     cfg = _compose("loss=lit", "model=llava7b")
     t = cfg.train
     assert cfg.model.pretrained.endswith("llava7b_stage1/checkpoint") and cfg.schedule.stage == "sft"
@@ -65,7 +65,7 @@ def test_llava7b_recipe_values():
     assert cfg.model.freeze.vision and not cfg.model.freeze.lm and cfg.loss.name == "lit"
 
 
-def test_cli_cfg_job_prints_the_recipe():
+def test_cli_cfg_job_prints_the_schedule():
     out = subprocess.run(
         [sys.executable, "train.py", "loss=lit", "model=llava7b", "--cfg", "job"],
         cwd=ROOT,
@@ -112,7 +112,7 @@ def test_the_eval_base_holds_every_setting_the_spec_reads():
 
 
 @pytest.mark.parametrize("model", ["llava7b", "llava13b", "tinyllava05b", "tinyllava3b"])
-def test_stage1_recipes_compose_pretrained_parts_and_train_only_the_projector(model):
+def test_stage1_configs_compose_pretrained_parts_and_train_only_the_projector(model):
     cfg = _compose(f"model={model}_stage1", "loss=lit")
     assert cfg.schedule.stage == "pretrain" and cfg.model.chat_template == "plain" and cfg.model.compose.text
     assert cfg.model.freeze.vision and cfg.model.freeze.lm and not cfg.model.freeze.projector

@@ -28,3 +28,18 @@ def tiny_cfg(demo_data: Path, out: Path, *extra: str):
     with open_dict(cfg):
         cfg.output_dir = str(out)
     return cfg
+
+
+def tiny_training_args(cfg, out: Path):
+    """``TrainingArguments`` built from ``cfg``'s groups exactly as ``lit.train.run.run`` passes them."""
+    from lit.train.args import training_args
+
+    return training_args(
+        cfg.train,
+        out,
+        schedule=cfg.schedule,
+        deepspeed=cfg.deepspeed,
+        logger=cfg.logger,
+        run_name=cfg.run_name,
+        seed=cfg.seed,
+    )

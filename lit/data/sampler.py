@@ -19,7 +19,7 @@ megabatches are shuffled, and the two set-aside megabatches follow as one final 
 With a single modality the megabatches keep their shuffled order, the partial one last.
 
 This is the behaviour of LLaVA's ``LengthGroupedSampler(group_by_modality=True)`` as ``LLaVATrainer`` builds it
-(``llava/train/llava_trainer.py``; ``tests/test_sampler_llava_parity.py`` checks it batch for batch), drawing the
+(``llava/train/llava_trainer.py``; ``tests/data/test_sampler_llava_parity.py`` checks it batch for batch), drawing the
 same three permutations in the same order from one generator. LLaVA draws them from torch's global generator; here
 the generator is seeded with ``seed + epoch``, so the order depends only on those and a resumed run skips exactly
 the batches it has seen. One deliberate difference: LLaVA marks text-only records by a negative length, and a data

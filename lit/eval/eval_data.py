@@ -1,4 +1,4 @@
-"""Benchmark data for the lit_* evaluation tasks: fetch from the Hugging Face hub once, keep on disk.
+"""Evaluation data for the lit_* evaluation tasks: fetch from the Hugging Face hub once, keep on disk.
 
 ``python -m lit.eval.eval_data fetch pope mme hallusion chair caption --out data/eval`` saves each hub data set
 with ``datasets.save_to_disk`` under ``<out>/<name>``, where the task YAMLs read it
@@ -26,11 +26,13 @@ def fetch(name: str, out: str | Path) -> Path:
     import datasets
 
     if name not in HUB:
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(HUB)} (MultiInstruct: see this module's doc)")
+        raise KeyError(
+            f"unknown evaluation set {name!r}; known: {', '.join(HUB)} (MultiInstruct: see this module's doc)"
+        )
     repo, splits = HUB[name]
     from lit.model import hub
 
-    hub.require(f"benchmark {name} ({repo})", f"python -m lit.eval.eval_data fetch {name} --out {out}")
+    hub.require(f"evaluation set {name} ({repo})", f"python -m lit.eval.eval_data fetch {name} --out {out}")
     data = datasets.DatasetDict({s: datasets.load_dataset(repo, split=s) for s in splits})
     target = Path(out) / name
     data.save_to_disk(str(target))
@@ -42,7 +44,7 @@ def main(argv=None) -> None:
         prog="python -m lit.eval.eval_data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fetch", help="download hub benchmarks and save them to disk")
+    f = sub.add_parser("fetch", help="download hub evaluation sets and save them to disk")
     f.add_argument("names", nargs="+", choices=sorted(HUB))
     f.add_argument("--out", default="data/eval")
     args = parser.parse_args(argv)

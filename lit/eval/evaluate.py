@@ -131,7 +131,7 @@ def evaluate(
 ) -> dict:
     """Run lmms-eval on ``ckpt`` for ``spec``; returns ``{task: {metric: value}}`` and writes the files described
     above. ``spec.builtin_tasks`` are lmms-eval's own tasks (e.g. ``mmmu_val``), run as lmms-eval ships them."""
-    from lit.model.build import check_checkpoint
+    from lit.model.loading import check_checkpoint
 
     ckpt = Path(ckpt)
     check_checkpoint(ckpt)

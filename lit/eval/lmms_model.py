@@ -20,7 +20,7 @@ from lit.data.image_inputs import image_inputs_for
 from lit.mask.chat_templates import get_template, lavis_layout
 from lit.mask.render import encode, expand_image, render
 from lit.mask.tokenizer import prepare_tokenizer
-from lit.model.build import load_pretrained
+from lit.model.loading import load_pretrained
 
 # New tokens when a task sets no ``max_new_tokens``: lmms-eval's llava_hf default (lmms-eval 0.7.3,
 # lmms_eval/models/simple/llava_hf.py lines 353-354; models/chat/llava_hf.py lines 75-76).

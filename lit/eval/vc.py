@@ -148,7 +148,7 @@ def analyse(
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
     from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.build import load_pretrained
+    from lit.model.loading import load_pretrained
 
     chat = get_template(template)
     model, processor = load_pretrained(ckpt, dtype=_model_dtype(ckpt, dtype))
@@ -256,7 +256,7 @@ def run_from_config(cfg) -> list[dict]:
     from omegaconf import OmegaConf
 
     from lit.eval.evaluate import store_result, trained_run
-    from lit.model.build import check_checkpoint
+    from lit.model.loading import check_checkpoint
     from lit.records import load_records
     from lit.tracking import git_sha
 

@@ -4,8 +4,8 @@ The tokenizer is prepared as training prepares it (``lit.mask.tokenizer.prepare_
 added to a Vicuna/Llama tokenizer that lacks it), and ``--loss lit`` takes its template settings from
 ``conf/loss/lit.yaml``, so the audit shows exactly the mask training builds::
 
-    python -m lit.mask.audit show --data FILE --tokenizer DIR --template T --loss L [--n 5] [--html OUT.html]
-    python -m lit.mask.audit dump --data FILE --tokenizer DIR --template T --loss L [--template-sentences FILE] \
+    python -m lit.mask.audit show --data FILE --tokenizer DIR --chat-template T --loss L [--n 5] [--html OUT.html]
+    python -m lit.mask.audit dump --data FILE --tokenizer DIR --chat-template T --loss L [--template-sentences FILE] \
         --out OUT.jsonl
 """
 
@@ -28,14 +28,14 @@ def _template_sentences(args, records) -> frozenset[str]:
     """Template sentences for ``--loss lit`` exactly as training gets them: from ``--template-sentences``, else from
     the loss config (its ``template_sentences.file``, or mined from the whole corpus, not only ``--n``, with its
     thresholds)."""
-    from lit.mask.mining import TemplateSet, loss_settings, mine
+    from lit.mask.mining import TemplateSentences, loss_settings, mine
 
     if not get_scope(args.loss).uses_template_sentences:
         return frozenset()
     settings = loss_settings(args.loss)
     path = args.template_sentences or settings.get("file")
     if path:
-        return TemplateSet.load(path).sentences
+        return TemplateSentences.load(path).sentences
     return mine(
         records,
         min_share=settings["min_share"],
@@ -48,7 +48,7 @@ def _template_sentences(args, records) -> frozenset[str]:
 def _encode_all(args):
     from lit.mask.tokenizer import load_prepared
 
-    template = get_template(args.template)
+    template = get_template(args.chat_template)
     tokenizer = load_prepared(args.tokenizer, template)  # adds <image> where missing, as training does
     scope = get_scope(args.loss)
     records = load_records(args.data)
@@ -114,7 +114,7 @@ def _main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name)
         p.add_argument("--data", required=True, help="LLaVA-format JSON/JSONL")
         p.add_argument("--tokenizer", required=True, help="tokenizer directory (save_pretrained layout)")
-        p.add_argument("--template", required=True, help="chat template name, e.g. vicuna_v1")
+        p.add_argument("--chat-template", required=True, help="chat template name, e.g. vicuna_v1")
         p.add_argument("--loss", required=True, choices=list(SCOPES))
         p.add_argument(
             "--template-sentences",

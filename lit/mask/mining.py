@@ -88,29 +88,32 @@ def loss_settings(loss: str = "lit") -> dict:
 
 
 @dataclass
-class TemplateSet:
-    """Mined templates plus what is needed to audit and reproduce them."""
+class TemplateSentences:
+    """The mined template sentences plus what is needed to audit and reproduce them."""
 
     corpus_sha256: str
     n_records: int
     min_share: float
     min_count: int
     top_k: int | None
-    templates: list[dict]  # {"sentence", "count", "share"}, most frequent first
+    template_sentences: list[dict]  # {"sentence", "count", "share"}, most frequent first
     top: list[dict]  # the 50 most frequent sentences, templates or not, for inspection
 
     @property
     def sentences(self) -> frozenset[str]:
-        return frozenset(t["sentence"] for t in self.templates)
+        return frozenset(t["sentence"] for t in self.template_sentences)
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(asdict(self), indent=1, ensure_ascii=False))
 
     @classmethod
-    def load(cls, path: str | Path) -> TemplateSet:
+    def load(cls, path: str | Path) -> TemplateSentences:
         try:
-            return cls(**json.loads(Path(path).read_text()))
+            fields = json.loads(Path(path).read_text())
+            if "templates" in fields and "template_sentences" not in fields:  # written before the field's rename
+                fields["template_sentences"] = fields.pop("templates")
+            return cls(**fields)
         except (OSError, json.JSONDecodeError, TypeError) as err:
             raise ValueError(
                 f"{path}: not a template file written by `python -m lit.mask.mining mine` ({err})"
@@ -125,7 +128,7 @@ def mine(
     top_k: int | None = None,
     corpus_sha256: str = "",
     progress: bool = True,
-) -> TemplateSet:
+) -> TemplateSentences:
     """Count in how many records each human-turn sentence occurs and select the templates
     (option lines are counted, shown in ``top``, and never chosen)."""
     counts: Counter[str] = Counter()
@@ -136,7 +139,7 @@ def mine(
     chosen = [r for r in ranked if r["share"] >= min_share and r["count"] >= min_count and not is_option(r["sentence"])]
     if top_k is not None:
         chosen = chosen[:top_k]
-    return TemplateSet(corpus_sha256, len(records), min_share, min_count, top_k, chosen, ranked[:50])
+    return TemplateSentences(corpus_sha256, len(records), min_share, min_count, top_k, chosen, ranked[:50])
 
 
 @contextmanager
@@ -152,11 +155,11 @@ def _gc_paused():
             gc.enable()
 
 
-def mine_file(data: str | Path, out: str | Path | None = None, **params) -> TemplateSet:
+def mine_file(data: str | Path, out: str | Path | None = None, **params) -> TemplateSentences:
     """Mine ``data`` (LLaVA JSON/JSONL), reusing ``out`` when it was mined from the same bytes and params."""
     sha = file_sha256(data)
     if out is not None and Path(out).exists():
-        cached = TemplateSet.load(out)
+        cached = TemplateSentences.load(out)
         same = {k: getattr(cached, k) for k in ("min_share", "min_count", "top_k")}
         wanted = {
             "min_share": params["min_share"],
@@ -180,7 +183,7 @@ def template_sentences(loss, scope, data_path: str | Path, cache_dir: str | Path
         return frozenset()
     t = loss.template_sentences
     found = (
-        TemplateSet.load(t.file)
+        TemplateSentences.load(t.file)
         if t.file
         else mine_file(
             data_path,
@@ -241,7 +244,7 @@ def _main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = mine_file(args.data, args.out, **mining_params(args))
     chosen = result.sentences
-    print(f"{result.n_records} records; {len(result.templates)} templates (share >= {result.min_share})")
+    print(f"{result.n_records} records; {len(result.template_sentences)} templates (share >= {result.min_share})")
     print(f"{'count':>9} {'share':>7}  T  sentence")
     for row in result.top[: args.show]:
         mark = "*" if row["sentence"] in chosen else " "

@@ -13,7 +13,7 @@ from transformers import (
     LlamaConfig,
 )
 
-from lit.model.build import ARCHS, TEXT_CONFIGS, VISION_CONFIGS
+from lit.model.loading import ARCHS, TEXT_CONFIGS, VISION_CONFIGS
 from lit.paths import conf_dir
 
 ARCH_DIR = conf_dir() / "architecture"
@@ -75,7 +75,7 @@ def image_positions(arch: DictConfig) -> dict[str, int]:
     from lit.constants import IMAGE_MARKER
     from lit.data.image_inputs import image_inputs_for
     from lit.mask.tokenizer import train_bpe
-    from lit.model.build import _image_processor, _processor
+    from lit.model.loading import _image_processor, _processor
 
     config = build_config(arch, text_layers=1, vision_layers=1)
     tokenizer = train_bpe(["a stand-in tokenizer: only the image marker matters"], vocab_size=300)

@@ -48,7 +48,7 @@ def save_checkpoint(trainer, built, template, adapter_cfg, dtype: str, output_di
         built.processor.chat_template = built.tokenizer.chat_template = to_jinja(template)
         built.processor.save_pretrained(str(saved))
         if merge:
-            from lit.model.build import DTYPES
+            from lit.model.loading import DTYPES
             from lit.model.lora import save_merged
 
             save_merged(saved, output_dir / "checkpoint", built.processor, DTYPES[dtype])

@@ -1,10 +1,10 @@
-"""LoRA through peft (config group ``adapter``), as in LLaVA-1.5's LoRA recipe: low-rank adapters on every
+"""LoRA through peft (config group ``adapter``), as in LLaVA-1.5's LoRA schedule: low-rank adapters on every
 linear layer of the language model (not the vision tower, projector or LM head), the projector trained in
 full at its own learning rate, the vision tower frozen.
 
 Checkpoints: ``adapter.save=adapter`` writes a peft adapter folder (adapter weights, the projector, the
 processor); ``merged`` also writes the merged full model, which is what ``checkpoint/`` then holds (vLLM
-and any HF loader read it) while ``checkpoint_adapter/`` keeps the adapter. ``lit.model.build.load_pretrained``
+and any HF loader read it) while ``checkpoint_adapter/`` keeps the adapter. ``lit.model.loading.load_pretrained``
 loads either: an adapter folder is applied to its base model and merged in memory.
 """
 

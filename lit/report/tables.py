@@ -5,7 +5,7 @@ results store ``results/runs/<experiment>/<task>.json`` (written by ``evaluate.p
 result yet is ``–``. The paper's numbers (``results/paper/<csv>``, with their source; unknown cells
 empty, never invented) follow as their own block, since the papers' base models differ from ours.
 Written per table: ``results/tables/<table>.md`` (markdown), ``.tex`` (LaTeX tabular) and ``.png``
-(bars per row, VIT vs LIT per benchmark, or the epsilon curve, as the recipe's ``plot`` says).
+(bars per row, VIT vs LIT per evaluation set, or the epsilon curve, as the recipe's ``plot`` says).
 
 With ``--wandb`` each table is also a wandb run in the table's group (``lit.tracking``).
 

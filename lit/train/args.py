@@ -33,20 +33,29 @@ class LitTrainingArguments(TrainingArguments):
             )
 
 
-def training_args(cfg: DictConfig, output_dir: Path):
-    """``TrainingArguments`` from ``cfg.train`` (+ the DeepSpeed config). Built before any model: while it lives,
-    transformers sees ZeRO-3 (``is_deepspeed_zero3_enabled``) and builds and loads models partitioned under
-    ``deepspeed.zero.Init``, so no rank ever holds the whole model. With ``schedule.global_batch_size`` set, gradient
-    accumulation is derived from it, the per-device batch and the world size."""
+def training_args(
+    train: DictConfig,
+    output_dir: Path,
+    *,
+    schedule: DictConfig,
+    deepspeed: DictConfig,
+    logger: DictConfig,
+    run_name: str,
+    seed: int,
+):
+    """``TrainingArguments`` from the ``train`` group (+ the ``deepspeed`` group's config). Built before any model:
+    while it lives, transformers sees ZeRO-3 (``is_deepspeed_zero3_enabled``) and builds and loads models partitioned
+    under ``deepspeed.zero.Init``, so no rank ever holds the whole model. With ``schedule.global_batch_size`` set,
+    gradient accumulation is derived from it, the per-device batch and the world size."""
     from lit.train.distributed import (
         init_deepspeed_comm,
         launched_world_size,
         split_global_batch,
     )
 
-    kwargs = OmegaConf.to_container(cfg.train, resolve=True)
+    kwargs = OmegaConf.to_container(train, resolve=True)
     world = launched_world_size()
-    global_batch = cfg.schedule.global_batch_size
+    global_batch = schedule.global_batch_size
     if global_batch:
         configured = kwargs["per_device_train_batch_size"]
         per_device, steps = split_global_batch(global_batch, configured, world)
@@ -69,16 +78,16 @@ def training_args(cfg: DictConfig, output_dir: Path):
                 "(schedule.global_batch_size=null to choose the accumulation yourself)"
             )
         kwargs["gradient_accumulation_steps"] = steps
-    if cfg.deepspeed.enabled:
-        kwargs["deepspeed"] = deepspeed_config(cfg)
-    run_name = os.environ.get("WANDB_NAME") or cfg.run_name  # a recipe job names its wandb run by its job id
+    if deepspeed.enabled:
+        kwargs["deepspeed"] = deepspeed_config(deepspeed, max_grad_norm=train.get("max_grad_norm"))
+    run_name = os.environ.get("WANDB_NAME") or run_name  # a recipe job names its wandb run by its job id
     args = LitTrainingArguments(
         output_dir=str(output_dir),
-        report_to=list(cfg.logger.report_to),
+        report_to=list(logger.report_to),
         run_name=run_name,
         remove_unused_columns=False,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        seed=seed,
+        data_seed=seed,
         **kwargs,
     )
     init_deepspeed_comm(args)
@@ -97,14 +106,14 @@ def training_args(cfg: DictConfig, output_dir: Path):
     return args
 
 
-def deepspeed_config(cfg: DictConfig) -> dict:
-    """``cfg.deepspeed.config`` as a dict, refused without ``gradient_clipping``: DeepSpeed then applies its own
+def deepspeed_config(deepspeed: DictConfig, *, max_grad_norm: float | None) -> dict:
+    """``deepspeed.config`` as a dict, refused without ``gradient_clipping``: DeepSpeed then applies its own
     default (1.0 since 0.19.3, 0 before), and ``train.max_grad_norm`` would be silently ignored."""
-    config = OmegaConf.to_container(cfg.deepspeed.config, resolve=True)
+    config = OmegaConf.to_container(deepspeed.config, resolve=True)
     if "gradient_clipping" not in config:
         raise ValueError(
             "deepspeed.config has no gradient_clipping: DeepSpeed would clip at its own default (1.0 "
-            f"since 0.19.3), not at train.max_grad_norm={cfg.train.get('max_grad_norm')}; set "
+            f"since 0.19.3), not at train.max_grad_norm={max_grad_norm}; set "
             "deepspeed.config.gradient_clipping=auto (filled from train.max_grad_norm, 0: no clipping)"
         )
     return config

@@ -1,5 +1,5 @@
 """What a run needs to know about its processes before anything is built: the world size (from the launcher's
-environment) and the gradient accumulation that makes the recipe's global batch on that many processes."""
+environment) and the gradient accumulation that makes the schedule's global batch on that many processes."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def accumulation_steps(global_batch_size: int, per_device: int, world_size: int)
 def split_global_batch(global_batch_size: int, per_device: int, world_size: int) -> tuple[int, int]:
     """``(per-device batch, accumulation steps)`` that make exactly ``global_batch_size`` on ``world_size``
     processes. The configured ``per_device`` is kept where it fits; where ``per_device`` x ``world_size`` alone
-    exceeds the global batch (a 16-GPU run of an 8-GPU recipe), the per-device batch becomes the global batch's
+    exceeds the global batch (a 16-GPU run of an 8-GPU schedule), the per-device batch becomes the global batch's
     share of each process, with no accumulation. A clear error where no whole split exists."""
     if global_batch_size > 0 and per_device * world_size > global_batch_size:
         if global_batch_size % world_size:

@@ -4,15 +4,15 @@
                        [mfu=0.4 peak_tflops=312 mean_tokens=... records=...] [any train.py override]
 
 The architecture as published (``model.architecture`` -> ``conf/architecture/<name>.yaml``) is built on the meta
-device (no memory, no hub); it prints the parameter count (total, trainable with the recipe's freezing) next to
+device (no memory, no hub); it prints the parameter count (total, trainable with the schedule's freezing) next to
 the published count, the image positions per image, per-GPU memory for model states from DeepSpeed's own
-estimators plus an activation estimate at the recipe's batch and length, whether that fits, and the step time
+estimators plus an activation estimate at the schedule's batch and length, whether that fits, and the step time
 and GPU-hours of one epoch from FLOPs at a stated MFU.
 
 Estimates, with their assumptions printed: activations per layer follow Korthikanti et al. 2022 (arXiv:2205.05198,
 sbh·34 bytes in 16-bit without the attention-score term, which FlashAttention/SDPA never store); with gradient
 checkpointing only each layer's input is kept plus one layer being recomputed. Without ``mean_tokens`` every record
-is taken at the recipe's max length, so step time and GPU-hours are upper bounds.
+is taken at the schedule's max length, so step time and GPU-hours are upper bounds.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def plan(
     records: int | None = None,
 ) -> dict:
     from lit.model.architecture import load_architecture
-    from lit.model.build import apply_freeze
+    from lit.model.loading import apply_freeze
     from lit.train.distributed import split_global_batch
 
     name = cfg.model.get("architecture")

@@ -16,13 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
 from instraug.arm import require as require_mins_plus
+from lit.data.build import build_dataset, generate_demo_data, load_training_records
 from lit.data.labels import LabelSpec
-from lit.data.setup import build_dataset, generate_demo_data, load_training_records
 from lit.mask.chat_templates import get_template
 from lit.mask.mining import template_sentences, warn_if_all_template_sentences
 from lit.mask.scopes import get_scope
+from lit.model.build import build_model, tokenizer_for
 from lit.model.checkpoint import require_pretrained, save_checkpoint
-from lit.model.setup import build_model, tokenizer_for
 from lit.tracking import git_sha, set_logger_env
 from lit.train.args import last_complete_checkpoint, training_args
 from lit.train.trainer import build_trainer, part_lrs, train_metrics
@@ -37,8 +37,8 @@ def write_run_files(cfg: DictConfig, output_dir: Path) -> None:
     log.info("run files written to %s (by the main process only)", output_dir)
 
 
-def check_stage(cfg: DictConfig, scope) -> None:
-    if cfg.schedule.stage == "pretrain" and scope.name != "vit":
+def check_stage(stage: str, scope) -> None:
+    if stage == "pretrain" and scope.name != "vit":
         raise ValueError(
             "schedule.stage=pretrain trains the projector on captions with the answer-only loss; "
             f"loss={scope.name} does not apply there (L2T changes stage 2 only): drop the loss override"
@@ -50,7 +50,15 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     require_pretrained(cfg.model)  # before any process group, data or model: one line naming the stage-1 command
     output_dir = Path(output_dir or cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    args = training_args(cfg, output_dir)  # first: models built from here on are partitioned under ZeRO-3
+    args = training_args(  # first: models built from here on are partitioned under ZeRO-3
+        cfg.train,
+        output_dir,
+        schedule=cfg.schedule,
+        deepspeed=cfg.deepspeed,
+        logger=cfg.logger,
+        run_name=cfg.run_name,
+        seed=cfg.seed,
+    )
     main = args.process_index == 0  # the run files are written once, by the main process of the whole run
     if main:
         write_run_files(cfg, output_dir)
@@ -63,7 +71,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 require_mins_plus(cfg.data)
     records = load_training_records(cfg.data, args)
     template, scope = get_template(cfg.model.chat_template), get_scope(cfg.loss.name)
-    check_stage(cfg, scope)
+    check_stage(cfg.schedule.stage, scope)
 
     built = build_model(
         cfg.model,

@@ -1,9 +1,9 @@
 """A paper model at its real widths, run end to end on CPU: ``make smoke MODEL=llava7b``.
 
 The published architecture (``model.architecture``) with one LM layer and one vision layer and its real
-vocabulary, built by ``train.py`` under the model's own recipe (ZeRO-3, freezing, chat template, max length,
+vocabulary, built by ``train.py`` under the model's own schedule (ZeRO-3, freezing, chat template, max length,
 gradient checkpointing; bf16 where the CPU has it): a real-size photo (640x480 JPEG) through the real image
-processor and one record cut at the recipe's max length, 2 optimizer steps, the ZeRO-3 save, then the
+processor and one record cut at the schedule's max length, 2 optimizer steps, the ZeRO-3 save, then the
 checkpoint reloaded through lmms-eval's ``llava_hf`` (``lit_llava`` for InstructBLIP) to generate from the photo.
 Writes ``<out>/smoke.json`` (steps, loss, peak host memory, wall time).
 """
@@ -65,7 +65,7 @@ def write_data(out: Path, max_length: int, seed: int = 0) -> Path:
 
 
 def overrides(model: str, out: Path, data: Path) -> list[str]:
-    """``train.py`` overrides: the recipe of ``model`` at its published widths with one layer per tower."""
+    """``train.py`` overrides: the schedule of ``model`` at its published widths with one layer per tower."""
     from lit.model.architecture import load_architecture
     from lit.train.plan import compose
 
@@ -101,7 +101,7 @@ def overrides(model: str, out: Path, data: Path) -> list[str]:
         "train.use_cpu=true",
         "++train.tf32=false",
         f"train.bf16={cpu_has_bf16()}",
-        "++train.fp16=false",  # TinyLLaVA-3B's recipe trains in fp16, which needs a GPU
+        "++train.fp16=false",  # TinyLLaVA-3B's schedule trains in fp16, which needs a GPU
         "train.gradient_checkpointing=true",
         "train.max_steps=2",
         "train.per_device_train_batch_size=1",

@@ -1,4 +1,4 @@
-"""Scoring rules shared by the demo tasks and the benchmark tasks (plain functions, no lmms-eval import).
+"""Scoring rules shared by the demo tasks and the evaluation tasks (plain functions, no lmms-eval import).
 
 Yes/no extraction (stated because scores move by points with it; ``eval.yes_no_rule`` picks one):
 
@@ -115,7 +115,7 @@ def task_image(doc: dict, utils_file: str):
     return Image.open(Path(task_settings(utils_file)["data_dir"]) / image).convert("RGB")
 
 
-# --- benchmark aggregations (each takes the per-document rows that process_results returned) ---------
+# --- evaluation set aggregations (each takes the per-document rows that process_results returned) ---------
 
 
 def pope_scores(rows: list[dict]) -> dict[str, float]:

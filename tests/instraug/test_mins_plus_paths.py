@@ -14,7 +14,7 @@ from test_instraug_official import raw_instance
 
 from instraug.arm import MissingInput, check_inputs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTED = "multiinstruct/59k/train.jsonl"  # instraug/multiinstruct.py: `... training_data_1K/ data/<this>`
 
 

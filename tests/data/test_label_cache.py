@@ -14,7 +14,7 @@ from lit.data.label_cache import MIN_SHARD, labelled_dataset
 from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import get_template
 from lit.mask.scopes import get_scope
-from lit.model.build import _image_processor
+from lit.model.loading import _image_processor
 
 
 def _build(records_path, tokenizer, cache, scope="lit", workers=None, min_shard=MIN_SHARD, **settings):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lit.mask.mining import TemplateSet, mine, mine_file, sentence_spans
+from lit.mask.mining import TemplateSentences, mine, mine_file, sentence_spans
 
 
 def _rec(*questions):
@@ -45,7 +45,7 @@ def test_artefact_is_cached_by_corpus_hash(tmp_path):
     data.write_text(json.dumps([_rec("Hello there. Answer now.")] * 3))
     out = tmp_path / "t.json"
     first = mine_file(data, out, min_share=0.5)
-    assert TemplateSet.load(out).corpus_sha256 == first.corpus_sha256
+    assert TemplateSentences.load(out).corpus_sha256 == first.corpus_sha256
     out.write_text(out.read_text().replace("Answer now.", "Cached."))
     assert "Cached." in mine_file(data, out, min_share=0.5).sentences  # same bytes + params: reused
     data.write_text(json.dumps([_rec("Hello there. Answer now.")] * 4))
@@ -76,7 +76,7 @@ def test_cli_prints_top_sentences(tmp_path):
 
 
 def _mix665k_shaped(n: int) -> list[dict]:
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
     from mining_corpus import corpus
 
     return corpus(n, seed=1)
@@ -145,4 +145,4 @@ def test_mining_settings_come_from_the_loss_config(tmp_path):
         check=True,
     ).stdout
     assert "0 templates (share >= 0.05)" in out
-    assert TemplateSet.load(tmp_path / "t.json").min_share == 0.05
+    assert TemplateSentences.load(tmp_path / "t.json").min_share == 0.05

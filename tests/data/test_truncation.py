@@ -14,7 +14,7 @@ from lit.data.image_inputs import ImageInputs
 from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import get_template
 from lit.mask.scopes import get_scope
-from lit.model.build import _image_processor
+from lit.model.loading import _image_processor
 from lit.records import RecordError
 
 

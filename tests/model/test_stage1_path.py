@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from lit.model.checkpoint import MissingCheckpoint, require_pretrained
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ["llava7b", "llava13b", "llava_next7b", "tinyllava05b", "tinyllava3b"]
 
 

@@ -1,4 +1,4 @@
-"""Benchmark tasks: scoring against hand-computed values, and lmms-eval end to end on offline copies of
+"""Evaluation tasks: scoring against hand-computed values, and lmms-eval end to end on offline copies of
 the hub data sets (exact hub fields, saved with `datasets`) with a tiny trained checkpoint."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from wandb_records import read_offline_run
 
 from lit.eval.tasks import scoring
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_lmms_eval_scores_every_benchmark_offline(bench_run):
     assert stored["settings"]["yes_no_rule"] == "llava" and len(stored["git_sha"]) >= 7
 
 
-def test_missing_benchmark_data_says_how_to_get_it(tmp_path):
+def test_missing_evaluation_data_says_how_to_get_it(tmp_path):
     from lit.eval.evaluate import prepare_tasks
 
     with pytest.raises(FileNotFoundError, match="python -m lit.eval.eval_data fetch pope"):

@@ -1,6 +1,6 @@
-"""Gradient clipping of the paper recipes, as the DeepSpeed engine that trains them sees it.
+"""Gradient clipping of the paper configs, as the DeepSpeed engine that trains them sees it.
 
-Upstream, what each recipe trained with:
+Upstream, what each training script trained with:
 
 - LLaVA-1.5 (haotian-liu/LLaVA c121f04): ``scripts/zero2.json`` and ``scripts/zero3.json`` (used by
   ``scripts/v1_5/pretrain.sh`` line 4 and ``finetune.sh`` line 4) have no ``gradient_clipping`` key, so the
@@ -31,9 +31,9 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from tiny_runs import CONF, ROOT, TINY, tiny_cfg
+from tiny_runs import CONF, ROOT, TINY, tiny_cfg, tiny_training_args
 
-CPU_MODELS = ("tiny", "tiny_iblip", "tiny_next")  # the CPU test models, not paper recipes
+CPU_MODELS = ("tiny", "tiny_iblip", "tiny_next")  # the CPU test models, not paper configs
 PAPER_CONFIGS = [f"model={p.stem}" for p in sorted((CONF / "model").glob("*.yaml")) if p.stem not in CPU_MODELS] + [
     f"experiment={p.stem}"
     for p in sorted((CONF / "experiment").glob("*.yaml"))
@@ -46,10 +46,10 @@ def _family(model_name: str) -> str:
     for family in ("llava_next", "tinyllava", "instructblip", "llava"):
         if model_name.startswith(family):
             return family
-    raise AssertionError(f"no upstream recipe known for model {model_name}")
+    raise AssertionError(f"no upstream schedule known for model {model_name}")
 
 
-def _recipe(override: str):
+def _composed(override: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[override], return_hydra_config=True)
     return cfg.hydra.runtime.choices["deepspeed"], cfg
@@ -59,29 +59,29 @@ def _engine_groups() -> dict[tuple[str, float], list[str]]:
     """The paper configs by what DeepSpeed's clipping depends on: the DeepSpeed group and train.max_grad_norm."""
     groups: dict[tuple[str, float], list[str]] = {}
     for override in PAPER_CONFIGS:
-        choice, cfg = _recipe(override)
+        choice, cfg = _composed(override)
         groups.setdefault((choice, float(cfg.train.max_grad_norm)), []).append(override)
     return groups
 
 
-def test_every_paper_recipe_is_covered():
-    assert len(PAPER_CONFIGS) == 36  # 11 model recipes, 17 L2T and 8 InstrAug experiments
+def test_every_paper_config_is_covered():
+    assert len(PAPER_CONFIGS) == 36  # 11 model configs, 17 L2T and 8 InstrAug experiments
 
 
 @pytest.mark.parametrize("override", PAPER_CONFIGS)
-def test_paper_recipe_clips_as_upstream(override):
-    choice, cfg = _recipe(override)
+def test_paper_config_clips_as_upstream(override):
+    choice, cfg = _composed(override)
     expected = UPSTREAM_CLIPPING[_family(cfg.model.name)]
     assert cfg.deepspeed.enabled and choice in ("zero2", "zero3")
     assert cfg.deepspeed.config.gradient_clipping == "auto"  # filled from train.max_grad_norm, never absent
     assert cfg.train.max_grad_norm == expected
 
 
-def test_offloading_keeps_the_recipe_s_clipping_optimizer_and_schedule():
+def test_offloading_keeps_the_schedule_s_clipping_optimizer_and_schedule():
     """LLaVA's ``scripts/zero3_offload.json`` (c121f04) differs from its ``zero3.json`` in more than offloading:
     ``"gradient_clipping": "auto"`` (line 51: HF's max_grad_norm default, 1.0) and its own ``optimizer`` (AdamW,
     lines 13-21) and ``scheduler`` (``WarmupLR``, lines 22-29, which HF's Trainer then uses in place of the cosine
-    schedule). ``deepspeed=zero3_offload`` here changes where states live only: the recipe's clipping (0),
+    schedule). ``deepspeed=zero3_offload`` here changes where states live only: the schedule's clipping (0),
     optimizer and cosine schedule stay."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         base = compose("train", overrides=["model=llava7b", "deepspeed=zero3"])
@@ -109,8 +109,8 @@ def _ds_env() -> dict:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("group", sorted(_engine_groups()), ids=lambda g: f"{g[0]}-clip{g[1]}")
-def test_the_engine_clips_as_the_paper_recipes_say(tmp_path, demo_data, group):
-    """The tiny model through train.py on CPU with a paper recipe's DeepSpeed group and train.max_grad_norm: the
+def test_the_engine_clips_as_the_paper_schedules_say(tmp_path, demo_data, group):
+    """The tiny model through train.py on CPU with a paper config's DeepSpeed group and train.max_grad_norm: the
     engine DeepSpeed builds reports that clipping (``DeepSpeedEngine.gradient_clipping()``)."""
     choice, clipping = group
     configs = _engine_groups()[group]
@@ -132,8 +132,8 @@ def test_the_engine_clips_as_the_paper_recipes_say(tmp_path, demo_data, group):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ran = OmegaConf.load(run_dir / "config.yaml")
-    for override in configs:  # the run's DeepSpeed config is each of these recipes' own
-        _, cfg = _recipe(override)
+    for override in configs:  # the run's DeepSpeed config is each of these configs' own
+        _, cfg = _composed(override)
         assert OmegaConf.to_container(ran.deepspeed) == OmegaConf.to_container(cfg.deepspeed, resolve=True), override
         assert UPSTREAM_CLIPPING[_family(cfg.model.name)] == clipping, override
     metrics = json.loads((run_dir / "train_metrics.json").read_text())
@@ -145,8 +145,6 @@ def test_a_deepspeed_config_without_gradient_clipping_is_refused(tmp_path, demo_
     """Without the key DeepSpeed 0.19.8 clips at 1.0 whatever train.max_grad_norm says."""
     from deepspeed.runtime.config import get_gradient_clipping
 
-    from lit.train.args import training_args
-
     assert get_gradient_clipping({}) == 1.0
     cfg = tiny_cfg(
         demo_data, tmp_path, "deepspeed=zero3", "~deepspeed.config.gradient_clipping", "train.max_grad_norm=0.0"
@@ -156,4 +154,4 @@ def test_a_deepspeed_config_without_gradient_clipping_is_refused(tmp_path, demo_
         match=r"deepspeed.config has no gradient_clipping.*train.max_grad_norm=0.0.*"
         r"deepspeed.config.gradient_clipping=auto",
     ):
-        training_args(cfg, tmp_path)
+        tiny_training_args(cfg, tmp_path)

@@ -11,13 +11,13 @@ from hydra import compose, initialize_config_dir
 from tiny_runs import CONF
 from transformers import TrainingArguments
 
+from lit.data.build import build_dataset
 from lit.data.image_inputs import ImageInputs
 from lit.data.labels import LabelSpec
-from lit.data.setup import build_dataset
 from lit.mask.chat_templates import get_template
 from lit.mask.mining import template_sentences, warn_if_all_template_sentences
 from lit.mask.scopes import get_scope
-from lit.model.build import _image_processor
+from lit.model.loading import _image_processor
 
 FIXED = ["What is shown here? Answer briefly.", "Which colour is it? Answer briefly.", "How many are there?"]
 

@@ -25,9 +25,9 @@ from instraug.placeholders import fill
 from instraug.seeds import SeedFileError, load_seeds, summary
 from lit.files import file_sha256
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "instraug"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "instraug"
 OFFICIAL = FIXTURES / "instruction_gen.py"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BOX = re.compile(r"^-?\d+(\.\d+)? -?\d+(\.\d+)? -?\d+(\.\d+)? -?\d+(\.\d+)?$")
 
 

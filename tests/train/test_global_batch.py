@@ -1,4 +1,4 @@
-"""The recipe's global batch holds on any number of processes: gradient accumulation is derived from it."""
+"""The schedule's global batch holds on any number of processes: gradient accumulation is derived from it."""
 
 from __future__ import annotations
 
@@ -24,23 +24,21 @@ def test_training_args_take_the_derived_accumulation(demo_data, tmp_path, monkey
     """Through train.py's own TrainingArguments (one process, per-device 4, global 32 -> 8 steps; the
     2-process run in test_distributed_run.py checks world size 2); a contradicting explicit accumulation is
     refused."""
-    from tiny_runs import tiny_cfg
-
-    from lit.train.args import training_args
+    from tiny_runs import tiny_cfg, tiny_training_args
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     cfg = tiny_cfg(demo_data, tmp_path, "schedule.global_batch_size=32")
-    args = training_args(cfg, tmp_path)
+    args = tiny_training_args(cfg, tmp_path)
     assert args.gradient_accumulation_steps == 8 and args.per_device_train_batch_size == 4
     bad = tiny_cfg(demo_data, tmp_path, "schedule.global_batch_size=32", "train.gradient_accumulation_steps=2")
     with pytest.raises(ValueError, match="disagrees with schedule.global_batch_size"):
-        training_args(bad, tmp_path)
+        tiny_training_args(bad, tmp_path)
 
 
 @pytest.mark.parametrize("world,split", [(16, (8, 1)), (8, (16, 1)), (1, (16, 8))])
 def test_the_llava_batch_of_128_on_16_8_and_1_processes(world, split):
-    """The recipe's 16 per device on 16 GPUs would make 256: the per-device batch follows from the global one."""
+    """The schedule's 16 per device on 16 GPUs would make 256: the per-device batch follows from the global one."""
     from lit.train.distributed import split_global_batch
 
     per_device, steps = split_global_batch(128, 16, world)
@@ -60,14 +58,12 @@ def test_training_args_derive_the_per_device_batch_and_log_it(demo_data, tmp_pat
     """Through train.py's own TrainingArguments on one process: per-device 4 over a global batch of 2."""
     import logging
 
-    from tiny_runs import tiny_cfg
-
-    from lit.train.args import training_args
+    from tiny_runs import tiny_cfg, tiny_training_args
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     with caplog.at_level(logging.INFO, logger="lit.train.args"):
-        args = training_args(tiny_cfg(demo_data, tmp_path, "schedule.global_batch_size=2"), tmp_path)
+        args = tiny_training_args(tiny_cfg(demo_data, tmp_path, "schedule.global_batch_size=2"), tmp_path)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 1)
     assert "train.per_device_train_batch_size=4 x 1 processes exceeds schedule.global_batch_size=2: 2" in caplog.text
 

@@ -23,7 +23,7 @@ TEMPLATE = get_template("instructblip")
 
 def _tiny(tokenizer):
     from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.build import compose_tiny
+    from lit.model.loading import compose_tiny
 
     cfg = OmegaConf.merge(
         OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_iblip.yaml")
@@ -34,7 +34,7 @@ def _tiny(tokenizer):
     return model, processor, cfg
 
 
-def _recipe(*overrides):
+def _composed(*overrides):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -72,14 +72,14 @@ def _record(instruction, answer="red", rid="r0"):
 # 1. What is trained -------------------------------------------------------------------------------------------------
 
 
-def test_recipe_trains_vit_and_ln_vision_with_the_qformer_lm_frozen(bpe_tokenizer):
+def test_schedule_trains_vit_and_ln_vision_with_the_qformer_lm_frozen(bpe_tokenizer):
     """LAVIS ``projects/iblip/train/instr_tuning.yaml`` l.11 ``freeze_vit: False`` merged over the model yaml's
     ``freeze_vit: True`` (``configs/models/blip2/blip2_instruct_vicuna7b.yaml`` l.19; ``common/config.py``
     l.73-79: the project's ``model`` section is merged last); ``models/blip2_models/blip2_vicuna_instruct.py``
     l.58-66 freezes the ViT only under ``freeze_vit`` and never ``ln_vision`` (``blip2.py`` l.81, a LayerNorm
     applied to the ViT's output, l.149 of the forward), l.101-102 freeze the LLM; the Q-Former, query tokens
     and ``llm_proj`` train. In Hugging Face's model ``ln_vision`` is ``vision_model.post_layernorm``."""
-    from lit.model.build import apply_freeze
+    from lit.model.loading import apply_freeze
 
     model, processor, _ = _tiny(bpe_tokenizer)
     vision = model.vision_model
@@ -88,7 +88,7 @@ def test_recipe_trains_vit_and_ln_vision_with_the_qformer_lm_frozen(bpe_tokenize
     # post_layernorm is the last thing applied to the ViT's output, which the Q-Former reads: LAVIS's ln_vision
     torch.testing.assert_close(out.last_hidden_state, vision.post_layernorm(out.hidden_states[-1]))
 
-    freeze = _recipe().model.freeze
+    freeze = _composed().model.freeze
     apply_freeze(model, freeze)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {"vision_model.post_layernorm.weight", "vision_model.post_layernorm.bias"} <= trainable
@@ -183,9 +183,9 @@ def test_lavis_schedule_steps_warmup_per_micro_batch_and_cosine_per_epoch(bpe_to
     from lit.train.args import LitTrainingArguments
     from lit.train.trainer import LitTrainer
 
-    recipe = _recipe().train
-    assert recipe.lr_schedule == "lavis_epoch_cosine" and recipe.warmup_steps == 1000
-    assert recipe.warmup_start_lr == 1e-8 and recipe.learning_rate == 1e-5 and recipe.num_train_epochs == 3
+    train = _composed().train
+    assert train.lr_schedule == "lavis_epoch_cosine" and train.warmup_steps == 1000
+    assert train.warmup_start_lr == 1e-8 and train.learning_rate == 1e-5 and train.num_train_epochs == 3
 
     model, _, _ = _tiny(bpe_tokenizer)
     iters, accum, warmup = 40, 4, 26  # 10 optimizer steps per epoch; warm-up ends inside the 7th
@@ -257,15 +257,15 @@ def test_lavis_schedule_steps_warmup_per_micro_batch_and_cosine_per_epoch(bpe_to
     np.testing.assert_allclose(rates.seen, _lavis_lrs(8, 2, 3, 1e-3, 1e-5, 3), rtol=1e-9)
 
 
-def test_recipe_precision_is_fp16_amp_as_lavis():
+def test_schedule_precision_is_fp16_amp_as_lavis():
     """``projects/iblip/train/instr_tuning.yaml`` l.51 ``amp: True``: ``runners/runner_base.py`` l.122-130 make a
     ``GradScaler`` and ``tasks/base_task.py`` l.215 runs the step under ``torch.cuda.amp.autocast`` (fp16);
     ``blip2_vicuna_instruct.py`` l.83-85 load the (frozen) LLM with ``torch_dtype=torch.float16``; the trained
     parts keep fp32 weights (``eva_vit.py`` l.410-421: the fork's fp16 conversion of the ViT does nothing)."""
-    cfg = _recipe()
+    cfg = _composed()
     assert cfg.train.fp16 and not cfg.train.bf16
     assert cfg.model.dtype == "float32"  # trainable weights fp32 under autocast; DeepSpeed fp16 casts to half
-    assert cfg.deepspeed.config.fp16.enabled == "auto"  # filled from train.fp16 under the recipe's ZeRO-2
+    assert cfg.deepspeed.config.fp16.enabled == "auto"  # filled from train.fp16 under the schedule's ZeRO-2
 
 
 # 4. Augmentation ----------------------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def test_blip_image_train_augmentation(bpe_tokenizer, tmp_path):
     from transformers import TrainingArguments
 
     from lit.data import blip_augment as ba
-    from lit.model.setup import build_model
+    from lit.model.build import build_model
 
     assert ba.RANDAUG_OPS == (
         "Identity",
@@ -296,7 +296,7 @@ def test_blip_image_train_augmentation(bpe_tokenizer, tmp_path):
         "TranslateY",
         "Rotate",
     )
-    assert _recipe().model.image_augment == "blip_image_train"
+    assert _composed().model.image_augment == "blip_image_train"
 
     model, processor, cfg = _tiny(bpe_tokenizer)
     size = processor.image_processor.size["height"]
@@ -352,7 +352,7 @@ def test_blip_image_train_augmentation(bpe_tokenizer, tmp_path):
     )["pixel_values"][0]
     assert torch.equal(eval_item, expected_eval) and train_item.shape == eval_item.shape
     assert not torch.allclose(train_item, eval_item)
-    # and the recipe's model.image_augment reaches the training inputs through build_model
+    # and the schedule's model.image_augment reaches the training inputs through build_model
     model_cfg = OmegaConf.merge(cfg, {"image_augment": "blip_image_train", "freeze": {"vision": False}})
     adapter = OmegaConf.create({"name": "none"})
     built = build_model(

@@ -17,7 +17,7 @@ from wandb_records import read_offline_run
 from lit import recipes, slurm
 from lit.report import tables
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 EXPECTED_JOBS = {
     "demo_t4": 5,
@@ -264,7 +264,7 @@ def test_jobs_starting_together_generate_the_demo_data_once(tmp_path):
     """A recipe's two training jobs start at the same moment on Slurm: one generates the demo data, the other
     waits for it and then reads complete files."""
     code = (
-        "import logging, sys, json; from omegaconf import OmegaConf; from lit.data.setup import generate_demo_data; "
+        "import logging, sys, json; from omegaconf import OmegaConf; from lit.data.build import generate_demo_data; "
         "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
         "generate_demo_data(OmegaConf.create({'generate': True, 'root': sys.argv[1], 'n_train': 300, "
         "'n_test': 20, 'image_size': 32, 'seed': 0})); "

@@ -26,12 +26,12 @@ pytestmark = [
     ),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SITE = "local_cpu"
 
 
 def _tiny(demo_data: Path, runs: Path) -> list[str]:
-    """The demo recipe shrunk to seconds per job (as tests/test_recipes.py runs it locally)."""
+    """The demo recipe shrunk to seconds per job (as tests/launch/test_recipes.py runs it locally)."""
     return [
         "train:train.max_steps=2",
         "train:train.per_device_train_batch_size=4",

@@ -12,7 +12,7 @@ from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import get_template
 from lit.mask.render import render
 from lit.mask.scopes import get_scope
-from lit.model.build import _image_processor
+from lit.model.loading import _image_processor
 from lit.records import RecordError, load_records
 
 VICUNA = get_template("vicuna_v1")
@@ -126,7 +126,7 @@ def test_template_without_single_eos_token_is_reported(bpe_tokenizer):
 def test_run_with_a_missing_image_root_stops_before_loading_a_model(demo_data, tmp_path, monkeypatch):
     from tiny_runs import tiny_cfg
 
-    from lit.model import build as model_module
+    from lit.model import loading as model_module
     from lit.train.run import run
 
     def must_not_build(*args, **kwargs):

@@ -20,7 +20,7 @@ def _megabatch_sizes(n, megabatch):
 
 # The layout changed from contiguous length-sorted slices (rank 0 got the longest records) to LLaVA's equal-length
 # deal of each megabatch over its device batches, and LLaVA's final group in index order; batch-for-batch parity
-# with LLaVA is in tests/test_sampler_llava_parity.py, these are the properties that hold for any seed.
+# with LLaVA is in tests/data/test_sampler_llava_parity.py, these are the properties that hold for any seed.
 @pytest.mark.parametrize(
     "n_image, n_text, batch, chunks", [(37, 11, 2, 2), (8, 0, 2, 2), (0, 5, 1, 2), (3, 2, 4, 2), (64, 64, 4, 4)]
 )
@@ -77,7 +77,7 @@ def _dataset(demo_data, bpe_tokenizer):
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
     from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.build import _image_processor
+    from lit.model.loading import _image_processor
 
     template = get_template("vicuna_v1")
     prepare_tokenizer(bpe_tokenizer, template)

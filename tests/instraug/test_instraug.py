@@ -349,7 +349,7 @@ def test_augment_cli_builds_pool_and_report(tiny_chat_model, tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps({"task": s.task, "instruction": s.text}) + "\n" for s in SEEDS))
     instances = tmp_path / "instances.jsonl"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = {"HF_ENDPOINT": "http://127.0.0.1:9"}  # the discard port: connection refused at once
 
 
@@ -73,7 +73,7 @@ def test_uncached_id_offline_is_one_message(monkeypatch):
     assert hub.local(str(ROOT)) == str(ROOT)  # a path is never looked up
 
 
-def test_benchmark_fetch_offline_says_what_to_run(tmp_path, monkeypatch):
+def test_evaluation_data_fetch_offline_says_what_to_run(tmp_path, monkeypatch):
     from lit.eval import eval_data
     from lit.model import hub
 

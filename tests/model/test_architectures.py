@@ -22,7 +22,7 @@ SIZES = [(32, 32), (30, 70), (60, 25), (64, 64), (17, 90)]  # (height, width): e
 
 def _tiny(arch_config: str, tokenizer):
     from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.build import compose_tiny
+    from lit.model.loading import compose_tiny
 
     cfg = OmegaConf.merge(
         OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{arch_config}.yaml")
@@ -93,7 +93,7 @@ def expand2square(image: Image.Image, background: tuple[int, ...]) -> Image.Imag
 
 
 def _llava_pad_pixels(processor, image):
-    from lit.model.build import with_aspect_ratio
+    from lit.model.loading import with_aspect_ratio
 
     mean = tuple(int(x * 255) for x in processor.image_processor.image_mean)
     crop = with_aspect_ratio(processor.image_processor, "crop")  # the same processor without do_pad
@@ -104,7 +104,7 @@ def _llava_pad_pixels(processor, image):
 def test_llava_checkpoint_reads_the_same_in_lmms_eval_llava_hf(trained):
     """A non-square image: lmms-eval's llava_hf and our evaluation see the same pixels, those of LLaVA's
     expand2square with the mean colour (not a centre crop)."""
-    from lit.model.build import load_pretrained
+    from lit.model.loading import load_pretrained
 
     _, run_dir, _ = trained
     image = _rgb(40, 30)
@@ -117,7 +117,7 @@ def test_llava_checkpoint_reads_the_same_in_lmms_eval_llava_hf(trained):
 
 @pytest.mark.parametrize("mode", ["pad", "crop"])
 def test_llava_processor_pads_to_a_square_with_the_mean_colour(bpe_tokenizer, mode):
-    from lit.model.build import with_aspect_ratio
+    from lit.model.loading import with_aspect_ratio
 
     _, processor, _ = _tiny("tiny", bpe_tokenizer)  # LLaVA's default: pad
     processor.image_processor = with_aspect_ratio(processor.image_processor, mode)
@@ -197,7 +197,7 @@ def test_next_dataset_and_label_cache_keep_per_image_counts(varied_data, bpe_tok
         assert torch.isfinite(model(**{k: v for k, v in batch.items() if k != "kind_counts"}).loss)
     # another tiling (pinpoints) changes every count, so it must not read the cache entry above
     cfg.image_grid_pinpoints = [[32, 96], [96, 32]]
-    from lit.model.build import compose_tiny
+    from lit.model.loading import compose_tiny
 
     other_model, other_processor = compose_tiny(cfg, tok)
     other = labelled_dataset(
@@ -211,7 +211,7 @@ def test_next_dataset_and_label_cache_keep_per_image_counts(varied_data, bpe_tok
 
 
 def test_next_freeze_covers_image_newline(bpe_tokenizer):
-    from lit.model.build import apply_freeze
+    from lit.model.loading import apply_freeze
 
     model, _, _ = _tiny("tiny_next", bpe_tokenizer)
     counts = apply_freeze(model, {"vision": False, "projector": True, "lm": True})
@@ -262,7 +262,7 @@ def test_next_trains_and_checkpoint_generates(varied_data, tmp_path):
     assert all(0 < p["attention_to_image"] < 1 for p in vc["pairs"])
 
 
-def test_next_recipe_composes():
+def test_next_config_composes():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -353,7 +353,7 @@ def test_iblip_trains_and_checkpoint_generates(demo_data, tmp_path):
     assert 0 <= scores["demo_pope"]["pope_accuracy"] <= 1
 
 
-def test_iblip_recipe_composes():
+def test_iblip_config_composes():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -395,7 +395,7 @@ def test_next_data_converter(tmp_path, demo_data):
 
 
 def test_hub_ids_pass_the_checkpoint_check_and_local_folders_do_not(tmp_path):
-    from lit.model.build import check_checkpoint, is_hub_id
+    from lit.model.loading import check_checkpoint, is_hub_id
 
     assert is_hub_id("Salesforce/instructblip-vicuna-7b") and not is_hub_id(tmp_path / "run" / "checkpoint")
     check_checkpoint("Salesforce/instructblip-vicuna-7b")  # resolved (or refused offline) by from_pretrained

@@ -17,7 +17,7 @@ from lit.constants import IGNORE_INDEX
 from lit.eval import vc
 from lit.records import load_records
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rec(rid, image, *turns):
@@ -50,7 +50,7 @@ def test_each_pair_scores_only_its_own_answer_tokens(trained, demo_data):
     from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
-    from lit.model.build import load_pretrained
+    from lit.model.loading import load_pretrained
 
     model, processor = load_pretrained(str(trained[1] / "checkpoint"))
 

@@ -23,7 +23,7 @@ def test_dump_and_show(tmp_path, demo_data, tokenizers):
     tok_dir = tmp_path / "tok"
     tokenizers["bpe"].save_pretrained(tok_dir)
     data = demo_data / "train.json"
-    common = ["--data", str(data), "--tokenizer", str(tok_dir), "--template", "vicuna_v1"]
+    common = ["--data", str(data), "--tokenizer", str(tok_dir), "--chat-template", "vicuna_v1"]
     # the demo corpus is narrow: at the 5% default every demo question is a template, so mine at the demo's
     # own share (conf/experiment/demo_lit.yaml) as training the demo does, and hand the artefact to the audit
     templates = tmp_path / "templates.json"
@@ -114,13 +114,13 @@ def test_dump_on_a_llama_tokenizer_without_image_token(tmp_path, sp_model_dir):
     tok_dir = tmp_path / "vicuna_tok"
     LlamaTokenizer.from_pretrained(str(sp_model_dir), legacy=False, add_bos_token=True).save_pretrained(tok_dir)
     assert "<image>" not in LlamaTokenizer.from_pretrained(str(tok_dir)).get_vocab()
-    _sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    _sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
     from mining_corpus import LETTER, SHORT, corpus
 
     records = corpus(200, seed=3)
     data = tmp_path / "mix.json"
     data.write_text(json.dumps(records))
-    common = ["--data", str(data), "--tokenizer", str(tok_dir), "--template", "vicuna_v1"]
+    common = ["--data", str(data), "--tokenizer", str(tok_dir), "--chat-template", "vicuna_v1"]
     rows = {}
     for loss in ("vit", "lit"):
         _cli("dump", *common, "--loss", loss, "--out", str(tmp_path / f"{loss}.jsonl"))

@@ -1,4 +1,4 @@
-"""LoRA through peft (adapter=lora): the recipe's config, a run on the tiny model from a saved checkpoint,
+"""LoRA through peft (adapter=lora): the schedule's config, a run on the tiny model from a saved checkpoint,
 merged and adapter checkpoints that load for evaluation, and the projector's own learning rate."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _lora_run(trained, demo_data, out, *extra):
     return cfg, run(cfg, out)
 
 
-def test_lora_config_is_llava_recipe():
+def test_lora_config_is_llava_s():
     from hydra import compose, initialize_config_dir
     from tiny_runs import CONF
 
@@ -44,7 +44,7 @@ def test_lora_run_writes_merged_and_adapter_checkpoints_that_load(trained, demo_
     from safetensors.torch import load_file
     from transformers import LlavaForConditionalGeneration
 
-    from lit.model.build import load_pretrained
+    from lit.model.loading import load_pretrained
 
     _, base_run, _ = trained
     _, metrics = _lora_run(trained, demo_data, tmp_path)
@@ -94,7 +94,7 @@ def test_projector_gets_its_own_learning_rate(trained, tmp_path):
     from omegaconf import OmegaConf
     from transformers import TrainingArguments
 
-    from lit.model.build import load_pretrained
+    from lit.model.loading import load_pretrained
     from lit.model.lora import apply_lora
     from lit.train.trainer import LitTrainer
 

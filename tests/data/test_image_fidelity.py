@@ -1,6 +1,6 @@
-"""Images as the original recipes fed them: LLaVA-1.5's stage 1 keeps CLIP's resize + centre crop and its stage 2
+"""Images as the original scripts fed them: LLaVA-1.5's stage 1 keeps CLIP's resize + centre crop and its stage 2
 pads; TinyLLaVA resizes SigLIP's input to a square (no crop, no pad) and drops the first of SigLIP's positions; the
-precision each recipe trains in; and transformers' PIL image processors wherever we build or load one.
+precision each schedule trains in; and transformers' PIL image processors wherever we build or load one.
 
 Upstream files, at the commits issue 28 names:
 - haotian-liu/LLaVA c121f04: ``scripts/v1_5/pretrain.sh`` lines 3-35 pass no ``--image_aspect_ratio``, so
@@ -113,8 +113,8 @@ def towers(tmp_path_factory, tokenizers):
 
 
 def _build(cfg):
-    """The model and processor a training run builds from ``cfg.model`` (lit.model.setup)."""
-    from lit.model.setup import _load_or_compose
+    """The model and processor a training run builds from ``cfg.model`` (lit.model.build)."""
+    from lit.model.build import _load_or_compose
 
     return _load_or_compose(cfg.model, get_template(cfg.model.chat_template), tokenizer_of=None, args=None)
 
@@ -129,14 +129,14 @@ def _stage1(model: str, towers, lm: str, vision: str, *overrides: str):
 
 
 @pytest.mark.parametrize("family", ["llava7b", "llava13b"])
-def test_llava_stage1_recipes_crop_and_stage2_recipes_pad(family):
+def test_llava_stage1_crops_and_stage2_pads(family):
     """pretrain.sh leaves train.py's default 'square'; finetune.sh line 15 passes pad."""
     assert _cfg(f"{family}_stage1").model.image_aspect_ratio == "square"
     assert _cfg(family).model.image_aspect_ratio == "pad"
 
 
 def test_llava_stage1_pixels_are_clips_resize_and_centre_crop(towers):
-    """The stage-1 recipe, built as a run builds it, gives the pixels of ``processor.preprocess(image)`` with
+    """The stage-1 config, built as a run builds it, gives the pixels of ``processor.preprocess(image)`` with
     LLaVA's CLIP processor (train.py lines 717-718): shorter side resized, centre cropped. Stage 2's pad differs."""
     from transformers import CLIPImageProcessorPil
 
@@ -177,7 +177,7 @@ def test_llava_stage2_pads_a_loaded_checkpoint(towers, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["tinyllava05b", "tinyllava3b"])
-def test_tinyllava_recipes_resize_square_and_drop_the_first_siglip_position(family):
+def test_tinyllava_resizes_square_and_drop_the_first_siglip_position(family):
     for cfg in (_cfg(f"{family}_stage1"), _cfg(family)):
         assert cfg.model.image_aspect_ratio == "square"
         assert cfg.model.vision_feature_select_strategy == "default"
@@ -185,13 +185,13 @@ def test_tinyllava_recipes_resize_square_and_drop_the_first_siglip_position(fami
 
 @pytest.mark.parametrize("family,lm", [("tinyllava05b", "qwen2"), ("tinyllava3b", "phi")])
 def test_tinyllava_siglip_model_round_trip_positions_features_and_forward(family, lm, towers, tmp_path):
-    """Built from the stage-1 recipe with a tiny SigLIP tower: SigLIP's own resize (no crop, no pad), 16 - 1 image
+    """Built from the stage-1 config with a tiny SigLIP tower: SigLIP's own resize (no crop, no pad), 16 - 1 image
     features (as 729 - 1 = 728 at 384 px) equal to TinyLLaVA's selection (hidden_states[-2][:, 1:] through the
     projector); saved and loaded, the model's image features, the processor's <image> expansion and our position
-    count agree, and a forward pass runs. The stage-2 recipe loads the checkpoint; a mismatched strategy stops."""
+    count agree, and a forward pass runs. The stage-2 config loads the checkpoint; a mismatched strategy stops."""
     from transformers import SiglipImageProcessorPil
 
-    from lit.model.build import load_pretrained
+    from lit.model.loading import load_pretrained
 
     model, processor = _build(_stage1(family, towers, lm, "siglip", "model.dtype=float32"))
     model.eval()
@@ -260,7 +260,7 @@ def test_siglip_full_strategy_keeps_every_patch(towers):
         ("llava7b", "bfloat16", False, True),
     ],
 )
-def test_precision_per_recipe(model, dtype, fp16, bf16):
+def test_precision_per_schedule(model, dtype, fp16, bf16):
     """TinyLLaVA-3B (Phi-2) trains in fp16, TinyLLaVA-0.5B (Qwen2) in bf16, both without TF32 (TinyLLaVA's
     scripts, lines 35 and 55/57); LLaVA-1.5 in bf16 with TF32 (pretrain.sh lines 15 and 30)."""
     for cfg in (_cfg(f"{model}_stage1"), _cfg(model)):
@@ -270,7 +270,7 @@ def test_precision_per_recipe(model, dtype, fp16, bf16):
 
 
 def test_tinyllava3b_stage1_loads_its_parts_in_fp16(towers):
-    model, _ = _build(_stage1("tinyllava3b", towers, "phi", "siglip"))  # the recipe's model.dtype: float16
+    model, _ = _build(_stage1("tinyllava3b", towers, "phi", "siglip"))  # the schedule's model.dtype: float16
     assert {p.dtype for p in model.parameters()} == {torch.float16}
 
 
@@ -323,7 +323,7 @@ def test_the_stand_in_is_what_transformers_would_load_by_default(towers, torchvi
     [("llava7b", "llama", "clip"), ("tinyllava05b", "qwen2", "siglip"), ("llava_next7b", "llama", "clip")],
 )
 def test_processors_built_and_loaded_use_the_pil_backend(family, lm, vision, towers, tmp_path, torchvision_default):
-    from lit.model.build import load_pretrained
+    from lit.model.loading import load_pretrained
 
     extra = ["model.image_grid_pinpoints=[[32,64],[64,32]]"] if family.startswith("llava_next") else []
     model, processor = _build(_stage1(family, towers, lm, vision, "model.dtype=float32", *extra))
@@ -338,7 +338,7 @@ def test_tiny_models_built_from_configs_use_the_pil_backend(tokenizers, torchvis
     from omegaconf import OmegaConf
 
     from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.build import compose_tiny
+    from lit.model.loading import compose_tiny
 
     for extra in ("tiny", "tiny_next", "tiny_iblip"):
         cfg = OmegaConf.merge(

@@ -241,7 +241,7 @@ def test_compose_builds_no_random_copy_of_the_pretrained_parts(pretrained_parts,
     from transformers import LlamaForCausalLM
 
     from lit.mask.chat_templates import get_template
-    from lit.model import build as model_module
+    from lit.model import loading as model_module
 
     built = []
     real_init = model_module.LlavaForConditionalGeneration.__init__

@@ -51,11 +51,16 @@ tables: env  ## every paper table from results/runs/ next to the paper's numbers
 docs: env  ## rewrite the generated fragments of README.md, BENCHMARKS.md and docs/ from results/ (ARGS=--check: only check)
 	$(BIN)/python -m lit.report.docs $(ARGS)
 
+# Test processes (pytest-xdist): each test file runs whole in one of them, each with one torch thread, so two of
+# them fill CI's 2 cores; TEST_WORKERS=auto uses every core, TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: env  ## the fast test suite (what CI runs): everything but Slurm and `slow`, end-to-end (`integration`) tests included
-	$(BIN)/python -m pytest -q -m "not slow and not slurm"
+	$(PYTEST) -m "not slow and not slurm"
 
 test-unit: env  ## the unit tests only, under 2 minutes: `make test` without the end-to-end (`integration`) tests
-	$(BIN)/python -m pytest -q -m "not slow and not slurm and not integration"
+	$(PYTEST) -m "not slow and not slurm and not integration"
 
 test-slurm: env  ## the Slurm tests on a one-node local Slurm (root; installs and starts it, stops it after)
 	scripts/local_slurm.sh up

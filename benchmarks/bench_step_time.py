@@ -32,12 +32,12 @@ def main() -> None:
 
     from lit.data.collate import Collator
     from lit.data.dataset import SupervisedDataset
-    from lit.data.image_inputs import image_inputs_for
     from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.mining import mine
     from lit.mask.scopes import get_scope
     from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
+    from lit.model.families import image_inputs_for
     from lit.model.loading import compose_tiny
     from lit.records import load_records
     from lit.train.loss import supervised_token_loss

@@ -15,7 +15,8 @@ class Collator:
     image, in batch order (the model scatters image features onto image positions in order), as
     ``image_inputs`` batches them (``pixel_values`` (N_img, 3, H, W); LLaVA-NeXT adds a tile axis and
     ``image_sizes``), absent for text-only batches; InstructBLIP's ``qformer_input_ids``/``_attention_mask``;
-    ``kind_counts`` (K,) supervised tokens per span kind.
+    ``kind_counts`` (K,) supervised tokens per span kind; per-token inputs a family derives from the ids
+    (Qwen2-VL's ``mm_token_type_ids``).
     """
 
     def __init__(self, pad_token_id: int, image_inputs: ImageInputs):
@@ -39,4 +40,5 @@ class Collator:
         if images:
             batch.update(self.image_inputs.collate(images))
         batch.update(self.image_inputs.collate_text(items))
+        batch.update(self.image_inputs.token_inputs(ids))
         return batch

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from lit.constants import IGNORE_INDEX, IMAGE_MARKER, SPAN_KINDS
+from lit.constants import IGNORE_INDEX, SPAN_KINDS
 from lit.data.image_inputs import ImageInputs, open_image
 from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import lavis_layout
@@ -101,8 +101,8 @@ class SupervisedDataset(Dataset):
         """``spec``: how the records are labelled (``lit.data.labels.LabelSpec``); ``first_index``: the position of
         ``records[0]`` in the data file (record ids of id-less records, when a shard of the file is labelled);
         ``allow_empty``: a shard may have no usable record."""
-        self._set_inputs(tokenizer, image_inputs)
         self.spec = spec
+        self._set_inputs(tokenizer, image_inputs)
         self.audit = Audit(n_records=len(records))
         self.examples: list[Example] = []
         check_image_root(records, spec.image_root)
@@ -127,7 +127,7 @@ class SupervisedDataset(Dataset):
     def _set_inputs(self, tokenizer, image_inputs: ImageInputs) -> None:
         """What ``__getitem__`` needs besides the examples: the image inputs and the image token id."""
         self.image_inputs = image_inputs
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.spec.chat_template.image_token)
         self.pad_token_id = tokenizer.pad_token_id
 
     def _build(self, record, rid, tokenizer) -> Example:
@@ -213,8 +213,8 @@ class SupervisedDataset(Dataset):
         from datasets import load_from_disk
 
         self = cls.__new__(cls)
-        self._set_inputs(tokenizer, image_inputs)
         self.spec = spec
+        self._set_inputs(tokenizer, image_inputs)
         report = json.loads((Path(folder) / "audit.json").read_text())
         self.audit = Audit(
             n_records=report["n_records"],
@@ -254,7 +254,8 @@ class SupervisedDataset(Dataset):
         image = None
         if ex.image is not None:
             labels = expand_image(labels, ids, self.image_token_id, ex.n_image_tokens, IGNORE_INDEX)
-            ids = expand_image(ids, ids, self.image_token_id, ex.n_image_tokens, self.image_token_id)
+            image_ids = self.image_inputs.image_ids(ex.n_image_tokens, self.image_token_id)
+            ids = expand_image(ids, ids, self.image_token_id, ex.n_image_tokens, image_ids)
             image = self._pixels(ex)
         return {
             "input_ids": torch.from_numpy(ids),

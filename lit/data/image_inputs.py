@@ -1,16 +1,9 @@
-"""How one architecture turns an image (and, for InstructBLIP, the instruction) into model inputs.
+"""The data side of a model family's image handling: ``ImageInputs`` (the positions an image takes and the
+per-image model inputs), the hooks a family overrides, and reading image files.
 
-Three kinds, picked from the model's config by ``image_inputs_for``:
-- ``llava``: a fixed number of positions per image (LLaVA-1.5 at 336 px: 576; TinyLLaVA's SigLIP: 728),
-  ``pixel_values`` (3, H, W);
-- ``llava_next``: any-resolution tiling, so the number of positions depends on the image's size; it is
-  computed with the processor's own count (the one ``LlavaNextProcessor`` expands ``<image>`` with), and
-  each image gives ``pixel_values`` (P, 3, H, W) (P tiles, padded to the batch's largest P) and
-  ``image_sizes`` (2,);
-- ``instructblip``: a fixed number of query tokens, and the Q-Former also reads the instruction
-  (``qformer_input_ids``, the first human turn without the image marker, at most 128 tokens as LAVIS's
-  ``max_txt_len``), so every record needs an image.
-
+Each family (``lit.model.families``) builds its ``ImageInputs``: LLaVA a fixed number of positions per image;
+LLaVA-NeXT any-resolution tiles; InstructBLIP query tokens plus the Q-Former's instruction; Qwen2-VL a count
+from the image's size, between vision start and end tokens, with ``image_grid_thw`` and ``mm_token_type_ids``.
 ``spec()`` is what the label cache keys on: everything that decides how many positions an image takes.
 """
 
@@ -23,7 +16,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from lit.constants import IMAGE_MARKER
 from lit.records import RecordError
 
 
@@ -60,92 +52,14 @@ class ImageInputs:
     def collate_text(self, items: list[dict]) -> dict[str, torch.Tensor]:
         return {}
 
+    def image_ids(self, n: int, image_token_id: int) -> np.ndarray:
+        """The ids of the ``n`` positions one image takes in ``input_ids`` (here: the image token ``n`` times)."""
+        return np.full(n, image_token_id, dtype=np.int64)
 
-class AnyResImageInputs(ImageInputs):
-    """LLaVA-NeXT: the image is tiled on the best-fitting grid of ``image_grid_pinpoints`` plus a base view."""
-
-    def __init__(self, processor):
-        super().__init__(processor.image_processor, 0)
-        self.processor = processor
-
-    def n_tokens(self, height: int | None = None, width: int | None = None) -> int:
-        if height is None or width is None:
-            raise ValueError("LLaVA-NeXT's image token count depends on the image size: pass height and width")
-        return int(self.processor._get_num_multimodal_tokens(image_sizes=[(height, width)]).num_image_tokens[0])
-
-    def n_tokens_of_file(self, path: Path, rid) -> int:
-        with open_image(path, rid) as img:  # the header only; the pixels are not decoded
-            width, height = img.size
-        return self.n_tokens(height, width)
-
-    def spec(self) -> dict:
-        ip, p = self.image_processor, self.processor
-        return {
-            "kind": type(self).__name__,
-            "pinpoints": ip.image_grid_pinpoints,
-            "size": dict(ip.size),
-            "crop_size": dict(ip.crop_size or {}),
-            "patch": p.patch_size,
-            "strategy": p.vision_feature_select_strategy,
-            "extra": p.num_additional_image_tokens,
-        }
-
-    def pixels(self, rgb) -> dict[str, torch.Tensor]:
-        out = self.image_processor(images=[rgb], return_tensors="pt")
-        return {"pixel_values": out["pixel_values"][0], "image_sizes": torch.as_tensor(out["image_sizes"][0])}
-
-    def collate(self, images: list[dict]) -> dict[str, torch.Tensor]:
-        tiles = max(im["pixel_values"].shape[0] for im in images)
-        shape = images[0]["pixel_values"].shape[1:]
-        pixels = torch.zeros((len(images), tiles, *shape), dtype=images[0]["pixel_values"].dtype)
-        for row, im in enumerate(images):  # the model reads only the first P tiles of each row (from image_sizes)
-            pixels[row, : im["pixel_values"].shape[0]] = im["pixel_values"]
-        return {"pixel_values": pixels, "image_sizes": torch.stack([im["image_sizes"] for im in images])}
-
-
-class QFormerImageInputs(ImageInputs):
-    """InstructBLIP: ``num_query_tokens`` positions per image; the Q-Former reads the instruction too."""
-
-    requires_image = True
-    max_length = 128  # Q-Former instruction tokens (LAVIS blip2_vicuna_instruct's max_txt_len)
-
-    def __init__(self, processor, n_tokens: int):
-        super().__init__(processor.image_processor, n_tokens)
-        self.qformer_tokenizer = processor.qformer_tokenizer
-
-    def spec(self) -> dict:
-        tok = self.qformer_tokenizer
-        return {
-            **super().spec(),
-            "qformer_max_length": self.max_length,
-            "qformer_vocab": len(tok),
-            "qformer_tokenizer": type(tok).__name__,
-        }
-
-    def text_inputs(self, record: dict, rid) -> dict[str, np.ndarray]:
-        first = next(t["value"] for t in record["conversations"] if t["from"] == "human")
-        tok = self.qformer_tokenizer
-        side, tok.truncation_side = (
-            tok.truncation_side,
-            "left",
-        )  # LAVIS keeps the instruction's end (its init_tokenizer)
-        try:
-            ids = tok(first.replace(IMAGE_MARKER, "").strip(), truncation=True, max_length=self.max_length)["input_ids"]
-        finally:
-            tok.truncation_side = side
-        if not ids:
-            raise RecordError(rid, "the Q-Former tokenizer gives no tokens for the instruction")
-        return {"qformer_input_ids": np.asarray(ids, dtype=np.int64)}
-
-    def collate_text(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        longest = max(len(it["qformer_input_ids"]) for it in items)
-        pad = self.qformer_tokenizer.pad_token_id or 0
-        ids = torch.full((len(items), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(items), longest), dtype=torch.long)
-        for row, it in enumerate(items):
-            n = len(it["qformer_input_ids"])
-            ids[row, :n], mask[row, :n] = it["qformer_input_ids"], 1
-        return {"qformer_input_ids": ids, "qformer_attention_mask": mask}
+    def token_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-token model inputs derived from the batch's (padded) ``input_ids``, e.g. Qwen2-VL's
+        ``mm_token_type_ids`` (none here)."""
+        return {}
 
 
 def extra_vision_positions(vision_config) -> int:
@@ -160,18 +74,6 @@ def llava_image_positions(model_config) -> int:
     vision = model_config.vision_config
     n = (vision.image_size // vision.patch_size) ** 2 + extra_vision_positions(vision)
     return n - (model_config.vision_feature_select_strategy == "default")
-
-
-def image_inputs_for(model_config, processor) -> ImageInputs:
-    """The ``ImageInputs`` of a model (by its config's ``model_type``) and its processor."""
-    kind = model_config.model_type
-    if kind == "llava":
-        return ImageInputs(processor.image_processor, llava_image_positions(model_config))
-    if kind == "llava_next":
-        return AnyResImageInputs(processor)
-    if kind == "instructblip":
-        return QFormerImageInputs(processor, model_config.num_query_tokens)
-    raise ValueError(f"no image inputs for model_type {kind!r}; known: llava, llava_next, instructblip")
 
 
 @contextmanager

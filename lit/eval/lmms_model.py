@@ -16,10 +16,10 @@ from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from lit.constants import IMAGE_MARKER, KIND_INDEX
-from lit.data.image_inputs import image_inputs_for
 from lit.mask.chat_templates import get_template, lavis_layout
 from lit.mask.render import encode, expand_image, render
 from lit.mask.tokenizer import prepare_tokenizer
+from lit.model.families import image_inputs_for
 from lit.model.loading import load_pretrained
 
 # New tokens when a task sets no ``max_new_tokens``: lmms-eval's llava_hf default (lmms-eval 0.7.3,
@@ -74,7 +74,7 @@ class LitLlava(lmms):
         self.tokenizer = self.processor.tokenizer
         self.template = get_template(chat_template)
         prepare_tokenizer(self.tokenizer, self.template, frozen_vocab=True)  # as training prepared it
-        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.template.image_token)
         self.image_inputs = image_inputs_for(self.model.config, self.processor)
         self.n_empty = 0  # generations that decoded to empty text (scored, never dropped)
 
@@ -98,7 +98,7 @@ class LitLlava(lmms):
             rgb = image.convert("RGB")
             n = self.image_inputs.n_tokens(rgb.height, rgb.width)
             kinds = expand_image(kinds, ids, self.image_token_id, n, KIND_INDEX["image"])
-            ids = expand_image(ids, ids, self.image_token_id, n, self.image_token_id)
+            ids = expand_image(ids, ids, self.image_token_id, n, self.image_inputs.image_ids(n, self.image_token_id))
             item["image"] = self.image_inputs.pixels(rgb)
         elif self.image_inputs.requires_image:
             raise ValueError("this model (InstructBLIP) needs an image for every question")
@@ -117,7 +117,12 @@ class LitLlava(lmms):
             n = len(it["input_ids"])
             cols = slice(longest - n, longest) if left else slice(0, n)
             ids[row, cols], mask[row, cols] = it["input_ids"], 1
-        batch = {"input_ids": ids, "attention_mask": mask, **self.image_inputs.collate_text(items)}
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            **self.image_inputs.collate_text(items),
+            **self.image_inputs.token_inputs(ids),
+        }
         images = [it["image"] for it in items if it["image"] is not None]
         if images:
             batch.update(self.image_inputs.collate(images))

@@ -143,11 +143,11 @@ def analyse(
     from tqdm import tqdm
 
     from lit.data.dataset import SupervisedDataset
-    from lit.data.image_inputs import image_inputs_for
     from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.families import image_inputs_for
     from lit.model.loading import load_pretrained
 
     chat = get_template(template)
@@ -176,7 +176,8 @@ def analyse(
             continue
         with Image.open(ex.image) as img:
             noise = ds.image_inputs.pixels(noise_image(img.size, rng))
-        text = {k: v.to(device) for k, v in ds.image_inputs.collate_text([item]).items()}
+        text = {**ds.image_inputs.collate_text([item]), **ds.image_inputs.token_inputs(item["input_ids"][None])}
+        text = {k: v.to(device) for k, v in text.items()}
         ids, labels = item["input_ids"].to(device), labels.to(device)
         values = []
         for image in (item["image"], noise):

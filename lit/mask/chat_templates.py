@@ -25,11 +25,11 @@ Sources for the formats:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lit.constants import KIND_INDEX
+from lit.constants import IMAGE_MARKER, KIND_INDEX
 
 Piece = tuple[str, str]
 
@@ -66,6 +66,8 @@ class ChatTemplate:
     image_before_bos: bool = False  # the image positions precede BOS (InstructBLIP as LAVIS and HF feed it)
     max_instruction_tokens: int = 0  # training: the first instruction keeps its last N tokens, BOS counted (0: all)
     max_answer_tokens: int = 0  # training: the answer (with its end token) keeps its first N - 1 tokens (0: all)
+    image_token: str = IMAGE_MARKER  # the one token that stands for an image in the text (Qwen2-VL: <|image_pad|>)
+    image_text: str = ""  # what the template writes for an image around image_token (Qwen2-VL: a vision block)
 
 
 def _vicuna_like(name: str, eos: str) -> ChatTemplate:
@@ -144,6 +146,17 @@ TEMPLATES: dict[str, ChatTemplate] = {
         image_only=True,
     ),
 }
+# Qwen2-VL-Instruct's published template is chatml with its default system prompt, and an image is
+# <|vision_start|><|image_pad|><|vision_end|> followed directly by the text (no separator). The pad is the one
+# image position that the data set expands to the image's count (lit.model.families.qwen2_vl); the start and
+# end tokens are image kind too, so no scope supervises them.
+TEMPLATES["qwen2_vl"] = replace(
+    TEMPLATES["chatml"],
+    name="qwen2_vl",
+    image_sep="",
+    image_token="<|image_pad|>",
+    image_text="<|vision_start|><|image_pad|><|vision_end|>",
+)
 
 
 def get_template(name: str) -> ChatTemplate:

@@ -85,23 +85,24 @@ def _content_spans(text: str, template_sentences: frozenset[str]) -> list[Span]:
 
 
 def _user_body(text: str, chat_template: ChatTemplate, template_sentences: frozenset[str]) -> list[Span]:
+    image = chat_template.image_text or chat_template.image_token  # the record marks it with IMAGE_MARKER
     if chat_template.image_only:
-        return [Span(IMAGE_MARKER, "image")] if IMAGE_MARKER in text else []
+        return [Span(image, "image")] if IMAGE_MARKER in text else []
     if IMAGE_MARKER not in text:
         return _content_spans(text, template_sentences)
     if chat_template.image_first:
         rest = text.replace(IMAGE_MARKER, "").strip()
         if not rest:  # an image-only turn: the marker alone, no separator (LLaVA strips "<image>\n" to "<image>")
-            return [Span(IMAGE_MARKER, "image")]
+            return [Span(image, "image")]
         return [
-            Span(IMAGE_MARKER, "image"),
+            Span(image, "image"),
             Span(chat_template.image_sep, "format"),
             *_content_spans(rest, template_sentences),
         ]
     before, after = text.split(IMAGE_MARKER)
     return [
         *_content_spans(before, template_sentences),
-        Span(IMAGE_MARKER, "image"),
+        Span(image, "image"),
         *_content_spans(after, template_sentences),
     ]
 
@@ -170,11 +171,11 @@ def encode(
     Raises ``RecordError`` if the image or an end-of-turn is not exactly one token, if a token's
     visible characters come from two spans of different kinds, or if text is left uncovered.
     """
+    spans, images = _split_image_text(spans, tokenizer, image_token_id)
     text = "".join(s.text for s in spans)
     lengths = np.fromiter((len(s.text) for s in spans), dtype=np.int64, count=len(spans))
     span_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     span_kind = np.fromiter((KIND_INDEX[s.kind] for s in spans), dtype=np.int8, count=len(spans))
-    images = [i for i, s in enumerate(spans) if s.kind == "image"]
     marker_id = _image_id(tokenizer, spans[images[0]].text, record_id, image_token_id) if images else None
     ids, offsets = _tokenize_chunks(
         tokenizer, text, [(int(span_start[i]), int(span_start[i] + lengths[i])) for i in images], marker_id
@@ -203,6 +204,29 @@ def encode(
     return Encoded(ids, kinds)
 
 
+def _split_image_text(spans: list[Span], tokenizer, image_token_id: int | None) -> tuple[list[Span], list[int]]:
+    """The spans with each image text of several tokens (a template's ``image_text``, Qwen2-VL's
+    ``<|vision_start|><|image_pad|><|vision_end|>``) cut around its ``image_token_id`` token, and the index of
+    each image position: that token. The text around it stays kind ``image``, so no scope supervises it."""
+    out: list[Span] = []
+    images: list[int] = []
+    for span in spans:
+        enc = None
+        if span.kind == "image" and image_token_id is not None:
+            enc = tokenizer._tokenizer.encode(span.text, add_special_tokens=False)
+        if enc is None or len(enc.ids) == 1 or enc.ids.count(image_token_id) != 1:
+            if span.kind == "image":  # a single token, or one ``_image_id`` reports
+                images.append(len(out))
+            out.append(span)
+            continue
+        lo, hi = enc.offsets[enc.ids.index(image_token_id)]
+        for text, position in ((span.text[:lo], False), (span.text[lo:hi], True), (span.text[hi:], False)):
+            if text:
+                images += [len(out)] if position else []
+                out.append(Span(text, "image"))
+    return out, images
+
+
 def _image_id(tokenizer, marker: str, record_id, image_token_id: int | None) -> int:
     """The id of the image marker, which must be one (added) token of the tokenizer."""
     alone = tokenizer._tokenizer.encode(marker, add_special_tokens=False)
@@ -213,9 +237,7 @@ def _image_id(tokenizer, marker: str, record_id, image_token_id: int | None) -> 
             "add it as a special token (see lit.mask.tokenizer.prepare_tokenizer)",
         )
     if image_token_id is not None and alone.ids[0] != image_token_id:
-        raise RecordError(
-            record_id, f"{IMAGE_MARKER} became id {alone.ids[0]}, not the image token id {image_token_id}"
-        )
+        raise RecordError(record_id, f"{marker} became id {alone.ids[0]}, not the image token id {image_token_id}")
     return alone.ids[0]
 
 
@@ -250,10 +272,11 @@ def _tokenize_chunks(tokenizer, text: str, images: list[tuple[int, int]], marker
 
 
 def expand_image(values: np.ndarray, ids: np.ndarray, image_token_id: int, n: int, fill: int) -> np.ndarray:
-    """``values`` (aligned with ``ids``) with the single image position repeated ``n`` times as ``fill``:
-    the model puts one feature vector on each of the ``n`` image positions."""
+    """``values`` (aligned with ``ids``) with the single image position replaced by ``n`` positions of ``fill``
+    (one value, or ``n`` of them: a family's image ids, e.g. Qwen2-VL's vision start, pads and vision end)."""
     pos = int(np.nonzero(ids == image_token_id)[0][0])
-    return np.concatenate([values[:pos], np.full(n, fill, dtype=values.dtype), values[pos + 1 :]])
+    filled = np.broadcast_to(np.asarray(fill, dtype=values.dtype), (n,))
+    return np.concatenate([values[:pos], filled, values[pos + 1 :]])
 
 
 def _boundary_kind(spans, span_start, first, last, start, end, text, record_id) -> int:

@@ -36,15 +36,15 @@ def load_tokenizer(path: str | Path, **kwargs) -> PreTrainedTokenizerFast:
 
 def prepare_tokenizer(tokenizer, template: ChatTemplate, *, frozen_vocab: bool = False) -> list[str]:
     """The one preparation every entry point applies (training, ``lit.mask.audit``, evaluation, ``vc.py``):
-    add ``<image>`` (as llava-hf does) and the template's end-of-turn token where the vocabulary lacks them,
-    and set a pad token; returns the tokens added.
+    add the template's image token (``<image>``, as llava-hf does) and its end-of-turn token where the vocabulary
+    lacks them, and set a pad token; returns the tokens added.
 
     A Vicuna/Llama SentencePiece tokenizer has no ``<image>``; training adds it and resizes the model's
     embeddings to ``len(tokenizer)``. With ``frozen_vocab`` (a trained checkpoint whose embeddings are
     fixed) a missing token is an error instead.
     """
     vocab = tokenizer.get_vocab()
-    missing = [t for t in (IMAGE_MARKER, template.eos) if t and t not in vocab]
+    missing = [t for t in (template.image_token, template.eos) if t and t not in vocab]
     if missing and frozen_vocab:
         raise ValueError(
             f"the checkpoint's tokenizer lacks {missing} that chat template {template.name!r} needs; "

@@ -73,8 +73,8 @@ def image_positions(arch: DictConfig) -> dict[str, int]:
     """Positions one image takes in the LM's input, counted by the architecture's own processor: LLaVA's fixed
     count, InstructBLIP's query tokens, LLaVA-NeXT's count for an image of each grid pinpoint's size."""
     from lit.constants import IMAGE_MARKER
-    from lit.data.image_inputs import image_inputs_for
     from lit.mask.tokenizer import train_bpe
+    from lit.model.families import image_inputs_for
     from lit.model.loading import _image_processor, _processor
 
     config = build_config(arch, text_layers=1, vision_layers=1)

@@ -98,8 +98,8 @@ def build_model(
     ``args`` (the run's ``TrainingArguments``) must exist already, so that under ZeRO-3 the weights are
     partitioned as they are built or loaded. ``tokenizer_of`` gives the tokenizer of a tiny model."""
     from lit.data.blip_augment import augment_for
-    from lit.data.image_inputs import image_inputs_for
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.families import image_inputs_for
     from lit.model.loading import apply_freeze, n_params
 
     model, processor = _load_or_compose(model_cfg, template, tokenizer_of, args)

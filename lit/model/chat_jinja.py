@@ -42,15 +42,16 @@ def _pieces(pieces, content: str) -> str:
 def to_jinja(template: ChatTemplate) -> str:
     """The Jinja source that renders a conversation exactly as ``lit.mask.render.render`` does."""
     marker = json.dumps(IMAGE_MARKER)
+    image = template.image_text or template.image_token  # what training renders for an image
     if template.image_only:  # stage-1 plain: the human turn is the image alone
-        user_body = "{% if images %}" + _literal(IMAGE_MARKER) + "{% endif %}"
+        user_body = "{% if images %}" + _literal(image) + "{% endif %}"
     elif template.image_first:
         rest = "text.replace(" + marker + ", '') | trim"  # an image-only turn is the marker alone, no separator
         user_body = (
             "{% if images %}{% set rest = "
             + rest
             + " %}"
-            + _literal(IMAGE_MARKER)
+            + _literal(image)
             + "{% if rest %}"
             + _literal(template.image_sep)
             + "{{ rest }}{% endif %}"

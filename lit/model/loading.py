@@ -26,33 +26,25 @@ from transformers import (
     AutoTokenizer,
     CLIPVisionConfig,
     InstructBlipConfig,
-    InstructBlipForConditionalGeneration,
     InstructBlipProcessor,
     InstructBlipQFormerConfig,
     InstructBlipVisionConfig,
     LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaNextConfig,
-    LlavaNextForConditionalGeneration,
-    LlavaNextProcessor,
-    LlavaProcessor,
     PhiConfig,
     Qwen2Config,
     SiglipVisionConfig,
 )
 
 from lit.constants import IMAGE_MARKER
+from lit.model.families import FAMILIES, family_of
 from lit.model.parts import PARTS, part_of
 
 TEXT_CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "phi": PhiConfig}
 VISION_CONFIGS = {"clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ARCHS = {
-    "llava": (LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor),
-    "llava_next": (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor),
-    "instructblip": (InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor),
-}
+# The families composed here from configs or from a pretrained LM and vision tower (the others bring their own
+# ``compose_tiny``): model_type -> (config, model, processor) classes, read from lit.model.families.
+ARCHS = {t: (f.config_class, f.model_class, f.processor_class) for t, f in FAMILIES.items() if f.compose_tiny is None}
 
 
 def attn_implementation(name: str | None = "auto") -> str:
@@ -199,6 +191,8 @@ def compose_tiny(cfg, tokenizer):
     """A model of ``cfg.arch`` composed from configs with random weights; ``cfg.text``/``cfg.vision`` carry
     the sizes (and ``cfg.qformer``/``num_query_tokens`` for InstructBLIP, ``image_grid_pinpoints`` for NeXT)."""
     arch = cfg.get("arch", "llava")
+    if family_of(arch).compose_tiny is not None:  # a family that builds its own (lit.model.families)
+        return family_of(arch).compose_tiny(cfg, tokenizer)
     text_kwargs = {k: v for k, v in dict(cfg.text).items() if k != "arch"}
     vocab = max(len(tokenizer), int(text_kwargs.pop("vocab_size", 0)))  # a published (padded) vocabulary is kept
     vision_kwargs = {k: v for k, v in dict(cfg.vision).items() if k != "arch"}
@@ -282,13 +276,13 @@ def load_pretrained(path: str, dtype: str = "float32", attn: str | None = "auto"
     path = hub.local(path)  # offline: the cached snapshot, or one line naming what to download
     check_checkpoint(path)
     try:
-        processor = AutoProcessor.from_pretrained(path)
-        processor.image_processor = load_image_processor(path)  # the PIL backend, whatever the machine
         if is_adapter_checkpoint(path):  # a LoRA run saved with adapter.save=adapter
-            return load_adapter_checkpoint(path, DTYPES.get(dtype, dtype)), processor
+            model = load_adapter_checkpoint(path, DTYPES.get(dtype, dtype))
+            return model, load_processor(path, model.config.model_type)
         config = AutoConfig.from_pretrained(path)
-        if config.model_type not in ARCHS:
-            raise ValueError(f"{path} is a {config.model_type!r} model; supported: {sorted(ARCHS)}")
+        if config.model_type not in FAMILIES:
+            raise ValueError(f"{path} is a {config.model_type!r} model; supported: {', '.join(sorted(FAMILIES))}")
+        processor = load_processor(path, config.model_type)
         model = AutoModelForImageTextToText.from_pretrained(
             path, config=config, dtype=DTYPES.get(dtype, dtype), attn_implementation=attn_implementation(attn)
         )
@@ -298,6 +292,16 @@ def load_pretrained(path: str, dtype: str = "float32", attn: str | None = "auto"
             "(huggingface-cli download) and set model.pretrained to the local path."
         ) from err
     return model, processor
+
+
+def load_processor(path: str, model_type: str):
+    """The saved processor of ``path`` with transformers' PIL image processor, whatever the machine has."""
+    family = family_of(model_type)
+    if family.load_processor is not None:
+        return family.load_processor(path)
+    processor = AutoProcessor.from_pretrained(path)
+    processor.image_processor = load_image_processor(path)
+    return processor
 
 
 def apply_freeze(model, freeze) -> dict[str, int]:

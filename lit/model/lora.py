@@ -49,7 +49,7 @@ def apply_lora(model, cfg, train_projector: bool, extra_trainable: list[str] = (
         model.enable_input_require_grads()  # frozen embeddings + checkpointing would cut the graph
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     # modules_to_save takes modules: NeXT's image_newline (a bare parameter) stays as stage 1 left it under LoRA
-    projector = [m for m in PARTS["projector"] if m in present]
+    projector = [m.rsplit(".", 1)[-1] for m in PARTS["projector"] if m.rsplit(".", 1)[-1] in present]
     full = (projector if train_projector else []) + list(extra_trainable)
     config = LoraConfig(
         r=cfg.r,

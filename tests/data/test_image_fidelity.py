@@ -30,8 +30,8 @@ from PIL import Image
 from tiny_runs import CONF
 
 from lit.constants import IMAGE_MARKER
-from lit.data.image_inputs import image_inputs_for
 from lit.mask.chat_templates import get_template
+from lit.model.families import image_inputs_for
 
 SIZE, PATCH = 32, 8  # tiny towers: 4 x 4 = 16 patches per image
 

@@ -46,10 +46,10 @@ def test_each_pair_scores_only_its_own_answer_tokens(trained, demo_data):
     """Pair j of a record is the conversation up to answer j; only answer j's tokens are labelled (no </s>),
     and the summed log-probability equals minus HF's mean loss on those labels times their number."""
     from lit.data.dataset import SupervisedDataset
-    from lit.data.image_inputs import image_inputs_for
     from lit.data.labels import LabelSpec
     from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
+    from lit.model.families import image_inputs_for
     from lit.model.loading import load_pretrained
 
     model, processor = load_pretrained(str(trained[1] / "checkpoint"))

@@ -87,7 +87,7 @@ def conversation(draw):
 def test_label_invariants(any_tokenizer, template_name):
     tokenizer = any_tokenizer
     template = get_template(template_name)
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    image_id = tokenizer.convert_tokens_to_ids(template.image_token)
     scopes = [get_scope(s) for s in ("vit", "lit", "lit_nosys", "lit_all")]
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -98,7 +98,7 @@ def test_label_invariants(any_tokenizer, template_name):
             enc = encode(spans, tokenizer, record_id="random", image_token_id=image_id)
             text = "".join(s.text for s in spans)
             chunks = [
-                tokenizer(c).input_ids for c in text.split("<image>")
+                tokenizer(c).input_ids for c in text.split(template.image_token)
             ]  # as tokenizer_image_token, llava/mm_utils.py 185-198
             drop = int(chunks[0][:1] == [tokenizer.bos_token_id])  # later chunks lose their BOS
             expected = chunks[0] + [i for c in chunks[1:] for i in [image_id, *c[drop:]]]

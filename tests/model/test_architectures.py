@@ -13,8 +13,8 @@ from PIL import Image
 from tiny_runs import CONF
 
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER
-from lit.data.image_inputs import image_inputs_for
 from lit.mask.chat_templates import get_template
+from lit.model.families import image_inputs_for
 from lit.records import RecordError
 
 SIZES = [(32, 32), (30, 70), (60, 25), (64, 64), (17, 90)]  # (height, width): every NeXT grid and odd aspects

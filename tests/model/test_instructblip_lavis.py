@@ -47,9 +47,9 @@ def _rgb(h, w, seed=0):
 
 def _dataset(tokenizer, processor, model, records, tmp_path, augment=None, template=None):
     from lit.data.dataset import SupervisedDataset
-    from lit.data.image_inputs import image_inputs_for
     from lit.data.labels import LabelSpec
     from lit.mask.scopes import get_scope
+    from lit.model.families import image_inputs_for
 
     _rgb(48, 64).save(tmp_path / "img.png")
     inputs = image_inputs_for(model.config, processor)
@@ -391,7 +391,7 @@ def test_instruction_is_cut_from_the_left_at_128_tokens(bpe_tokenizer, tmp_path)
     assert short[n + 1 : n + 1 + len(short_body)] == short_body  # a short instruction is kept whole
 
     # the Q-Former's instruction: 128 tokens with its special tokens, the end kept; the tokenizer's side restored
-    from lit.data.image_inputs import image_inputs_for
+    from lit.model.families import image_inputs_for
 
     inputs = image_inputs_for(model.config, processor)
     q = inputs.text_inputs(_record(instruction), "r0")["qformer_input_ids"].tolist()

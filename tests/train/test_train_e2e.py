@@ -238,19 +238,19 @@ def test_next_stage1_composes_and_trains_projector_and_image_newline(pretrained_
 
 def test_compose_builds_no_random_copy_of_the_pretrained_parts(pretrained_parts, monkeypatch):
     """The skeleton is built on the meta device: no LLaVA-sized random initialisation, nothing left on meta."""
-    from transformers import LlamaForCausalLM
+    from transformers import LlamaForCausalLM, LlavaForConditionalGeneration
 
     from lit.mask.chat_templates import get_template
     from lit.model import loading as model_module
 
     built = []
-    real_init = model_module.LlavaForConditionalGeneration.__init__
+    real_init = LlavaForConditionalGeneration.__init__
 
     def spy(self, config, *args, **kwargs):
         real_init(self, config, *args, **kwargs)
         built.append(next(self.parameters()).device.type)
 
-    monkeypatch.setattr(model_module.LlavaForConditionalGeneration, "__init__", spy)
+    monkeypatch.setattr(LlavaForConditionalGeneration, "__init__", spy)
     model, _ = model_module.compose_pretrained(
         str(pretrained_parts / "lm"), str(pretrained_parts / "vision"), get_template("plain")
     )

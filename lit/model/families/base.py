@@ -1,0 +1,45 @@
+"""What a model family is: everything that differs between Hugging Face vision-language classes, in one record.
+
+A family module (``lit/model/families/<model_type>.py``) builds one ``Family`` and nothing outside it asks which
+family a model is: loading, freezing, per-part learning rates, LoRA, the image inputs of training and evaluation
+and the default chat template all read it from here (``lit.model.families.family_of``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lit.data.image_inputs import ImageInputs
+
+
+@dataclass(frozen=True)
+class Family:
+    """One Hugging Face image-text class and how this repository drives it.
+
+    ``parts``: parameter-name markers of the vision tower, the projector and the LM (``model.freeze``,
+    ``model.part_lrs`` and LoRA address the parts; a marker matches a dotted name component sequence).
+    ``image_inputs(model_config, processor)``: how an image becomes positions and model inputs.
+    ``load_processor(path)``: the processor of a saved checkpoint with transformers' PIL image processor (None:
+    ``AutoProcessor``); ``compose_tiny(model_cfg, tokenizer)``: a model and processor from configs with random
+    weights (the CPU tests; None: the family is only loaded).
+    ``chat_template``: the name in ``lit.mask.chat_templates.TEMPLATES`` its checkpoints are trained with when
+    ``model.chat_template`` is not given.
+    """
+
+    model_type: str
+    config_class: type
+    model_class: type
+    processor_class: type
+    parts: dict[str, tuple[str, ...]]
+    image_inputs: Callable[[object, object], ImageInputs]
+    chat_template: str
+    load_processor: Callable[[str], object] | None = None
+    compose_tiny: Callable[[object, object], tuple[object, object]] | None = None
+
+    def part_of(self, name: str) -> str | None:
+        """Which part (vision/projector/lm) the parameter ``name`` belongs to; None if none claims it."""
+        for part, markers in self.parts.items():
+            if any(f".{m}." in f".{name}." for m in markers):
+                return part
+        return None

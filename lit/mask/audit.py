@@ -45,17 +45,49 @@ def _template_sentences(args, records) -> frozenset[str]:
     ).sentences
 
 
-def _encode_all(args):
-    from lit.mask.tokenizer import load_prepared
+def _chat_template(args, tokenizer):
+    """``--chat-template``: a name in ``TEMPLATES``, or ``auto``: derived from the Jinja chat template saved in the
+    ``--tokenizer`` folder (``lit.mask.jinja_template``), its image token from ``--image-token`` or the folder's
+    ``processor_config.json``."""
+    from dataclasses import replace
 
-    template = get_template(args.chat_template)
-    tokenizer = load_prepared(args.tokenizer, template)  # adds <image> where missing, as training does
+    from lit.mask.jinja_template import from_tokenizer
+
+    if args.chat_template != "auto":
+        return get_template(args.chat_template)
+    template = from_tokenizer(tokenizer)
+    image_token = args.image_token or _checkpoint_image_token(Path(args.tokenizer), tokenizer)
+    if template.image_text and not image_token:  # the image block is typed image as a whole, one span per image
+        return replace(template, image_token="")
+    if image_token:
+        if template.image_text and template.image_text.count(image_token) != 1:
+            raise ValueError(f"image token {image_token!r} is not once in the template's {template.image_text!r}")
+        template = replace(template, image_token=image_token)
+    return template
+
+
+def _checkpoint_image_token(folder: Path, tokenizer) -> str | None:
+    """The image token a saved model names in its ``config.json`` (``image_token_id`` / ``image_token_index``)."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    values = json.loads(config.read_text())
+    token_id = values.get("image_token_id", values.get("image_token_index"))
+    return tokenizer.convert_ids_to_tokens(token_id) if isinstance(token_id, int) else None
+
+
+def _encode_all(args):
+    from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    template = _chat_template(args, tokenizer)
+    prepare_tokenizer(tokenizer, template)  # adds <image> where missing, as training does
     scope = get_scope(args.loss)
     records = load_records(args.data)
     sentences = _template_sentences(args, records)
     if getattr(args, "n", None):
         records = records[: args.n]
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    image_id = tokenizer.convert_tokens_to_ids(template.image_token) if template.image_token else None
     for i, record in enumerate(records):
         rid = record_id(record, i)
         enc = encode(
@@ -114,7 +146,14 @@ def _main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name)
         p.add_argument("--data", required=True, help="LLaVA-format JSON/JSONL")
         p.add_argument("--tokenizer", required=True, help="tokenizer directory (save_pretrained layout)")
-        p.add_argument("--chat-template", required=True, help="chat template name, e.g. vicuna_v1")
+        p.add_argument(
+            "--chat-template",
+            "--template",
+            dest="chat_template",
+            required=True,
+            help="chat template name, e.g. vicuna_v1, or auto: the Jinja template saved with --tokenizer",
+        )
+        p.add_argument("--image-token", help="with auto: the token that stands for an image (e.g. <|image_pad|>)")
         p.add_argument("--loss", required=True, choices=list(SCOPES))
         p.add_argument(
             "--template-sentences",

@@ -211,9 +211,10 @@ def _split_image_text(spans: list[Span], tokenizer, image_token_id: int | None) 
     out: list[Span] = []
     images: list[int] = []
     for span in spans:
-        enc = None
-        if span.kind == "image" and image_token_id is not None:
-            enc = tokenizer._tokenizer.encode(span.text, add_special_tokens=False)
+        enc = tokenizer._tokenizer.encode(span.text, add_special_tokens=False) if span.kind == "image" else None
+        if enc is not None and image_token_id is None and len(enc.ids) > 1:  # no image position asked for: the
+            out.append(span)  # block is tokenized as text of kind image (``lit.mask.audit --chat-template auto``)
+            continue
         if enc is None or len(enc.ids) == 1 or enc.ids.count(image_token_id) != 1:
             if span.kind == "image":  # a single token, or one ``_image_id`` reports
                 images.append(len(out))

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from chat_template_fixtures import LLAVA_ONEVISION_HF, QWEN2_VL, SMOLVLM
 
 from lit.constants import IGNORE_INDEX, KIND_INDEX
 from lit.mask.chat_templates import TEMPLATES
@@ -15,16 +16,6 @@ from lit.mask.render import encode, render
 from lit.mask.scopes import SCOPES, get_scope, labels_for
 from lit.mask.tokenizer import train_bpe
 from lit.model.chat_jinja import to_jinja
-
-# Read from huggingface/transformers, tests/models/qwen2_vl/test_processor_qwen2_vl.py (prepare_processor_dict):
-# Qwen/Qwen2-VL-7B-Instruct's chat template.
-QWEN2_VL = "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"  # noqa: E501
-# Read from huggingface/transformers, tests/models/llava_onevision/test_processor_llava_onevision.py (and
-# test_processing_llava_onevision.py, the same string): llava-hf/llava-onevision-qwen2-*-hf's chat template.
-LLAVA_ONEVISION_HF = "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\n' + content['text'] }}{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}{{ '\n' + content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"  # noqa: E501
-# Read from huggingface/transformers, tests/models/smolvlm/test_processor_smolvlm.py (prepare_processor_dict):
-# HuggingFaceTB/SmolVLM2's chat template (Idefics3's layout; SmolVLM's BOS is <|im_start|>).
-SMOLVLM = "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"  # noqa: E501
 
 RECORDS = [
     {

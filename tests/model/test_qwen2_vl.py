@@ -236,3 +236,55 @@ def test_every_family_names_a_known_chat_template_and_claims_every_parameter(fam
     assert all(part_of(n) == "projector" for n, _ in model.named_parameters() if ".merger." in n)
     with pytest.raises(ValueError, match="supported: instructblip, llava, llava_next, qwen2_5_vl, qwen2_vl"):
         family_of("idefics3")
+
+
+@pytest.mark.parametrize("loss", ["vit", "lit"])
+def test_audit_dump_with_the_checkpoints_own_template_is_the_fixed_command_line_contract(family, tmp_path, loss):
+    """``python -m lit.mask.audit dump --data F --tokenizer DIR --template auto --loss vit|lit --out O.jsonl`` on a
+    saved tiny Qwen2-VL whose processor carries Qwen2-VL-Instruct's published chat template: one JSON line per
+    record, the vision block never supervised, the answers always, the instructions under ``lit`` only."""
+    from chat_template_fixtures import QWEN2_VL
+
+    model, processor, _, root = family
+    folder = tmp_path / "qwen2_vl"
+    processor.chat_template = QWEN2_VL
+    processor.tokenizer.chat_template = QWEN2_VL
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    data = tmp_path / "records.json"
+    data.write_text(json.dumps(RECORDS))
+    out = tmp_path / "labels.jsonl"
+    from lit.mask.audit import _main  # `python -m lit.mask.audit` with these arguments, in this process
+
+    _main(
+        [
+            "dump",
+            "--data",
+            str(data),
+            "--tokenizer",
+            str(folder),
+            "--template",
+            "auto",
+            "--loss",
+            loss,
+            "--out",
+            str(out),
+        ]
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in RECORDS] and all(
+        set(r) == {"id", "input_ids", "labels"} for r in rows
+    )
+    tokenizer = processor.tokenizer
+    vision = {tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>")}
+    for row, record in zip(rows, RECORDS):
+        ids, labels = np.asarray(row["input_ids"]), np.asarray(row["labels"])
+        assert ((labels == IGNORE_INDEX) | (labels == ids)).all()
+        assert not set(ids[labels != IGNORE_INDEX].tolist()) & vision
+        assert ("image" in record) == bool(set(ids.tolist()) & vision)
+        supervised = tokenizer.decode(ids[labels != IGNORE_INDEX])
+        for answer in (t["value"] for t in record["conversations"] if t["from"] == "gpt"):
+            assert answer in supervised
+        instruction = {"img-multi": "What colour is the square?", "text-only": "Name a colour."}[record["id"]]
+        assert (instruction in supervised) == (loss == "lit")
+        assert SYSTEM not in supervised

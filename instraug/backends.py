@@ -13,6 +13,7 @@ on which batch it landed in — exactly so for ``openai`` and ``vllm`` (per-requ
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -60,21 +61,35 @@ class TransformersBackend:
 
 class OpenAIBackend:
     """Requests through the ``openai`` client (``lit.chat_api``): transient failures are retried with backoff
-    (``max_retries``), other 4xx stop the run at once naming the request."""
+    (``max_retries``), other 4xx stop the run at once naming the request.
+
+    The API key is read from the environment variable ``api_key_env`` when the backend is built, never from the
+    config: a config value would be written into the run's ``config.yaml`` and wandb's config. Unset, the key is
+    ``EMPTY`` (a local ``vllm serve`` needs none)."""
 
     def __init__(
         self,
         model: str,
         base_url: str = "http://127.0.0.1:8000/v1",
-        api_key: str = "EMPTY",
+        api_key_env: str = "OPENAI_API_KEY",
         concurrency: int = 32,
         timeout: float = 600,
         max_retries: int = 5,
+        **unknown,
     ):
         from lit.chat_api import client
 
+        if "api_key" in unknown:
+            raise ValueError(
+                "augmentation.backend.args.api_key would be written into the run's config.yaml (and wandb's config): "
+                f"put the key in an environment variable and name it with augmentation.backend.args.api_key_env "
+                f"(default {api_key_env})"
+            )
+        if unknown:
+            raise TypeError(f"unknown OpenAI backend settings {sorted(unknown)}")
         self.name, self.concurrency = model, concurrency
-        self.client = client(base_url, api_key, max_retries=max_retries, timeout=timeout)
+        key = os.environ.get(api_key_env) or "EMPTY"
+        self.client = client(base_url, key, max_retries=max_retries, timeout=timeout)
 
     def _one(self, chat: list[dict], sampling: Sampling, seed: int) -> str:
         from lit.chat_api import complete

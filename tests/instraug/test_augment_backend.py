@@ -53,3 +53,17 @@ def test_the_suggested_override_composes_into_the_openai_backend():
         cfg = compose("augment", overrides=["augmentation=mins_plus", *overrides])
     assert cfg.augmentation.backend.kind == "openai"
     inspect.signature(backends.OpenAIBackend).bind(**OmegaConf.to_container(cfg.augmentation.backend.args))
+
+
+def test_the_openai_backends_key_comes_from_the_environment_never_from_the_config(monkeypatch):
+    """A key given as a config value would be written into the run's config.yaml and wandb's config: refused,
+    naming the environment variable to use instead; the variable's key is what the client sends."""
+    from instraug.backends import build_backend
+
+    monkeypatch.setenv("LIT_TEST_AUGMENT_KEY", "sk-from-the-environment")
+    backend = build_backend("openai", model="m", base_url="http://127.0.0.1:9/v1", api_key_env="LIT_TEST_AUGMENT_KEY")
+    assert backend.client.api_key == "sk-from-the-environment"
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert build_backend("openai", model="m", base_url="http://127.0.0.1:9/v1").client.api_key == "EMPTY"
+    with pytest.raises(ValueError, match=r"api_key would be written into the run's config.yaml.*api_key_env"):
+        build_backend("openai", model="m", base_url="http://127.0.0.1:9/v1", api_key="sk-secret")

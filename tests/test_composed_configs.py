@@ -48,7 +48,7 @@ SCHEDULE_OF_MODEL = {
 # 5. the demo's schedule moved from the experiment option demo/schedule to the schedule option demo.
 REMOVED_EXPERIMENTS = ("demo/schedule",)
 # 3. model families added since (lit/model/families/), composed on their own in tests/model/test_qwen2_vl.py.
-ADDED_MODELS = ("tiny_qwen2_vl", "tiny_qwen2_5_vl")
+ADDED_MODELS = ("auto", "tiny_qwen2_vl", "tiny_qwen2_5_vl")
 DEMO_EXPERIMENTS = ("demo_lit", "demo_lit_all", "demo_lit_nosys", "demo_mins_plus", "demo_vit")
 
 

@@ -16,9 +16,10 @@ from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from lit.constants import IMAGE_MARKER, KIND_INDEX
-from lit.mask.chat_templates import get_template, lavis_layout
+from lit.mask.chat_templates import lavis_layout
 from lit.mask.render import encode, expand_image, render
 from lit.mask.tokenizer import prepare_tokenizer
+from lit.model.chat_jinja import chat_template_of
 from lit.model.families import image_inputs_for
 from lit.model.loading import load_pretrained
 
@@ -72,7 +73,7 @@ class LitLlava(lmms):
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.tokenizer = self.processor.tokenizer
-        self.template = get_template(chat_template)
+        self.template = chat_template_of(chat_template, self.processor, self.model.config)
         prepare_tokenizer(self.tokenizer, self.template, frozen_vocab=True)  # as training prepared it
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.template.image_token)
         self.image_inputs = image_inputs_for(self.model.config, self.processor)

@@ -144,14 +144,14 @@ def analyse(
 
     from lit.data.dataset import SupervisedDataset
     from lit.data.labels import LabelSpec
-    from lit.mask.chat_templates import get_template
     from lit.mask.scopes import get_scope
     from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.chat_jinja import chat_template_of
     from lit.model.families import image_inputs_for
     from lit.model.loading import load_pretrained
 
-    chat = get_template(template)
     model, processor = load_pretrained(ckpt, dtype=_model_dtype(ckpt, dtype))
+    chat = chat_template_of(template, processor, model.config)
     prepare_tokenizer(processor.tokenizer, chat, frozen_vocab=True)
     if attention_share:
         model.set_attn_implementation("eager")  # attention weights are returned by eager attention only

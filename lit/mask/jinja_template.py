@@ -271,3 +271,17 @@ def from_tokenizer(tokenizer_or_processor, *, name: str = "auto", eos: str | Non
             raise ValueError(f"image: the template writes {template.image_text!r}, not one {image_token!r}")
         template = replace(template, image_token=image_token)
     return template
+
+
+def template_of(processor, model_config) -> ChatTemplate:
+    """``chat_template: auto`` for a loaded checkpoint: ``from_tokenizer`` of its processor, the image token the
+    model's config names (``image_token_id`` / ``image_token_index``) where the template writes an image block."""
+    template = from_tokenizer(processor)
+    token_id = getattr(model_config, "image_token_id", None)
+    token_id = getattr(model_config, "image_token_index", None) if token_id is None else token_id
+    if token_id is None:
+        return template
+    token = getattr(processor, "tokenizer", processor).convert_ids_to_tokens(int(token_id))
+    if template.image_text and template.image_text.count(token) != 1:
+        raise ValueError(f"image: the template writes {template.image_text!r}, not one {token!r} (the model's)")
+    return replace(template, image_token=token)

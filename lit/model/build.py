@@ -24,6 +24,7 @@ class BuiltModel:
     tokenizer: object
     image_inputs: object  # lit.data.image_inputs.ImageInputs: pixels and image-token counts for this architecture
     lora: bool
+    template: object  # the chat template trained with (``model.chat_template: auto``: the checkpoint's own)
 
 
 def _template_text(template) -> str:
@@ -102,7 +103,14 @@ def build_model(
     from lit.model.families import image_inputs_for
     from lit.model.loading import apply_freeze, n_params
 
+    if template is None and not model_cfg.pretrained:
+        raise ValueError("model.chat_template=auto reads the template saved with a checkpoint: set model.pretrained")
     model, processor = _load_or_compose(model_cfg, template, tokenizer_of, args)
+    if template is None:  # model.chat_template: auto
+        from lit.mask.jinja_template import template_of
+
+        template = template_of(processor, model.config)
+        log.info("chat template read from %s: %s", model_cfg.pretrained, template)
     tokenizer = processor.tokenizer
     resized = prepare_tokenizer(tokenizer, template)
     if resized:
@@ -126,4 +134,4 @@ def build_model(
     log.info("trainable parameters: %s", trainable)
     inputs = image_inputs_for(model.config, processor)
     inputs.augment = augment_for(model_cfg.get("image_augment"), processor.image_processor, seed=args.seed)
-    return BuiltModel(model, processor, tokenizer, inputs, lora)
+    return BuiltModel(model, processor, tokenizer, inputs, lora, template)

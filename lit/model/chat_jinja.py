@@ -79,3 +79,12 @@ def to_jinja(template: ChatTemplate) -> str:
         + _pieces(template.generation_prompt, "")
         + "{%- endif -%}"
     )
+
+
+def chat_template_of(name: str, processor, model_config) -> ChatTemplate:
+    """The ``ChatTemplate`` called ``name``, or for ``auto`` the one derived from the checkpoint's own Jinja template
+    (training saves ``to_jinja`` of the template it trained with, so ``auto`` reads that back)."""
+    from lit.mask.chat_templates import get_template
+    from lit.mask.jinja_template import template_of
+
+    return template_of(processor, model_config) if name == "auto" else get_template(name)

@@ -70,7 +70,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
             if cfg.data.get("mins_plus"):  # built by build_mins_plus.py, never by training: checked only
                 require_mins_plus(cfg.data)
     records = load_training_records(cfg.data, args)
-    template, scope = get_template(cfg.model.chat_template), get_scope(cfg.loss.name)
+    auto = cfg.model.chat_template == "auto"  # the checkpoint's own, read once it is loaded
+    template, scope = None if auto else get_template(cfg.model.chat_template), get_scope(cfg.loss.name)
     check_stage(cfg.schedule.stage, scope)
 
     built = build_model(
@@ -80,6 +81,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         args,
         tokenizer_of=partial(tokenizer_for, cfg.model, cfg.data, records, template),
     )
+    template = built.template
     with args.main_process_first(local=False, desc="mining template sentences"):  # the main process writes the cache
         sentences = template_sentences(cfg.loss, scope, cfg.data.path, cfg.paths.cache_dir)
     labels = LabelSpec.of(cfg.data, chat_template=template, scope=scope, template_sentences=sentences)

@@ -23,7 +23,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_runs import CONF, ROOT, TINY
+from tiny_runs import CONF, ROOT
 
 from lit.constants import IGNORE_INDEX
 from lit.mask.chat_templates import get_template
@@ -186,11 +186,26 @@ def _free_port() -> str:
 
 
 @pytest.mark.integration
-def test_trains_under_zero3_reloads_and_is_scored_by_lmms_eval_and_vc(tmp_path, demo_data):
+def test_model_auto_trains_a_saved_qwen2_vl_under_zero3_and_lmms_eval_and_vc_score_it(tmp_path, demo_data):
+    """``python train.py model=auto model.pretrained=DIR loss=lit`` on a saved tiny Qwen2-VL whose processor carries
+    Qwen2-VL-Instruct's published chat template: the class, template and image processing come from DIR; ZeRO-3
+    on CPU; the checkpoint reloads with the PIL image processor, lmms-eval scores it and VC runs on it."""
+    from chat_template_fixtures import QWEN2_VL
+
     from lit.eval.evaluate import evaluate
     from lit.eval.spec import EvalSpec
     from lit.eval.vc import analyse
+    from lit.mask.tokenizer import train_bpe
     from lit.model.loading import load_pretrained
+
+    records = json.loads((demo_data / "train.json").read_text())
+    tokenizer = train_bpe([t["value"] for r in records for t in r["conversations"]] + [SYSTEM] * 20, vocab_size=400)
+    tokenizer._tokenizer.post_processor = None  # no BOS, as Qwen's tokenizers
+    model, processor = _tiny(tokenizer)
+    processor.chat_template = processor.tokenizer.chat_template = QWEN2_VL
+    given = tmp_path / "given"
+    model.save_pretrained(given)
+    processor.save_pretrained(given)
 
     env = {
         **os.environ,
@@ -203,24 +218,29 @@ def test_trains_under_zero3_reloads_and_is_scored_by_lmms_eval_and_vc(tmp_path, 
         "LOCAL_RANK": "0",
     }
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "train.py", *TINY, "model=tiny_qwen2_vl", "deepspeed=zero3", "+train.ddp_backend=gloo"]
-    cmd += ["train.max_steps=2", f"data.root={demo_data}", f"paths.data_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "train.py", "model=auto", f"model.pretrained={given}", "loss=lit", "train.max_steps=2"]
+    cmd += ["logger=none", "deepspeed=zero3", "+train.ddp_backend=gloo", "train.per_device_train_batch_size=4"]
+    cmd += [f"data.root={demo_data}", "data.generate=false", f"paths.data_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run_dir / "train_metrics.json").read_text())["zero_stage"] == 3
+    audit = json.loads((run_dir / "data_audit.json").read_text())
+    supervised, seen = audit["supervised_tokens_by_kind"], audit["tokens_by_kind"]
+    assert supervised["response"] > 0 and set(supervised) <= {"instruction", "response", "eos"}  # loss=lit's kinds
+    assert seen["image"] > 0 and seen["system"] > 0 and seen["role"] > 0  # in the input, never supervised
 
-    model, processor = load_pretrained(str(run_dir / "checkpoint"))
-    assert type(model).__name__ == "Qwen2VLForConditionalGeneration"
-    assert type(processor.image_processor).__name__ == "Qwen2VLImageProcessorPil"
-    assert all(p.numel() > 0 for p in model.parameters())  # gathered from the ZeRO-3 partitions
+    checkpoint = run_dir / "checkpoint"
+    loaded, loaded_processor = load_pretrained(str(checkpoint))
+    assert type(loaded).__name__ == "Qwen2VLForConditionalGeneration"
+    assert type(loaded_processor.image_processor).__name__ == "Qwen2VLImageProcessorPil"
+    assert all(p.numel() > 0 for p in loaded.parameters())  # gathered from the ZeRO-3 partitions
 
     spec = EvalSpec(("demo_pope", "demo_vqa"), str(demo_data), limit=4)
-    scores = evaluate(run_dir / "checkpoint", spec, tmp_path / "eval", chat_template="qwen2_vl")
+    scores = evaluate(checkpoint, spec, tmp_path / "eval", chat_template="auto")
     assert set(scores) == {"demo_pope", "demo_vqa"} and "pope_accuracy" in scores["demo_pope"]
     assert json.loads((tmp_path / "eval" / "scores.json").read_text())["lmms_eval_version"]
 
-    records = json.loads((demo_data / "train.json").read_text())[:2]
-    vc = analyse(str(run_dir / "checkpoint"), records, str(demo_data), "qwen2_vl", attention_share=True)
+    vc = analyse(str(checkpoint), records[:2], str(demo_data), "auto", attention_share=True)
     assert vc["n"] >= 2 and np.isfinite(vc["vc_mean"]) and 0 < vc["attention_to_image_mean"] < 1
 
 

@@ -43,3 +43,24 @@ def tiny_training_args(cfg, out: Path):
         run_name=cfg.run_name,
         seed=cfg.seed,
     )
+
+
+def free_port() -> str:
+    """A TCP port free on this machine now (for MASTER_PORT)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def one_process_ds_env() -> dict:
+    """The environment of a one-process DeepSpeed run on CPU (gloo), as a launcher would set it."""
+    return {
+        "DS_ACCELERATOR": "cpu",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": free_port(),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }

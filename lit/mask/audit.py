@@ -48,32 +48,22 @@ def _template_sentences(args, records) -> frozenset[str]:
 def _chat_template(args, tokenizer):
     """``--chat-template``: a name in ``TEMPLATES``, or ``auto``: derived from the Jinja chat template saved in the
     ``--tokenizer`` folder (``lit.mask.jinja_template``), its image token from ``--image-token`` or the folder's
-    ``processor_config.json``."""
+    ``config.json``."""
     from dataclasses import replace
 
-    from lit.mask.jinja_template import from_tokenizer
+    from lit.mask.jinja_template import config_image_token_id, from_tokenizer, with_image_token
 
     if args.chat_template != "auto":
         return get_template(args.chat_template)
     template = from_tokenizer(tokenizer)
-    image_token = args.image_token or _checkpoint_image_token(Path(args.tokenizer), tokenizer)
+    image_token = args.image_token
+    config = Path(args.tokenizer) / "config.json"
+    if not image_token and config.is_file():
+        token_id = config_image_token_id(json.loads(config.read_text()))
+        image_token = tokenizer.convert_ids_to_tokens(token_id) if token_id is not None else None
     if template.image_text and not image_token:  # the image block is typed image as a whole, one span per image
         return replace(template, image_token="")
-    if image_token:
-        if template.image_text and template.image_text.count(image_token) != 1:
-            raise ValueError(f"image token {image_token!r} is not once in the template's {template.image_text!r}")
-        template = replace(template, image_token=image_token)
-    return template
-
-
-def _checkpoint_image_token(folder: Path, tokenizer) -> str | None:
-    """The image token a saved model names in its ``config.json`` (``image_token_id`` / ``image_token_index``)."""
-    config = folder / "config.json"
-    if not config.is_file():
-        return None
-    values = json.loads(config.read_text())
-    token_id = values.get("image_token_id", values.get("image_token_index"))
-    return tokenizer.convert_ids_to_tokens(token_id) if isinstance(token_id, int) else None
+    return with_image_token(template, image_token) if image_token else template
 
 
 def _encode_all(args):

@@ -266,22 +266,30 @@ def from_tokenizer(tokenizer_or_processor, *, name: str = "auto", eos: str | Non
         raise ValueError(f"chat_template: {type(tokenizer_or_processor).__name__} has no chat template")
     template = from_jinja(source, name=name, eos=eos, bos_token=tok.bos_token, eos_token=tok.eos_token, tokenizer=tok)
     image_token = getattr(tokenizer_or_processor, "image_token", None) if tok is not tokenizer_or_processor else None
-    if image_token and template.image_text:
-        if template.image_text.count(image_token) != 1:
-            raise ValueError(f"image: the template writes {template.image_text!r}, not one {image_token!r}")
-        template = replace(template, image_token=image_token)
-    return template
+    return with_image_token(template, image_token) if image_token and template.image_text else template
+
+
+def with_image_token(template: ChatTemplate, token: str) -> ChatTemplate:
+    """``template`` whose image position is ``token``, which must stand once in its ``image_text`` (if it has one)."""
+    if template.image_text and template.image_text.count(token) != 1:
+        raise ValueError(f"image: the template writes {template.image_text!r}, not one {token!r}")
+    return replace(template, image_token=token)
+
+
+def config_image_token_id(config) -> int | None:
+    """The image token id a model config names (``image_token_id``, LLaVA's ``image_token_index``): a config object
+    or the dict of a ``config.json``."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    token_id = get("image_token_id")
+    token_id = get("image_token_index") if token_id is None else token_id
+    return token_id if isinstance(token_id, int) else None
 
 
 def template_of(processor, model_config) -> ChatTemplate:
     """``chat_template: auto`` for a loaded checkpoint: ``from_tokenizer`` of its processor, the image token the
     model's config names (``image_token_id`` / ``image_token_index``) where the template writes an image block."""
     template = from_tokenizer(processor)
-    token_id = getattr(model_config, "image_token_id", None)
-    token_id = getattr(model_config, "image_token_index", None) if token_id is None else token_id
+    token_id = config_image_token_id(model_config)
     if token_id is None:
         return template
-    token = getattr(processor, "tokenizer", processor).convert_ids_to_tokens(int(token_id))
-    if template.image_text and template.image_text.count(token) != 1:
-        raise ValueError(f"image: the template writes {template.image_text!r}, not one {token!r} (the model's)")
-    return replace(template, image_token=token)
+    return with_image_token(template, getattr(processor, "tokenizer", processor).convert_ids_to_tokens(token_id))

@@ -23,7 +23,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_runs import CONF, ROOT
+from tiny_runs import CONF, ROOT, one_process_ds_env
 
 from lit.constants import IGNORE_INDEX
 from lit.mask.chat_templates import get_template
@@ -177,14 +177,6 @@ def test_image_inputs_have_the_processors_counts_and_m_rope_inputs(family):
         assert not torch.allclose(without.logits, out.logits)
 
 
-def _free_port() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 @pytest.mark.integration
 def test_model_auto_trains_a_saved_qwen2_vl_under_zero3_and_lmms_eval_and_vc_score_it(tmp_path, demo_data):
     """``python train.py model=auto model.pretrained=DIR loss=lit`` on a saved tiny Qwen2-VL whose processor carries
@@ -207,16 +199,7 @@ def test_model_auto_trains_a_saved_qwen2_vl_under_zero3_and_lmms_eval_and_vc_sco
     model.save_pretrained(given)
     processor.save_pretrained(given)
 
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "DS_ACCELERATOR": "cpu",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": _free_port(),
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-        "LOCAL_RANK": "0",
-    }
+    env = {**os.environ, "WANDB_MODE": "disabled", **one_process_ds_env()}
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "train.py", "model=auto", f"model.pretrained={given}", "loss=lit", "train.max_steps=2"]
     cmd += ["logger=none", "deepspeed=zero3", "+train.ddp_backend=gloo", "train.per_device_train_batch_size=4"]

@@ -9,8 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from test_zero3_resume import _free_port
-from tiny_runs import ROOT, TINY
+from tiny_runs import ROOT, TINY, free_port
 
 
 @pytest.mark.integration
@@ -22,7 +21,7 @@ def test_two_processes_share_labels_and_write_run_files_once(tmp_path, demo_data
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
+        f"--master_port={free_port()}",
         "train.py",
         *TINY,
         f"data.root={demo_data}",

@@ -95,17 +95,9 @@ def test_offloading_keeps_the_schedule_s_clipping_optimizer_and_schedule():
 
 
 def _ds_env() -> dict:
-    from test_zero3_resume import _free_port
+    from tiny_runs import one_process_ds_env
 
-    return {
-        "DS_ACCELERATOR": "cpu",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": _free_port(),
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-        "LOCAL_RANK": "0",
-        "WANDB_MODE": "disabled",
-    }
+    return {**one_process_ds_env(), "WANDB_MODE": "disabled"}
 
 
 @pytest.mark.integration

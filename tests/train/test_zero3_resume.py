@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from tiny_runs import ROOT, TINY
+from tiny_runs import ROOT, TINY, one_process_ds_env
 
 pytestmark = pytest.mark.integration
 
@@ -37,24 +36,11 @@ def _train(run_dir: Path, data: Path, *extra: str, env_extra: dict | None = None
     return proc
 
 
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("model", ["tiny", "tiny_next", "tiny_iblip"])
 def test_zero3_cpu_run_saves_full_weights(tmp_path, demo_data, model):
     """LLaVA, LLaVA-NeXT (its image_newline is a bare parameter of the model) and InstructBLIP (query tokens,
     Q-Former) under ZeRO-3: every tensor gathered into the consolidated checkpoint."""
-    ds_env = {
-        "DS_ACCELERATOR": "cpu",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": _free_port(),
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-        "LOCAL_RANK": "0",
-    }
+    ds_env = one_process_ds_env()
     run_dir = tmp_path / "z3"
     _train(
         run_dir,
@@ -118,17 +104,6 @@ def test_resume_without_checkpoint_says_what_to_do(tmp_path, demo_data):
     assert proc.returncode != 0 and "holds no complete checkpoint-* folder" in proc.stderr
 
 
-def _ds_env() -> dict:
-    return {
-        "DS_ACCELERATOR": "cpu",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": _free_port(),
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-        "LOCAL_RANK": "0",
-    }
-
-
 def test_stage2_under_zero3_starts_from_the_stage1_projector(tmp_path, demo_data, trained):
     """Pitfall: a stage-1 projector loaded into a ZeRO-3-partitioned model silently stays random. Our stage 2
     loads the whole stage-1 checkpoint before DeepSpeed partitions it; with lr 0 the saved projector must
@@ -143,7 +118,7 @@ def test_stage2_under_zero3_starts_from_the_stage1_projector(tmp_path, demo_data
         "+train.ddp_backend=gloo",
         f"model.pretrained={stage1 / 'checkpoint'}",
         "train.learning_rate=0",
-        env_extra=_ds_env(),
+        env_extra=one_process_ds_env(),
     )
     before = load_file(stage1 / "checkpoint" / "model.safetensors")
     after = load_file(run_dir / "checkpoint" / "model.safetensors")
@@ -156,8 +131,8 @@ def test_zero3_save_after_resume_writes_full_weights(tmp_path, demo_data):
     every parameter."""
     run_dir = tmp_path / "z3r"
     args = ("deepspeed=zero3", "+train.ddp_backend=gloo", "train.save_strategy=steps", "+train.save_steps=2")
-    _train(run_dir, demo_data, *args, "train.max_steps=2", env_extra=_ds_env())
-    _train(run_dir, demo_data, *args, "train.max_steps=3", "schedule.resume=true", env_extra=_ds_env())
+    _train(run_dir, demo_data, *args, "train.max_steps=2", env_extra=one_process_ds_env())
+    _train(run_dir, demo_data, *args, "train.max_steps=3", "schedule.resume=true", env_extra=one_process_ds_env())
     metrics = json.loads((run_dir / "train_metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["zero_stage"] == 3
     saved = load_file(run_dir / "checkpoint" / "model.safetensors")
@@ -183,7 +158,7 @@ def test_lora_under_zero3_saves_a_full_adapter_and_a_merged_model(tmp_path, demo
         "adapter.r=4",
         "adapter.alpha=8",
         f"model.pretrained={stage1 / 'checkpoint'}",
-        env_extra=_ds_env(),
+        env_extra=one_process_ds_env(),
     )
     adapter = load_file(run_dir / "checkpoint_adapter" / "adapter_model.safetensors")
     assert any("lora_B" in k for k in adapter) and any("multi_modal_projector" in k for k in adapter)
@@ -210,7 +185,7 @@ def test_zero3_offload_takes_two_steps_with_and_without_part_learning_rates(tmp_
         "train.warmup_steps=1",
         "+train.ddp_backend=gloo",
         *extra,
-        env_extra=_ds_env(),
+        env_extra=one_process_ds_env(),
     )
     metrics = json.loads((run_dir / "train_metrics.json").read_text())
     assert metrics["zero_stage"] == 3 and metrics["steps"] == 2

@@ -57,9 +57,14 @@ class ImageInputs:
         return np.full(n, image_token_id, dtype=np.int64)
 
     def token_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-token model inputs derived from the batch's (padded) ``input_ids``, e.g. Qwen2-VL's
-        ``mm_token_type_ids`` (none here)."""
+        """Per-token model inputs derived from the batch's ``input_ids`` (padded rows or one padding-free row),
+        e.g. Qwen2-VL's ``mm_token_type_ids`` (none here)."""
         return {}
+
+    def packed_position_ids(self, items: list[dict]) -> torch.Tensor:
+        """The positions of ``items`` flattened into one row (``lit.data.collate.PaddingFreeCollator``): (1, N),
+        restarting at 0 with each item, the positions each has in a padded batch."""
+        return torch.cat([torch.arange(len(it["input_ids"])) for it in items])[None]
 
 
 def extra_vision_positions(vision_config) -> int:

@@ -19,10 +19,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class LitTrainingArguments(TrainingArguments):
     """``TrainingArguments`` with the schedules of ``lit.train.schedule`` (``train.lr_schedule``, which then
-    replaces ``lr_scheduler_type``) and the warm-up's starting rate."""
+    replaces ``lr_scheduler_type``), the warm-up's starting rate and padding-free batches (``train.padding_free``)."""
 
     lr_schedule: str = field(default="", metadata={"help": "'' (lr_scheduler_type) or lavis_epoch_cosine"})
     warmup_start_lr: float = field(default=0.0, metadata={"help": "the rate warm-up starts from (LAVIS warmup_lr)"})
+    padding_free: bool = field(
+        default=False, metadata={"help": "each micro-batch as one row without padding (lit.train.padding_free)"}
+    )
 
     def __post_init__(self):
         super().__post_init__()

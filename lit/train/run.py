@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -45,10 +46,20 @@ def check_stage(stage: str, scope) -> None:
         )
 
 
-def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
-    """Train once; writes ``checkpoint/``, ``config.yaml``, ``log_history.json``, ``data_audit.json``."""
+@dataclass
+class Prepared:
+    """A run up to its Trainer: the arguments, the built model (``lit.model.build.BuiltModel``), the labelled data
+    set and its audit."""
+
+    args: object
+    built: object
+    dataset: object
+    audit: dict
+
+
+def prepare(cfg: DictConfig, output_dir: Path) -> Prepared:
+    """Everything ``run`` does before training: the arguments, run files, data, model, template sentences, labels."""
     require_pretrained(cfg.model)  # before any process group, data or model: one line naming the stage-1 command
-    output_dir = Path(output_dir or cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     args = training_args(  # first: models built from here on are partitioned under ZeRO-3
         cfg.train,
@@ -99,7 +110,14 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         audit["n_records"],
         audit["supervised_tokens_by_kind"],
     )
+    return Prepared(args, built, dataset, audit)
 
+
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
+    """Train once; writes ``checkpoint/``, ``config.yaml``, ``log_history.json``, ``data_audit.json``."""
+    output_dir = Path(output_dir or cfg.output_dir)
+    prepared = prepare(cfg, output_dir)
+    args, built, dataset, audit = prepared.args, prepared.built, prepared.dataset, prepared.audit
     trainer = build_trainer(
         built,
         args,
@@ -110,9 +128,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     mode = cfg.schedule.resume  # false | true (a checkpoint must exist) | auto (if one exists)
     resume = last_complete_checkpoint(output_dir, required=mode != "auto") if mode else None
     result = trainer.train(resume_from_checkpoint=resume)
-    save_checkpoint(trainer, built, template, cfg.adapter, cfg.model.dtype, output_dir)
+    save_checkpoint(trainer, built, built.template, cfg.adapter, cfg.model.dtype, output_dir)
     metrics = train_metrics(trainer, result, audit)
-    if main:
+    if args.process_index == 0:
         (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -104,8 +104,9 @@ class LitTrainer(Trainer):
         counts = inputs.pop("kind_counts", None)
         if counts is not None and model.training:
             self._kind_tokens += counts.detach().cpu()
-        if model.training and "attention_mask" in inputs:
-            self._tokens_seen += int(inputs["attention_mask"].sum())
+        if model.training:  # padding-free batches have no attention mask and no padding
+            mask = inputs.get("attention_mask")
+            self._tokens_seen += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -171,15 +172,22 @@ def build_trainer(
 ) -> LitTrainer:
     """The Trainer of a run (``args``: its ``TrainingArguments``, ``lit.train.args.training_args``): the
     supervised-token loss, LLaVA's modality-length grouping when asked, the per-part learning rates, the collator
-    of the model's image inputs, and the ``LIT_TEST_KILL_AFTER_SAVE`` hook when set."""
+    of the model's image inputs (padded, or padding-free with ``train.padding_free``), and the
+    ``LIT_TEST_KILL_AFTER_SAVE`` hook when set."""
     from lit.data.collate import Collator
+    from lit.train.padding_free import padding_free_collator
 
     kill_step = os.environ.get(KILL_AFTER_SAVE)
+    pad = built.tokenizer.pad_token_id
+    if args.padding_free:
+        collator = padding_free_collator(built.model, pad, built.image_inputs)
+    else:
+        collator = Collator(pad, built.image_inputs)
     return LitTrainer(
         model=built.model,
         args=args,
         train_dataset=dataset,
-        data_collator=Collator(built.tokenizer.pad_token_id, built.image_inputs),
+        data_collator=collator,
         group_by_modality_length=group_by_modality_length,
         part_lrs=part_lrs,
         callbacks=[KillAfterSave(int(kill_step))] if kill_step else None,

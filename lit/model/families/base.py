@@ -25,6 +25,11 @@ class Family:
     weights (the CPU tests; None: the family is only loaded).
     ``chat_template``: the name in ``lit.mask.chat_templates.TEMPLATES`` its checkpoints are trained with when
     ``model.chat_template`` is not given.
+    Padding-free training (``lit.train.padding_free``): ``prepare_padding_free(model)`` adapts a model whose forward
+    would hide the packed records from the LM's mask (None: nothing to adapt); ``flash_varlen_kwargs``: whether the
+    record boundaries may be passed as FlashAttention's ``cu_seq_lens_*`` keyword arguments (False where the
+    forward hands its keyword arguments to the vision tower as well; FlashAttention then reads them from the
+    position ids).
     """
 
     model_type: str
@@ -36,6 +41,8 @@ class Family:
     chat_template: str
     load_processor: Callable[[str], object] | None = None
     compose_tiny: Callable[[object, object], tuple[object, object]] | None = None
+    prepare_padding_free: Callable[[object], None] | None = None
+    flash_varlen_kwargs: bool = True
 
     def part_of(self, name: str) -> str | None:
         """Which part (vision/projector/lm) the parameter ``name`` belongs to; None if none claims it."""

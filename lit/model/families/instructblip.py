@@ -60,6 +60,24 @@ class QFormerImageInputs(ImageInputs):
         return {"qformer_input_ids": ids, "qformer_attention_mask": mask}
 
 
+def drop_filled_attention_mask(model) -> None:
+    """Padding-free training (``train.padding_free``): InstructBLIP's forward replaces a missing attention mask with
+    ones before its LM, which would hide the records packed into one row from transformers' mask (it reads the
+    record boundaries from the position ids only when there is no mask). A hook on the LM drops that all-ones mask
+    whenever position ids come with it."""
+
+    def hook(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if kwargs.get("position_ids") is not None and mask is not None and mask.dim() == 2 and bool(mask.all()):
+            kwargs["attention_mask"] = None
+        return args, kwargs
+
+    lm = model.language_model
+    if not getattr(lm, "drops_filled_attention_mask", False):  # once per model, however many collators are built
+        lm.register_forward_pre_hook(hook, with_kwargs=True)
+        lm.drops_filled_attention_mask = True
+
+
 FAMILY = Family(
     model_type="instructblip",
     config_class=InstructBlipConfig,
@@ -72,4 +90,5 @@ FAMILY = Family(
     },
     image_inputs=lambda config, processor: QFormerImageInputs(processor, config.num_query_tokens),
     chat_template="instructblip",
+    prepare_padding_free=drop_filled_attention_mask,
 )

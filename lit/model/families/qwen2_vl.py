@@ -16,6 +16,7 @@ the video processor, whose class needs torchvision: the CPU environment has none
 from __future__ import annotations
 
 from pathlib import Path
+from types import MethodType
 
 import torch
 from omegaconf import OmegaConf
@@ -23,8 +24,10 @@ from transformers import (
     AutoTokenizer,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLModel,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
+    Qwen2VLModel,
     Qwen2VLProcessor,
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -58,6 +61,17 @@ def load_processor(path: str) -> Qwen2VLImageProcessor:
     )
 
 
+class RopeIndex:
+    """The model's own M-RoPE positions (``Qwen2VLModel.get_rope_index``, or Qwen2.5-VL's) without the model: the
+    method reads only ``self.config`` and ``self.get_vision_position_ids``, so it is bound to this holder of the
+    config, and a collator (in a data-loader worker too) computes exactly the positions the model would."""
+
+    def __init__(self, model_class, config):
+        self.config = config
+        self.get_vision_position_ids = MethodType(model_class.get_vision_position_ids, self)
+        self.get_rope_index = MethodType(model_class.get_rope_index, self)
+
+
 class Qwen2VLImageInputs(ImageInputs):
     """Positions (image pads) from the image's size, their grid, and the M-RoPE token types."""
 
@@ -65,6 +79,8 @@ class Qwen2VLImageInputs(ImageInputs):
         super().__init__(processor.image_processor, 0)
         self.merge = self.image_processor.merge_size
         self.start, self.pad, self.end = config.vision_start_token_id, config.image_token_id, config.vision_end_token_id
+        inner = Qwen2_5_VLModel if config.model_type == "qwen2_5_vl" else Qwen2VLModel
+        self.rope = RopeIndex(inner, config)
 
     def n_tokens(self, height: int | None = None, width: int | None = None) -> int:
         if height is None or width is None:
@@ -100,6 +116,20 @@ class Qwen2VLImageInputs(ImageInputs):
 
     def token_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"mm_token_type_ids": (input_ids == self.pad).to(torch.int32)}
+
+    def packed_position_ids(self, items: list[dict]) -> torch.Tensor:
+        """(4, 1, N): the text positions (restarting with each record: transformers builds the per-record mask from
+        them) over each record's 3-D M-RoPE positions, computed for that record alone by the model's own
+        ``get_rope_index``, as in a padded batch."""
+        rows = []
+        for it in items:
+            ids = torch.as_tensor(it["input_ids"], dtype=torch.long)[None]
+            grid = it["image"]["image_grid_thw"][None] if it["image"] is not None else None
+            positions, _ = self.rope.get_rope_index(
+                ids, self.token_inputs(ids)["mm_token_type_ids"], image_grid_thw=grid
+            )
+            rows.append(positions)
+        return torch.cat([super().packed_position_ids(items)[None], torch.cat(rows, dim=-1)])
 
 
 def compose_tiny(cfg, tokenizer):
@@ -165,6 +195,7 @@ def _family(model_type: str, config_class, model_class) -> Family:
         chat_template="qwen2_vl",
         load_processor=load_processor,
         compose_tiny=compose_tiny,
+        flash_varlen_kwargs=False,  # the model hands its forward's keyword arguments to the vision tower too
     )
 
 

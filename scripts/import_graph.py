@@ -14,6 +14,7 @@ From the bottom up (``LAYERS``; ``x.*`` is ``x`` and everything under it):
     mask      lit.mask.*                      chat templates, tokenizer preparation, render, scopes, mining
     data      lit.data.*                      datasets, image inputs, collate, sampler, label cache
     model     lit.model.*                     build, load, checkpoint, architectures
+    interop   lit.collator                    the LIT mask as a collator for TRL's and Hugging Face's trainers
     eval      lit.eval.*                      evaluates a checkpoint through lit.model and lit.data
     train     lit.train.*                     training, its plan, and the smoke run (which evaluates)
     launch    lit.recipes, lit.slurm          the paper-table job graph and its cluster jobs
@@ -38,6 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; see the mod
     ("mask", ("lit.mask.*",)),
     ("data", ("lit.data.*",)),
     ("model", ("lit.model.*",)),
+    ("interop", ("lit.collator",)),
     ("eval", ("lit.eval.*",)),
     ("train", ("lit.train.*",)),
     ("launch", ("lit.recipes", "lit.slurm")),

@@ -49,6 +49,8 @@ SCHEDULE_OF_MODEL = {
 REMOVED_EXPERIMENTS = ("demo/schedule",)
 # 3. model families added since (lit/model/families/), composed on their own in tests/model/test_qwen2_vl.py.
 ADDED_MODELS = ("auto", "tiny_qwen2_vl", "tiny_qwen2_5_vl")
+# 6. settings added since, with the value every recorded config now composes with (off: the recorded behaviour).
+ADDED_TO_TRAIN = {"padding_free": False}  # train.padding_free (docs/training.md, "Padding-free training")
 DEMO_EXPERIMENTS = ("demo_lit", "demo_lit_all", "demo_lit_nosys", "demo_mins_plus", "demo_vit")
 
 
@@ -57,6 +59,7 @@ def expected(recorded: dict) -> dict:
     cfg = json.loads(json.dumps(recorded))
     cfg["schedule"] = {key: cfg.pop(key) for key in MOVED_TO_SCHEDULE}
     cfg["data"].update({key: cfg.pop(key) for key in MOVED_TO_DATA})
+    cfg["train"].update(ADDED_TO_TRAIN)
     for old, new in RENAMED.items():
         *parent, key = old.split(".")
         node = cfg

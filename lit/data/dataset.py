@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -43,7 +44,7 @@ class Example:
     input_ids: np.ndarray  # (T,) with the image as one position
     labels: np.ndarray  # (T,)
     kind_counts: np.ndarray  # (len(SPAN_KINDS),) supervised tokens per kind
-    image: Path | None
+    image: Path | Image.Image | None  # a file, or an image in memory (never saved to the label cache)
     n_image_tokens: int = 0  # positions the image takes in the model's input (0: no image)
     extra: dict = field(default_factory=dict)  # other token inputs, e.g. InstructBLIP's qformer_input_ids
 
@@ -132,14 +133,17 @@ class SupervisedDataset(Dataset):
 
     def _build(self, record, rid, tokenizer) -> Example:
         spec, template, max_length = self.spec, self.spec.chat_template, self.spec.max_length
-        image = None
-        if "image" in record:
+        image, n_image = None, 0
+        if isinstance(record.get("image"), Image.Image):  # an image in memory (a decoded ``datasets`` image column)
+            image = record["image"]
+            n_image = self.image_inputs.n_tokens(image.height, image.width)
+        elif "image" in record:
             image = (spec.image_root / record["image"]) if spec.image_root else Path(record["image"])
             if not image.is_file():
                 raise RecordError(rid, f"missing image: {image} does not exist (check data.image_root)")
+            n_image = self.image_inputs.n_tokens_of_file(image, rid)
         elif self.image_inputs.requires_image:
             raise RecordError(rid, "text-only record: this model (InstructBLIP) needs an image in every record")
-        n_image = self.image_inputs.n_tokens_of_file(image, rid) if image is not None else 0
         enc = encode(
             render(record, template, template_sentences=spec.template_sentences, record_id=rid),
             tokenizer,
@@ -192,6 +196,9 @@ class SupervisedDataset(Dataset):
         (folder / "audit.json").write_text(json.dumps(self.audit.to_json(), default=str))
         if not self.examples:  # an empty shard: its audit only
             return
+        in_memory = next((e.record_id for e in self.examples if isinstance(e.image, Image.Image)), None)
+        if in_memory is not None:
+            raise RecordError(in_memory, "its image is in memory, not a file: such labels are not cached")
         columns = {
             "record_id": [json.dumps(e.record_id) for e in self.examples],
             "input_ids": [e.input_ids.astype(np.int32) for e in self.examples],
@@ -242,8 +249,11 @@ class SupervisedDataset(Dataset):
         return [e.image is not None for e in self.examples]
 
     def _pixels(self, ex: Example) -> dict[str, torch.Tensor]:
-        with open_image(ex.image, ex.record_id) as img:
-            rgb = img.convert("RGB")
+        if isinstance(ex.image, Image.Image):
+            rgb = ex.image.convert("RGB")
+        else:
+            with open_image(ex.image, ex.record_id) as img:
+                rgb = img.convert("RGB")
         if self.image_inputs.augment is not None:  # training-only augmentation (lit.data.blip_augment)
             return self.image_inputs.augment(rgb, ex.record_id)
         return self.image_inputs.pixels(rgb)

@@ -7,6 +7,8 @@ scope, template sentences, max_length / too_long / on_invalid, image root), how 
 (``ImageInputs.spec``), and the source of the code that builds labels (so a change there invalidates old
 entries). Entries live in ``<cache_dir>/labels_<key>/`` (``data/`` Arrow files + ``audit.json``) and are written
 under a temporary name and renamed, so ranks that build at the same time never read a half-written entry.
+An entry damaged afterwards (an Arrow file cut short by a crash or a full disk, emptied or removed) is found
+before use (``entry_problem``), logged with its reason and labelled again.
 
 A missing entry is labelled in shards by forked worker processes (``workers``, default: every core this
 process may use), and the run then trains from the memory-mapped entry, never from an in-memory list, so
@@ -158,6 +160,24 @@ def build_labels(
     shutil.rmtree(folder / "shards")
 
 
+def entry_problem(entry: Path) -> str | None:
+    """What is wrong with a cache entry that has its ``audit.json`` (None: it reads back whole): its Arrow data must
+    load, hold the audit's number of used records, and yield its last row."""
+    from datasets import load_from_disk
+
+    try:
+        n_used = json.loads((entry / "audit.json").read_text())["n_used"]
+        if not n_used:
+            return None  # an entry of no usable record has no data folder
+        table = load_from_disk(str(entry / "data"))
+        if len(table) != n_used:
+            return f"{len(table)} rows where its audit counts {n_used} used records"
+        table[len(table) - 1]
+    except Exception as err:  # noqa: BLE001 - a damaged file fails in many ways (Arrow, OS, JSON, missing keys)
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def labelled_dataset(
     records: list[dict] | None,
     data_path: str | Path,
@@ -184,6 +204,15 @@ def labelled_dataset(
             progress=progress,
         )
     entry = Path(cache_dir) / f"labels_{fingerprint(data_path, spec, tokenizer=tokenizer, image_inputs=image_inputs)}"
+    problem = entry_problem(entry) if (entry / "audit.json").is_file() else None
+    if problem:  # e.g. a file truncated by a crash or a full disk after the entry was complete: labelled again
+        log.warning("label cache entry %s is damaged (%s): labelling again", entry, problem)
+        damaged = entry.with_name(f"{entry.name}.damaged-{os.getpid()}")
+        try:
+            entry.rename(damaged)
+            shutil.rmtree(damaged, ignore_errors=True)
+        except OSError:  # another process moved it first
+            pass
     if (entry / "audit.json").is_file():
         log.info("labels read from the cache %s", entry)
     else:

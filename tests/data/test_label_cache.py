@@ -69,6 +69,32 @@ def test_second_build_reads_the_cache_and_matches(demo_data, bpe_tokenizer, tmp_
     assert second.audit.to_json()["supervised_tokens_by_kind"] == first.audit.to_json()["supervised_tokens_by_kind"]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "deleted"])
+def test_a_damaged_entry_is_labelled_again(demo_data, bpe_tokenizer, tmp_path, caplog, damage):
+    """An Arrow file of a complete entry cut short (a crash or a full disk after the rename), emptied or removed:
+    the next run labels again, says which entry and why, and gets the undamaged labels."""
+    from lit.data.label_cache import entry_problem
+
+    path = demo_data / "cache_damage.json"
+    path.write_text(json.dumps(json.loads((demo_data / "train.json").read_text())[:12]))
+    reference = _build(path, bpe_tokenizer, tmp_path / "reference")  # its own files: the damage must not reach it
+    cache = tmp_path / "cache"
+    _build(path, bpe_tokenizer, cache)
+    (entry,) = cache.glob("labels_*")
+    assert entry_problem(entry) is None
+    (arrow,) = (entry / "data").glob("*.arrow")
+    if damage == "deleted":
+        arrow.unlink()
+    else:
+        arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2 if damage == "truncated" else 0])
+    assert entry_problem(entry)
+    with caplog.at_level("WARNING", logger="lit.data.label_cache"):
+        second = _build(path, bpe_tokenizer, cache)
+    assert f"label cache entry {entry} is damaged" in caplog.text
+    _same(reference, second)
+    assert entry_problem(entry) is None and [p.name for p in cache.iterdir()] == [entry.name]
+
+
 def test_anything_the_labels_depend_on_gives_a_new_entry(demo_data, bpe_tokenizer, tmp_path):
     path = demo_data / "cache_test2.json"
     path.write_text(json.dumps(json.loads((demo_data / "train.json").read_text())[:4]))

@@ -22,6 +22,16 @@ columns for the collator (TRL keeps ``messages`` and ``images`` by itself).
 A batch holds what the model's forward takes: ``input_ids``, ``attention_mask``, ``labels`` and the family's image
 and token inputs (``pixel_values``; ``image_sizes``, ``image_grid_thw``, ``mm_token_type_ids``,
 ``qformer_input_ids`` where the family has them).
+
+Weighted spans (``weights={"instruction": 0.1}``) add ``loss_weights``, which is not a model input: train with the
+Trainer mixin that takes it out of the batch and weighs the loss by it::
+
+    from lit.train.loss import SpanWeightedLoss
+
+    class WeightedSFTTrainer(SpanWeightedLoss, SFTTrainer): ...
+
+    WeightedSFTTrainer(..., data_collator=LitCollator(processor, model.config, weights={"instruction": 0.1}),
+                       normalization="tokens")
 """
 
 from __future__ import annotations
@@ -56,7 +66,9 @@ class LitCollator:
     saved, or a Hugging Face checkpoint of a supported family); ``model_config``: the model's config (it decides how
     many positions an image takes); ``chat_template``: ``auto`` (the processor's own Jinja template, as
     ``model.chat_template=auto``), a name in ``lit.mask.chat_templates.TEMPLATES`` or a ``ChatTemplate``;
-    ``scope``: vit, lit, lit_nosys or lit_all; ``template_sentences``: the sentences ``lit`` leaves unsupervised (a
+    ``scope``: vit, lit, lit_nosys or lit_all; ``weights``: span kind -> loss weight, as ``loss.weights`` (the batches
+    then carry ``loss_weights``, which a Trainer with ``lit.train.loss.SpanWeightedLoss`` weighs the loss by);
+    ``template_sentences``: the sentences ``lit`` leaves unsupervised (a
     set, or a mined file); ``max_length``/``too_long``: as ``data.max_length``/``data.too_long``; ``image_root``:
     the folder image paths are relative to. A bad example raises a ``RecordError`` naming it.
     """
@@ -68,6 +80,7 @@ class LitCollator:
         *,
         chat_template: str | ChatTemplate = "auto",
         scope: str = "lit",
+        weights: dict[str, float] | None = None,
         template_sentences=frozenset(),
         max_length: int = 2048,
         too_long: str = "error",
@@ -82,7 +95,7 @@ class LitCollator:
         self.image_inputs = image_inputs_for(model_config, processor)
         self.spec = LabelSpec(
             template,
-            get_scope(scope),
+            get_scope(scope, weights),
             max_length,
             _sentences(template_sentences),
             too_long=too_long,

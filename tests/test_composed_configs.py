@@ -51,6 +51,12 @@ REMOVED_EXPERIMENTS = ("demo/schedule",)
 ADDED_MODELS = ("auto", "tiny_qwen2_vl", "tiny_qwen2_5_vl")
 # 6. settings added since, with the value every recorded config now composes with (off: the recorded behaviour).
 ADDED_TO_TRAIN = {"padding_free": False}  # train.padding_free (docs/training.md, "Padding-free training")
+# 7. every loss scope composes conf/loss/default.yaml: weighted spans (off) and the template-sentence settings that
+#    only `lit` had (used by any scope that weighs template sentences apart, docs/training.md "Weighted spans").
+ADDED_TO_LOSS = {"weights": None, "normalization": "tokens"}
+# 8. the site says its GPUs' memory, for the preflight (lit/preflight.py); null: not checked.
+ADDED_TO_SITE = {"gpu_mem_gb": None}
+TEMPLATE_SENTENCES_DEFAULT = {"file": None, "min_share": 0.05, "min_count": 2, "top_k": None}
 DEMO_EXPERIMENTS = ("demo_lit", "demo_lit_all", "demo_lit_nosys", "demo_mins_plus", "demo_vit")
 
 
@@ -60,6 +66,9 @@ def expected(recorded: dict) -> dict:
     cfg["schedule"] = {key: cfg.pop(key) for key in MOVED_TO_SCHEDULE}
     cfg["data"].update({key: cfg.pop(key) for key in MOVED_TO_DATA})
     cfg["train"].update(ADDED_TO_TRAIN)
+    cfg["loss"].update(ADDED_TO_LOSS)
+    if "site" in cfg:
+        cfg["site"].update(ADDED_TO_SITE)
     for old, new in RENAMED.items():
         *parent, key = old.split(".")
         node = cfg
@@ -67,6 +76,7 @@ def expected(recorded: dict) -> dict:
             node = node[part]
         if key in node:
             node[new.rsplit(".", 1)[-1]] = node.pop(key)
+    cfg["loss"].setdefault("template_sentences", dict(TEMPLATE_SENTENCES_DEFAULT))
     choices = cfg["hydra"]["choices"]
     experiment = choices.get("experiment")
     choices["schedule"] = "demo" if experiment in DEMO_EXPERIMENTS else SCHEDULE_OF_MODEL[choices["model"]]

@@ -16,8 +16,8 @@ class Collator:
     image, in batch order (the model scatters image features onto image positions in order), as
     ``image_inputs`` batches them (``pixel_values`` (N_img, 3, H, W); LLaVA-NeXT adds a tile axis and
     ``image_sizes``), absent for text-only batches; InstructBLIP's ``qformer_input_ids``/``_attention_mask``;
-    ``kind_counts`` (K,) supervised tokens per span kind; per-token inputs a family derives from the ids
-    (Qwen2-VL's ``mm_token_type_ids``).
+    ``kind_counts`` (K,) supervised tokens per span kind; ``loss_weights`` (B, T) where the items carry them (a
+    weighted scope; 0 on padding); per-token inputs a family derives from the ids (Qwen2-VL's ``mm_token_type_ids``).
     """
 
     def __init__(self, pad_token_id: int, image_inputs: ImageInputs):
@@ -31,7 +31,12 @@ class Collator:
         for row, it in enumerate(items):
             n = len(it["input_ids"])
             ids[row, :n], labels[row, :n], mask[row, :n] = it["input_ids"], it["labels"], 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask, **self.image_and_token_inputs(items, ids)}
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if "loss_weights" in items[0]:  # a weighted scope (loss.weights): padding weighs 0
+            batch["loss_weights"] = torch.zeros((len(items), longest), dtype=torch.float32)
+            for row, it in enumerate(items):
+                batch["loss_weights"][row, : len(it["loss_weights"])] = it["loss_weights"]
+        return {**batch, **self.image_and_token_inputs(items, ids)}
 
     def image_and_token_inputs(self, items: list[dict], ids: torch.Tensor) -> dict:
         """What a batch carries besides its tokens: the supervised-token counts, the image inputs, the family's
@@ -79,6 +84,9 @@ class PaddingFreeCollator(Collator):
             "use_cache": False,
             **self.image_and_token_inputs(items, ids),
         }
+        if "loss_weights" in items[0]:  # a weighted scope: 0 wherever the labels are IGNORE_INDEX, as padded
+            batch["loss_weights"] = torch.cat([it["loss_weights"] for it in items])[None]
+            batch["loss_weights"][0, starts] = 0.0
         if self.flash_kwargs:
             bounds = torch.cat([starts, lengths.sum()[None]]).to(torch.int32)
             batch.update(

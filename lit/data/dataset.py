@@ -24,7 +24,7 @@ from lit.data.image_inputs import ImageInputs, open_image
 from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import lavis_layout
 from lit.mask.render import encode, expand_image, render
-from lit.mask.scopes import labels_for, supervised_counts
+from lit.mask.scopes import labels_for, supervised_counts, token_weights
 from lit.records import RecordError, record_id
 
 
@@ -43,6 +43,7 @@ class Example:
     record_id: object
     input_ids: np.ndarray  # (T,) with the image as one position
     labels: np.ndarray  # (T,)
+    kinds: np.ndarray  # (T,) int8: each token's span kind (``KIND_INDEX``), which its loss weight follows
     kind_counts: np.ndarray  # (len(SPAN_KINDS),) supervised tokens per kind
     image: Path | Image.Image | None  # a file, or an image in memory (never saved to the label cache)
     n_image_tokens: int = 0  # positions the image takes in the model's input (0: no image)
@@ -85,7 +86,8 @@ class SupervisedDataset(Dataset):
     Each item: ``input_ids``/``labels`` (T',) with the image placeholder expanded to as many positions
     as ``image_inputs`` says the image takes (labels IGNORE_INDEX there), ``image``: the per-image model
     inputs (``pixel_values``, and ``image_sizes`` for LLaVA-NeXT) or None, ``kind_counts``
-    (len(SPAN_KINDS),), and any per-record token inputs (InstructBLIP's ``qformer_input_ids``).
+    (len(SPAN_KINDS),), ``loss_weights`` (T',) float32 where the scope is weighted (``loss.weights``: each labelled
+    token's kind weight, 0 elsewhere), and any per-record token inputs (InstructBLIP's ``qformer_input_ids``).
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class SupervisedDataset(Dataset):
             rid,
             enc.input_ids.astype(np.int64),
             labels.astype(np.int64),
+            enc.kinds.astype(np.int8),
             supervised_counts(enc, labels),
             image,
             n_image,
@@ -203,6 +206,7 @@ class SupervisedDataset(Dataset):
             "record_id": [json.dumps(e.record_id) for e in self.examples],
             "input_ids": [e.input_ids.astype(np.int32) for e in self.examples],
             "labels": [e.labels.astype(np.int32) for e in self.examples],
+            "kinds": [e.kinds for e in self.examples],
             "kind_counts": [e.kind_counts for e in self.examples],
             "image": [str(e.image) if e.image is not None else "" for e in self.examples],
             "n_image_tokens": [e.n_image_tokens for e in self.examples],
@@ -261,9 +265,12 @@ class SupervisedDataset(Dataset):
     def __getitem__(self, idx: int) -> dict:
         ex = self.examples[idx]
         ids, labels = ex.input_ids, ex.labels
+        weights = token_weights(ex.kinds, labels, self.spec.scope) if self.spec.scope.weighted else None
         image = None
         if ex.image is not None:
             labels = expand_image(labels, ids, self.image_token_id, ex.n_image_tokens, IGNORE_INDEX)
+            if weights is not None:
+                weights = expand_image(weights, ids, self.image_token_id, ex.n_image_tokens, 0.0)
             image_ids = self.image_inputs.image_ids(ex.n_image_tokens, self.image_token_id)
             ids = expand_image(ids, ids, self.image_token_id, ex.n_image_tokens, image_ids)
             image = self._pixels(ex)
@@ -272,6 +279,7 @@ class SupervisedDataset(Dataset):
             "labels": torch.from_numpy(labels),
             "image": image,
             "kind_counts": torch.from_numpy(ex.kind_counts),
+            **({"loss_weights": torch.from_numpy(weights)} if weights is not None else {}),
             **{key: torch.from_numpy(value) for key, value in ex.extra.items()},
         }
 
@@ -301,6 +309,7 @@ class _ArrowExamples:
             json.loads(row["record_id"]),
             np.asarray(row["input_ids"], dtype=np.int64),
             np.asarray(row["labels"], dtype=np.int64),
+            np.asarray(row["kinds"], dtype=np.int8),
             np.asarray(row["kind_counts"], dtype=np.int64),
             Path(row["image"]) if row["image"] else None,
             int(row["n_image_tokens"]),

@@ -62,6 +62,7 @@ class LabelSpec:
         return {
             "chat_template": dataclasses.asdict(self.chat_template),
             "scope": self.scope.name,
+            "supervised_kinds": sorted(self.scope.kinds),  # weights change labels only through which kinds have one
             "template_sentences_sha256": sentences,
             "max_length": self.max_length,
             "too_long": self.too_long,

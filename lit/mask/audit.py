@@ -2,7 +2,7 @@
 
 The tokenizer is prepared as training prepares it (``lit.mask.tokenizer.prepare_tokenizer``: ``<image>`` is
 added to a Vicuna/Llama tokenizer that lacks it), and ``--loss lit`` takes its template settings from
-``conf/loss/lit.yaml``, so the audit shows exactly the mask training builds::
+``conf/loss/default.yaml``, so the audit shows exactly the mask training builds::
 
     python -m lit.mask.audit show --data FILE --tokenizer DIR --chat-template T --loss L [--n 5] [--html OUT.html]
     python -m lit.mask.audit dump --data FILE --tokenizer DIR --chat-template T --loss L [--template-sentences FILE] \

@@ -14,7 +14,7 @@ most frequent ones; the segmentation and threshold are not published (SOURCES.md
 - templates are the sentences with ``share >= min_share`` (and ``count >= min_count``), at most
   ``top_k`` of them when set, most frequent first.
 
-The thresholds have one source: the ``loss`` config (``conf/loss/lit.yaml``), which training reads and
+The thresholds have one source: the ``loss`` config (``conf/loss/default.yaml``), which training reads and
 the CLIs compose (``--loss lit``); flags override single values. The result is a JSON artefact keyed by
 the corpus hash and the parameters, so a second run is free.
 CLI: ``python -m lit.mask.mining mine --data FILE --out FILE [--loss lit] [--min-share S] [--top-k K]``.
@@ -79,7 +79,7 @@ def loss_settings(loss: str = "lit") -> dict:
     from omegaconf import OmegaConf
 
     if not (CONF_DIR / "loss" / f"{loss}.yaml").is_file():
-        known = sorted(p.stem for p in (CONF_DIR / "loss").glob("*.yaml"))
+        known = sorted(p.stem for p in (CONF_DIR / "loss").glob("*.yaml") if p.stem != "default")
         raise KeyError(f"no loss config {loss!r} in {CONF_DIR / 'loss'}; known: {', '.join(known)}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="loss/" + loss)
@@ -209,13 +209,12 @@ def warn_if_all_template_sentences(audit, loss, n_sentences: int) -> float | Non
         log.warning(
             "loss=%s: the %d template sentences cover %.1f%% of the instruction tokens, so `%s` supervises "
             "(almost) only the responses, as `vit` does; raise loss.template_sentences.min_share (now %s, "
-            "conf/loss/%s.yaml) or set loss.template_sentences.top_k / loss.template_sentences.file",
+            "conf/loss/default.yaml) or set loss.template_sentences.top_k / loss.template_sentences.file",
             loss.name,
             n_sentences,
             100 * share,
             loss.name,
             loss.template_sentences.get("min_share"),
-            loss.name,
         )
     return share
 

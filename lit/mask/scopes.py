@@ -11,10 +11,16 @@ lit        + instruction                                    minus templates (+~1
 
 The tokenizer is prepared as training prepares it (``lit.mask.tokenizer.prepare_tokenizer``: ``<image>`` is
 added to a Vicuna/Llama tokenizer that lacks it), and ``--loss lit`` takes its template settings from
-``conf/loss/lit.yaml``, so the audit shows exactly the mask training builds.
+``conf/loss/default.yaml``, so the audit shows exactly the mask training builds.
 
 The image position and tokenizer-added tokens (BOS) are never supervised; so
 ``vit ⊂ lit ⊂ lit_nosys ⊂ lit_all`` as sets of supervised positions.
+
+Weighted spans (``loss.weights``, ``get_scope(name, weights)``): a weight per span kind instead of on/off, e.g.
+``loss=lit loss.weights={instruction:0.1}`` (the prompt-loss-weight study, arXiv 2401.13586, and Weighted
+Instruction Tuning, arXiv 2507.07817). A kind with a weight above 0 gets labels; the batches then carry each
+token's weight, and the loss (``lit.train.loss``) weighs its tokens by them. Weights of 0 and 1 only are the binary
+scope itself, labelled and trained exactly as without ``loss.weights``.
 
 The audit CLI that shows them on real records is ``python -m lit.mask.audit``.
 """
@@ -39,24 +45,69 @@ assert all(not (kinds & NEVER_SUPERVISED) for kinds in SCOPES.values())
 
 @dataclass(frozen=True)
 class MaskScope:
-    """A loss scope: which span kinds get labels, and whether templates must be mined for it."""
+    """A loss scope: which span kinds get labels, with what weight, and whether templates must be mined for it.
+
+    ``weights``: the kinds whose weight is not the scope's own 0 or 1 (``loss.weights``), as sorted (kind, weight)
+    pairs; empty for the four binary scopes. A kind is supervised (gets a label) exactly when its weight is above 0.
+    """
 
     name: str
     kinds: frozenset[str]
+    weights: tuple[tuple[str, float], ...] = ()
+
+    def weight_of(self, kind: str) -> float:
+        return dict(self.weights).get(kind, 1.0 if kind in self.kinds else 0.0)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether a supervised kind has a weight other than 1: only then do batches carry per-token weights."""
+        return any(self.weight_of(kind) != 1.0 for kind in self.kinds)
 
     @property
     def uses_template_sentences(self) -> bool:
-        """Only ``lit`` treats template sentences differently from the rest of the instruction."""
-        return "instruction" in self.kinds and "template" not in self.kinds
+        """Whether template sentences are weighed apart from the rest of the instruction (in the binary ladder:
+        only ``lit``, which supervises the instruction and not its template sentences)."""
+        return self.weight_of("instruction") != self.weight_of("template")
 
     def kind_ids(self) -> np.ndarray:
         return np.array(sorted(KIND_INDEX[k] for k in self.kinds), dtype=np.int8)
 
+    def kind_weights(self) -> np.ndarray:
+        """(len(SPAN_KINDS),) float32: each kind's weight, indexed by ``KIND_INDEX``."""
+        return np.array([self.weight_of(kind) for kind in SPAN_KINDS], dtype=np.float32)
 
-def get_scope(name: str) -> MaskScope:
+    def describe(self) -> str:
+        """The scope as the logs and errors name it: ``lit`` or ``lit (instruction=0.1)``."""
+        if not self.weights:
+            return self.name
+        return f"{self.name} ({', '.join(f'{kind}={weight:g}' for kind, weight in self.weights)})"
+
+
+def get_scope(name: str, weights=None) -> MaskScope:
+    """The scope ``name`` of the ladder, its kinds' weights changed by ``weights`` (kind -> weight >= 0; a kind left
+    out keeps 1 if the scope supervises it, else 0), as ``loss.weights`` sets them."""
     if name not in SCOPES:
         raise KeyError(f"unknown loss scope {name!r}; choose one of {', '.join(SCOPES)}")
-    return MaskScope(name, SCOPES[name])
+    given = {str(kind): weight for kind, weight in dict(weights or {}).items() if weight is not None}
+    unknown = sorted(set(given) - set(SPAN_KINDS))
+    if unknown:
+        raise ValueError(f"loss.weights names unknown span kinds {unknown}; the kinds are {', '.join(SPAN_KINDS)}")
+    for kind, weight in given.items():
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight < float("inf"):
+            raise ValueError(f"loss.weights.{kind}={weight!r}: a weight is a finite number >= 0")
+        if weight and kind in NEVER_SUPERVISED:
+            raise ValueError(f"loss.weights.{kind}={weight}: {kind} tokens are never supervised: set it to 0")
+    base = MaskScope(name, SCOPES[name])
+    changed = tuple(sorted((k, float(w)) for k, w in given.items() if float(w) != base.weight_of(k)))
+    kinds = frozenset(k for k in SPAN_KINDS if dict(changed).get(k, base.weight_of(k)) > 0)
+    if not kinds:
+        raise ValueError(f"loss={name} with loss.weights={given}: every weight is 0, nothing would be supervised")
+    return MaskScope(name, kinds, changed)
+
+
+def token_weights(kinds: np.ndarray, labels: np.ndarray, scope: MaskScope) -> np.ndarray:
+    """Per-token loss weights (T,) float32: each supervised token's kind weight, 0 where there is no label."""
+    return np.where(labels != IGNORE_INDEX, scope.kind_weights()[kinds], 0.0).astype(np.float32)
 
 
 def labels_for(encoded: Encoded, scope: MaskScope) -> np.ndarray:

@@ -39,10 +39,10 @@ def write_run_files(cfg: DictConfig, output_dir: Path) -> None:
 
 
 def check_stage(stage: str, scope) -> None:
-    if stage == "pretrain" and scope.name != "vit":
+    if stage == "pretrain" and (scope.name != "vit" or scope.weights):
         raise ValueError(
             "schedule.stage=pretrain trains the projector on captions with the answer-only loss; "
-            f"loss={scope.name} does not apply there (L2T changes stage 2 only): drop the loss override"
+            f"loss={scope.describe()} does not apply there (L2T changes stage 2 only): drop the loss override"
         )
 
 
@@ -82,7 +82,8 @@ def prepare(cfg: DictConfig, output_dir: Path) -> Prepared:
                 require_mins_plus(cfg.data)
     records = load_training_records(cfg.data, args)
     auto = cfg.model.chat_template == "auto"  # the checkpoint's own, read once it is loaded
-    template, scope = None if auto else get_template(cfg.model.chat_template), get_scope(cfg.loss.name)
+    template = None if auto else get_template(cfg.model.chat_template)
+    scope = get_scope(cfg.loss.name, cfg.loss.weights)  # loss.weights: weighted spans, or null
     check_stage(cfg.schedule.stage, scope)
 
     built = build_model(
@@ -124,6 +125,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         dataset,
         part_lrs=part_lrs(cfg.model, cfg.adapter),
         group_by_modality_length=cfg.schedule.group_by_modality_length,
+        normalization=cfg.loss.normalization,
     )
     mode = cfg.schedule.resume  # false | true (a checkpoint must exist) | auto (if one exists)
     resume = last_complete_checkpoint(output_dir, required=mode != "auto") if mode else None

@@ -11,18 +11,26 @@ from transformers import Trainer, TrainerCallback
 
 from lit.constants import SPAN_KINDS
 from lit.model.parts import part_of
-from lit.train.loss import supervised_token_loss
+from lit.train.loss import SpanWeightedLoss
 
 
-class LitTrainer(Trainer):
-    """Adds ``n_tokens/<kind>`` (supervised tokens per span kind since the last log) and this rank's
-    ``throughput/tokens_per_s`` / ``supervised_tokens_per_s`` to every log line, so VIT and LIT runs can be
-    compared on how much they supervise and how fast they go."""
+class LitTrainer(SpanWeightedLoss, Trainer):
+    """Adds ``n_tokens/<kind>`` (supervised tokens per span kind since the last log), with weighted spans
+    ``weight_mass/<kind>`` (those tokens times their kind's weight), and this rank's ``throughput/tokens_per_s`` /
+    ``supervised_tokens_per_s`` to every log line, so VIT and LIT runs can be compared on how much they supervise
+    and how fast they go. The loss: ``lit.train.loss`` (``normalization`` for weighted spans)."""
 
     def __init__(
-        self, *args, group_by_modality_length: bool = False, part_lrs: dict[str, float] | None = None, **kwargs
+        self,
+        *args,
+        group_by_modality_length: bool = False,
+        part_lrs: dict[str, float] | None = None,
+        kind_weights=None,
+        **kwargs,
     ):
-        super().__init__(*args, compute_loss_func=supervised_token_loss, **kwargs)
+        """``kind_weights``: each span kind's loss weight (``MaskScope.kind_weights``) where the scope is weighted."""
+        super().__init__(*args, **kwargs)
+        self.kind_weights = None if kind_weights is None else [float(w) for w in kind_weights]
         self._kind_tokens = torch.zeros(len(SPAN_KINDS), dtype=torch.long)
         self._tokens_seen, self._last_log = 0, time.perf_counter()
         self.group_by_modality_length = group_by_modality_length
@@ -127,9 +135,11 @@ class LitTrainer(Trainer):
 
     def log(self, logs: dict, start_time=None) -> None:
         if "loss" in logs:
-            for kind, n in zip(SPAN_KINDS, self._kind_tokens.tolist()):
+            for i, (kind, n) in enumerate(zip(SPAN_KINDS, self._kind_tokens.tolist())):
                 if n:
                     logs[f"n_tokens/{kind}"] = n
+                    if self.kind_weights is not None:
+                        logs[f"weight_mass/{kind}"] = n * self.kind_weights[i]
             now = time.perf_counter()
             logs["throughput/tokens_per_s"] = self._tokens_seen / max(now - self._last_log, 1e-9)  # this rank's
             logs["throughput/supervised_tokens_per_s"] = int(self._kind_tokens.sum()) / max(now - self._last_log, 1e-9)
@@ -168,16 +178,24 @@ def part_lrs(model, adapter) -> dict[str, float]:
 
 
 def build_trainer(
-    built, args, dataset, *, group_by_modality_length: bool = False, part_lrs: dict[str, float] | None = None
+    built,
+    args,
+    dataset,
+    *,
+    group_by_modality_length: bool = False,
+    part_lrs: dict[str, float] | None = None,
+    normalization: str = "tokens",
 ) -> LitTrainer:
     """The Trainer of a run (``args``: its ``TrainingArguments``, ``lit.train.args.training_args``): the
-    supervised-token loss, LLaVA's modality-length grouping when asked, the per-part learning rates, the collator
+    supervised-token loss (weighted by the data set's scope where ``loss.weights`` sets weights, normalised by
+    ``normalization``), LLaVA's modality-length grouping when asked, the per-part learning rates, the collator
     of the model's image inputs (padded, or padding-free with ``train.padding_free``), and the
     ``LIT_TEST_KILL_AFTER_SAVE`` hook when set."""
     from lit.data.collate import Collator
     from lit.train.padding_free import padding_free_collator
 
     kill_step = os.environ.get(KILL_AFTER_SAVE)
+    scope = dataset.spec.scope
     pad = built.tokenizer.pad_token_id
     if args.padding_free:
         collator = padding_free_collator(built.model, pad, built.image_inputs)
@@ -190,6 +208,8 @@ def build_trainer(
         data_collator=collator,
         group_by_modality_length=group_by_modality_length,
         part_lrs=part_lrs,
+        normalization=normalization,
+        kind_weights=scope.kind_weights() if scope.weighted else None,
         callbacks=[KillAfterSave(int(kill_step))] if kill_step else None,
     )
 

@@ -134,7 +134,8 @@ def test_mining_settings_come_from_the_loss_config(tmp_path):
 
     from lit.mask.mining import CONF_DIR, loss_settings
 
-    expected = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "loss" / "lit.yaml").template_sentences)
+    # every scope composes conf/loss/default.yaml, where the template-sentence settings are written
+    expected = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "loss" / "default.yaml").template_sentences)
     assert loss_settings("lit") == expected and expected["min_share"] == 0.05
     data = tmp_path / "d.json"  # a sentence in 3% of records: a template at 0.01, not at the config's 0.05
     data.write_text(json.dumps([_rec("Rare tail.")] * 3 + [_rec(f"Question {i}?") for i in range(97)]))

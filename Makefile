@@ -35,8 +35,8 @@ demo: env  ## synthetic data -> train VIT and LIT (3 seeds) -> lmms-eval -> resu
 demo-sweep: env  ## the mask-scope ladder (vit, lit_all, lit_nosys, lit) and a MIns+ epsilon sweep on the demo -> results/demo_sweep/
 	$(BIN)/python -m lit.demo --seeds 0 --scopes vit lit_all lit_nosys lit --epsilons 0 0.5 1 --out results/demo_sweep $(ARGS)
 
-repro: env  ## one paper table's jobs: make repro TABLE=l2t_t4 [DRY=1 | LOCAL=1] [ARGS="--site <name> --wait ..."] (else sbatch)
-	$(BIN)/python -m lit.recipes $(TABLE) $(if $(DRY),--dry,$(if $(LOCAL),--local,--submit)) $(ARGS)
+repro: env  ## one paper table's jobs: make repro TABLE=l2t_t4 [DRY=1 | LOCAL=1 | CHECK=1] [ARGS="--site <name> --wait ..."] (else sbatch)
+	$(BIN)/python -m lit.recipes $(TABLE) $(if $(DRY),--dry,$(if $(LOCAL),--local,$(if $(CHECK),--check,--submit))) $(ARGS)
 
 smoke: env  ## a paper model at real widths, 1 layer per tower, 2 ZeRO-3 steps on CPU, saved and reloaded: make smoke MODEL=llava7b
 	$(BIN)/python -m lit.train.smoke $(MODEL) $(ARGS)

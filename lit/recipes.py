@@ -23,7 +23,15 @@ job whose outputs exist is skipped. Runnable three ways:
   ``schedule.resume=auto``. A job that is finished, or queued or running from an earlier invocation (its run
   directory's submission record), is not submitted again; its dependents attach to it. ``--wait`` blocks until
   every job has ended;
-- ``--local``: run the jobs one after another here (the tiny demo recipe, CI).
+- ``--local``: run the jobs one after another here (the tiny demo recipe, CI);
+- ``--check``: the preflight alone (``lit/preflight.py``): data, images, weights, evaluation data and the site against
+  every job, each problem one line naming its fix; ``--submit`` runs it first and submits nothing on a problem
+  unless ``--force``.
+
+``--gpus-per-node N`` gives every training job N GPUs per node (hours scaled to the same GPU-hours); the global batch
+is kept by the gradient accumulation (``schedule.global_batch_size``, set from the job's own batch where its
+schedule leaves it null). An override ``<kind>:<override>`` goes to one job kind, ``<job id or glob>:<override>`` to
+the jobs it names, and every job's final config is composed by ``--dry``, ``--check`` and ``--submit``.
 
 wandb: every job gets ``WANDB_RUN_GROUP=<table>``, ``WANDB_JOB_TYPE=<kind>``, ``WANDB_NAME=<job id>``.
 
@@ -33,6 +41,7 @@ wandb: every job gets ``WANDB_RUN_GROUP=<table>``, ``WANDB_JOB_TYPE=<kind>``, ``
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import itertools
 import os
 import re
@@ -44,7 +53,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lit import slurm
+from lit import job_config, preflight, slurm
 from lit.paths import conf_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,6 +217,61 @@ def _sbatch(job: Job, output_root: Path, deps: list[str], site) -> list[str]:
     return slurm.sbatch_command(job.id, job.kind, job.resources, site, output_root, deps, script + job.overrides)
 
 
+def scope(extra: list[str], todo: list[Job]) -> None:
+    """Add each override to the jobs it names: ``<kind>:<override>`` (``train:train.max_steps=2``) to that kind,
+    ``<job id or glob>:<override>`` (``stage1_*:model.compose.text=/models/vicuna``) to those jobs, an unprefixed
+    one to every job."""
+    ids = [j.id for j in todo]
+    for o in extra:
+        target, sep, rest = o.partition(":")
+        if not sep or not target or "=" in target or target.startswith(("+", "~")):
+            named = set(ids)
+            rest = o
+        elif target in ENTRY:
+            named = {j.id for j in todo if j.kind == target}
+        else:
+            named = set(fnmatch.filter(ids, target))
+            if not named:
+                raise ValueError(
+                    f"override {o}: {target!r} is neither a job kind ({', '.join(ENTRY)}) nor matches a job id "
+                    f"of this recipe ({', '.join(ids[:6])}{', ...' if len(ids) > 6 else ''})"
+                )
+        for job in todo:
+            if job.id in named:
+                job.overrides.append(rest)
+
+
+def _shape_lines(job: Job, cfg, output_root: Path, site, before: dict[str, int]) -> list[str]:
+    """What the dry run shows of a job on the site: its GPUs and batch split (training), the sbatch flags the site
+    produces, or a warning where the site's nodes have fewer GPUs than it asks."""
+    from omegaconf import DictConfig
+
+    lines = []
+    r = job.resources
+    nodes, gpus = int(r.get("nodes", 1)), int(r.get("gpus", 1))
+    if isinstance(cfg, str):
+        lines.append(f"  CONFIG ERROR: {cfg}")
+    elif job.kind == "train" and isinstance(cfg, DictConfig):
+        was = f" (--gpus-per-node {gpus}; the recipe asks {before[job.id]})" if job.id in before else ""
+        try:
+            per_device, accumulation, world, global_batch = job_config.batch_split(
+                cfg, nodes, gpus if site.gpus_per_node else 0
+            )
+            batch = (
+                f"{per_device} per device x {world} process(es) x {accumulation} accumulation = {global_batch} global"
+            )
+        except ValueError as err:
+            batch = f"DOES NOT SPLIT: {err}"
+        lines.append(f"  shape: {nodes} node(s) x {gpus} GPU(s){was}; batch {batch}")
+    try:
+        cmd = _sbatch(job, output_root, [], site)
+        lines.append("  sbatch: " + " ".join(cmd[2 : len(cmd) - len(job.overrides)]))
+    except ValueError as err:
+        fix = f"; or pass --gpus-per-node {site.gpus_per_node} (every training job)" if job.kind == "train" else ""
+        lines.append(f"  WARNING: {err}{fix}")
+    return lines
+
+
 def run(
     name: str,
     mode: str,
@@ -217,19 +281,34 @@ def run(
     site: str = "default",
     site_overrides: list[str] = (),
     wait: bool = False,
+    gpus_per_node: int | None = None,
+    force: bool = False,
 ) -> list[Job]:
     recipe = load(name)
     todo = jobs(recipe, output_root)
-    scoped = [(o.split(":", 1) if o.split(":", 1)[0] in ENTRY else [None, o]) for o in extra]
-    for job in todo:  # "train:train.max_steps=2" goes to train jobs only; an unprefixed override to all
-        job.overrides += [o for kind, o in scoped if kind in (None, job.kind)]
+    scope(list(extra), todo)
+    for job in todo:
         if job.kind == "train":  # a requeued or re-run job continues from its last complete checkpoint
             job.overrides.append("schedule.resume=auto")
     site_cfg = slurm.load_site(site, site_overrides)
+    configs = job_config.compose_all(todo) if mode != "local" else {}
+    before = job_config.set_gpus_per_node(todo, configs, gpus_per_node) if gpus_per_node is not None else {}
     kinds = ", ".join(f"{n} {k}" for k in ENTRY if (n := sum(j.kind == k for j in todo)))
     print(f"# {recipe['title']}: {len(todo)} jobs ({kinds}); {gpu_hours(todo):g} GPU-hours requested", file=out)
     for note in recipe.get("not_runnable", []):
         print(f"# not runnable here: {note}", file=out)
+    if mode in ("check", "submit"):
+        problems = preflight.report(preflight.check(todo, configs, output_root, site_cfg), out)
+        if problems and mode == "check":
+            raise RuntimeError(f"preflight: {problems} problem(s) above")
+        if problems and not force:
+            raise RuntimeError(
+                f"preflight: {problems} problem(s) above, nothing submitted; fix them, or pass --force to submit anyway"
+            )
+        if problems:
+            print(f"# --force: submitting despite {problems} problem(s)", file=out)
+        if mode == "check":
+            return todo
     slurm_ids: dict[str, str] = {}
     submitted: dict[str, str] = {}
     for job in todo:
@@ -243,7 +322,10 @@ def run(
             file=out,
         )
         print("  " + " ".join(shlex.quote(a) for a in job.command(output_root)), file=out)
-        if mode == "dry" and job.kind == "train":
+        if mode == "dry":
+            for line in _shape_lines(job, configs.get(job.id), output_root, site_cfg, before):
+                print(line, file=out)
+        if mode == "dry" and job.kind == "train" and not isinstance(configs.get(job.id), str):
             from lit.train.plan import (
                 plan_lines,  # memory, fit and GPU-hours of the job on its resources
             )
@@ -263,6 +345,10 @@ def run(
                 _sbatch(job, output_root, deps, site_cfg), job.run_dir(output_root), output_root, env
             )
             print(f"  submitted: {slurm_ids[job.id]}", file=out)
+    if mode == "dry":
+        broken = [j.id for j in todo if isinstance(configs.get(j.id), str)]
+        if broken:
+            print(f"# {len(broken)} job(s) whose config does not compose: {', '.join(broken)}", file=out)
     if mode == "submit" and wait and slurm_ids:
         print(f"# waiting for {len(slurm_ids)} job(s); logs in {slurm.log_dir(output_root)}/", file=out, flush=True)
         slurm.wait(slurm_ids, out=out)
@@ -282,6 +368,9 @@ def main(argv=None) -> None:
     mode.add_argument("--dry", action="store_const", dest="mode", const="dry", help="print the jobs (default)")
     mode.add_argument("--submit", action="store_const", dest="mode", const="submit", help="sbatch with dependencies")
     mode.add_argument("--local", action="store_const", dest="mode", const="local", help="run the jobs here, in order")
+    mode.add_argument(
+        "--check", action="store_const", dest="mode", const="check", help="the preflight only (also run by --submit)"
+    )
     parser.add_argument("--output-root", default=os.environ.get("LIT_OUTPUT_DIR", str(ROOT / "outputs")))
     parser.add_argument(
         "--site",
@@ -289,11 +378,19 @@ def main(argv=None) -> None:
         help="conf/site/<name>.yaml: account, partition, QoS, time cap, GPUs per node, sbatch flags",
     )
     parser.add_argument("--wait", action="store_true", help="with --submit: block until every job has ended")
+    parser.add_argument("--force", action="store_true", help="with --submit: submit despite preflight problems")
+    parser.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N GPUs per node for every training job (the global batch kept through gradient accumulation)",
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
-        help="Hydra overrides added to every job, or to one kind: train:train.max_steps=10; "
-        "site.<key>=<value> changes one site setting",
+        help="Hydra overrides added to every job, to one kind (train:train.max_steps=10) or to the jobs a job id "
+        "or glob names (stage1_*:model.compose.text=/models/vicuna); site.<key>=<value> changes one site setting",
     )
     args = parser.parse_intermixed_args(argv)
     site_overrides = [o.removeprefix("site.") for o in args.overrides if o.startswith("site.")]
@@ -304,9 +401,12 @@ def main(argv=None) -> None:
             args.mode or "dry",
             Path(args.output_root),
             overrides,
+            out=sys.stdout,  # the stream at call time (a test's capture), not at import
             site=args.site,
             site_overrides=site_overrides,
             wait=args.wait,
+            gpus_per_node=args.gpus_per_node,
+            force=args.force,
         )
     except (RuntimeError, ValueError, FileNotFoundError, KeyError) as err:
         sys.exit(f"lit.recipes: {err}")

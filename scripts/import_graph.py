@@ -17,7 +17,9 @@ From the bottom up (``LAYERS``; ``x.*`` is ``x`` and everything under it):
     interop   lit.collator                    the LIT mask as a collator for TRL's and Hugging Face's trainers
     eval      lit.eval.*                      evaluates a checkpoint through lit.model and lit.data
     train     lit.train.*                     training, its plan, and the smoke run (which evaluates)
-    launch    lit.recipes, lit.slurm          the paper-table job graph and its cluster jobs
+    launch    lit.recipes, lit.slurm, lit.job_config, lit.preflight
+                                              the paper-table job graph, its cluster jobs, each job's composed
+                                              config and node shape, and the preflight before submission
     report    lit.report.*                    tables, plots and docs fragments from results and recipes
     top       lit, lit.demo                   the end-to-end demo
 
@@ -42,7 +44,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; see the mod
     ("interop", ("lit.collator",)),
     ("eval", ("lit.eval.*",)),
     ("train", ("lit.train.*",)),
-    ("launch", ("lit.recipes", "lit.slurm")),
+    ("launch", ("lit.recipes", "lit.slurm", "lit.job_config", "lit.preflight")),
     ("report", ("lit.report.*",)),
     ("top", ("lit", "lit.demo")),
 )

@@ -12,6 +12,7 @@ def main(cfg: DictConfig) -> None:
 
     from instraug.arm import build_for
     from lit.data.build import generate_demo_data
+    from lit.files import atomic_write
 
     if not cfg.data.get("mins_plus"):
         raise SystemExit(f"data={cfg.data.name} is not a MIns+ data set (data.mins_plus is not set)")
@@ -19,7 +20,7 @@ def main(cfg: DictConfig) -> None:
     paths = build_for(cfg.data)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
+    atomic_write(out / "dataset.json", json.dumps({k: str(v) for k, v in paths.items()}, indent=1))  # marks it done
     print(f"MIns+ set: {paths['llava']}")
 
 

@@ -60,8 +60,10 @@ class TransformersBackend:
 
 
 class OpenAIBackend:
-    """Requests through the ``openai`` client (``lit.chat_api``): transient failures are retried with backoff
-    (``max_retries``), other 4xx stop the run at once naming the request.
+    """Requests through the ``openai`` client (``lit.chat_api``): transient failures (server unreachable, 429,
+    5xx, a reply that is not a chat completion) are retried ``max_retries`` times, ``backoff`` seconds first,
+    doubled up to ``max_backoff``; other 4xx stop at once. A request that fails for good raises
+    ``ChatAPIError`` with its sampling ``seed`` attached, and the requests not yet sent are cancelled.
 
     The API key is read from the environment variable ``api_key_env`` when the backend is built, never from the
     config: a config value would be written into the run's ``config.yaml`` and wandb's config. Unset, the key is
@@ -75,6 +77,8 @@ class OpenAIBackend:
         concurrency: int = 32,
         timeout: float = 600,
         max_retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
         **unknown,
     ):
         from lit.chat_api import client
@@ -89,10 +93,12 @@ class OpenAIBackend:
             raise TypeError(f"unknown OpenAI backend settings {sorted(unknown)}")
         self.name, self.concurrency = model, concurrency
         key = os.environ.get(api_key_env) or "EMPTY"
-        self.client = client(base_url, key, max_retries=max_retries, timeout=timeout)
+        self.client = client(
+            base_url, key, max_retries=max_retries, timeout=timeout, backoff=backoff, max_backoff=max_backoff
+        )
 
     def _one(self, chat: list[dict], sampling: Sampling, seed: int) -> str:
-        from lit.chat_api import complete
+        from lit.chat_api import ChatAPIError, complete
 
         request = {
             "model": self.name,
@@ -102,11 +108,20 @@ class OpenAIBackend:
             "max_tokens": sampling.max_new_tokens,
             "seed": seed,
         }
-        return complete(self.client, request, what=f"(seed {seed}) {chat[-1]['content'][:80]!r}")
+        try:
+            return complete(self.client, request, what=f"(seed {seed}) {chat[-1]['content'][:80]!r}")
+        except ChatAPIError as err:
+            err.seed = seed  # which job failed (instraug.generate names it)
+            raise
 
     def generate(self, chats: list[list[dict]], sampling: Sampling, seeds: list[int]) -> list[str]:
         with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda cs: self._one(cs[0], sampling, cs[1]), zip(chats, seeds)))
+            futures = [pool.submit(self._one, chat, sampling, seed) for chat, seed in zip(chats, seeds)]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:  # one request failed for good: do not start the others
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
 
 def vllm_sampling_kwargs(sampling: Sampling, seed: int) -> dict:

@@ -39,7 +39,7 @@ from pathlib import Path
 from instraug.multiinstruct import DROPPED_TASKS, prepare
 from instraug.placeholders import UnsafePlaceholder, fill, multiset
 from instraug.seeds import load_seeds
-from lit.files import atomic_write, file_sha256
+from lit.files import DamagedFile, atomic_write, file_sha256, read_jsonl_strict
 from lit.records import read_jsonl
 
 SAMPLING = ("official", "epsilon")
@@ -279,6 +279,20 @@ def check_existing(out_dir: str | Path, key: dict) -> bool:
     return True
 
 
+def read_pool(path: str | Path) -> list[dict]:
+    """The rows of an ``augment.py`` pool.jsonl. ``augment.py`` writes it whole (a temporary name, then renamed),
+    so a broken line means the file was cut by something else (a copy, a full disk): stop, naming the line."""
+    remedy = (
+        "augment.py writes a pool whole, so this one was cut after it was written (an interrupted copy, a full "
+        "disk): delete it and run augment.py again (it resumes from its generation cache), or copy it again"
+    )
+    rows = read_jsonl_strict(path, "instruction pool", remedy)
+    for lineno, row in enumerate(rows, 1):
+        if not (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("task", "text", "origin"))):
+            raise DamagedFile(f"instruction pool {path}: row {lineno} is not a pool row (task, text, origin): {remedy}")
+    return rows
+
+
 def _tsv_header(path: str | Path) -> list[str]:
     with open(path, encoding="utf-8") as fh:
         return fh.readline().rstrip("\r\n").split("\t")
@@ -307,7 +321,7 @@ def build_dataset(
             "manifest": out_dir / MANIFEST,
         }
     if str(pool).endswith(".jsonl"):  # an augment.py pool
-        pool_rows = read_jsonl(Path(pool))
+        pool_rows = read_pool(pool)
     elif str(pool).endswith(".tsv") and "origin" in _tsv_header(pool):
         pool_rows = pool_from_official_tsv(pool)  # the official gen_instructions*.tsv
     else:  # a seed file, with or without a file of rewrites

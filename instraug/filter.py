@@ -47,12 +47,14 @@ class FilterConfig:
 class FilterReport:
     rejected: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # task -> rule -> n
     kept: Counter = field(default_factory=Counter)
+    cache_lines_dropped: list = field(default_factory=list)  # {"file", "line"}: cut off by a killed run, made again
 
     def to_json(self) -> dict:
         return {
             "kept": dict(self.kept),
             "rejected": {t: dict(c) for t, c in self.rejected.items()},
             "rejected_by_rule": dict(sum(self.rejected.values(), Counter())),
+            "cache_lines_dropped": list(self.cache_lines_dropped),
         }
 
 

@@ -1,9 +1,12 @@
 """Resumable, placeholder-protected generation into a JSONL cache.
 
 Every (seed or parent, meta-prompt, temperature, sample index, model, prompt hash) is one job with a
-unique key. Finished jobs are appended to the cache (one JSON line each, flushed per batch); a run that
-is killed restarts where it stopped: keys already in the cache are skipped, and a torn last line (killed
-mid-write) is cut off. Nothing is lost and nothing is generated twice.
+unique key. Finished jobs are appended to the cache (one JSON line each, written and fsynced per batch once
+the whole batch is generated); a run that is killed restarts where it stopped: keys already in the cache are
+skipped, and a torn last line (killed mid-write) is cut off, logged and counted (``FilterReport``). Nothing is
+lost and nothing is generated twice. An LLM server that fails for good (``lit.chat_api``'s retries exhausted)
+stops the run with one line (``GenerationStopped``) naming the server, the task, the seed instruction and the
+sampling seed; the batch it was in is not written, and the same command run again resumes from the cache.
 """
 
 from __future__ import annotations
@@ -19,22 +22,25 @@ from instraug import meta_prompts
 from instraug.backends import Sampling
 from instraug.parse import candidates, official_line
 from instraug.placeholders import protect, restore
+from lit.chat_api import ChatAPIError
+from lit.files import DamagedFile, read_appended_jsonl
 
 
-def read_cache(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    raw = path.read_bytes()
-    good = raw[: raw.rfind(b"\n") + 1]
-    if len(good) != len(raw):  # a line torn by a kill: drop it, it will be generated again
-        with open(path, "r+b") as fh:
-            fh.truncate(len(good))
-    rows = {}
-    for line in good.decode("utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[row["key"]] = row
-    return rows
+class GenerationStopped(SystemExit):
+    """The LLM server failed for good: exits with one line naming it, the job and what to do (no traceback)."""
+
+
+def read_cache(path: Path, dropped: list | None = None) -> dict[str, dict]:
+    """The cache's rows by key. A last line cut off by a kill is dropped (logged; its file and line appended to
+    ``dropped``); a broken line inside stops, naming it."""
+    remedy = "delete that line (its generation is made again) or the whole file, then run again"
+    rows, cut = read_appended_jsonl(path, "generation cache", remedy)
+    if cut is not None and dropped is not None:
+        dropped.append({"file": str(path), "line": cut})
+    for lineno, row in enumerate(rows, 1):
+        if "key" not in row:
+            raise DamagedFile(f"generation cache {path}: a line has no 'key' (row {lineno}): {remedy}")
+    return {row["key"]: row for row in rows}
 
 
 def job_seed(key: str, base: int) -> int:
@@ -60,16 +66,38 @@ def jobs_for(
     return jobs
 
 
+def _stopped(err: ChatAPIError, jobs: list[dict], n_jobs: int, n_done: int, cache_path: Path) -> GenerationStopped:
+    seed = getattr(err, "seed", None)
+    job = next((j for j in jobs if j["seed"] == seed), None)
+    at = (
+        f"task {job['parent']['task']!r}, seed instruction {job['parent']['id']!r}, sampling seed {seed}"
+        if job
+        else "a batch"
+    )
+    return GenerationStopped(
+        f"augmentation stopped at {at}: the LLM server at {str(err).rstrip('.')}. {n_done} of {n_jobs} generations "
+        f"are saved in {cache_path} (the failed batch was not written). Once the server answers again (check "
+        "augmentation.backend.args.base_url), run the same command again: it resumes from the cache"
+    )
+
+
 def run_jobs(
-    jobs: list[dict], backend, cache_path: str | Path, sampling: Sampling, batch_size: int = 64, progress: bool = True
+    jobs: list[dict],
+    backend,
+    cache_path: str | Path,
+    sampling: Sampling,
+    batch_size: int = 64,
+    progress: bool = True,
+    dropped: list | None = None,
 ) -> list[dict]:
-    """Generate what the cache lacks; return the cache rows of ``jobs`` in job order."""
+    """Generate what the cache lacks; return the cache rows of ``jobs`` in job order. ``dropped`` collects the
+    cache lines cut off by an earlier kill (file and line)."""
     cache_path = Path(cache_path)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    done = read_cache(cache_path)
+    done = read_cache(cache_path, dropped)
     todo = [j for j in jobs if j["key"] not in done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generating instructions", disable=not progress)
-    with open(cache_path, "a", encoding="utf-8") as fh:
+    with bar, open(cache_path, "a", encoding="utf-8") as fh:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             protected = [protect(j["parent"]["text"]) for j in batch]
@@ -83,7 +111,12 @@ def run_jobs(
                     temperature=t, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, seed=sampling.seed
                 )
                 seeds = [job_seed(batch[i]["key"], sampling.seed) for i in idx]
-                for i, reply in zip(idx, backend.generate([chats[i] for i in idx], s, seeds)):
+                try:
+                    generated = backend.generate([chats[i] for i in idx], s, seeds)
+                except ChatAPIError as err:
+                    failed = [{**batch[i], "seed": seed} for i, seed in zip(idx, seeds)]
+                    raise _stopped(err, failed, len(jobs), len(jobs) - len(todo) + start, cache_path) from err
+                for i, reply in zip(idx, generated):
                     replies[i] = reply
             for j, (_, mapping), reply in zip(batch, protected, replies):
                 row = {
@@ -106,7 +139,6 @@ def run_jobs(
             fh.flush()
             os.fsync(fh.fileno())
             bar.update(len(batch))
-    bar.close()
     return [done[j["key"]] for j in jobs]
 
 

@@ -63,7 +63,7 @@ def run(
     kept: list[dict] = []
     for round_no in range(1 + (cfg.rounds if cfg.variant == "iter" else 0)):
         jobs = jobs_for(parents, prompt_mix, temps, backend.name, hint=cfg.keep_placeholders_hint)
-        replies = run_jobs(jobs, backend, cache_path, sampling, cfg.batch_size, progress)
+        replies = run_jobs(jobs, backend, cache_path, sampling, cfg.batch_size, progress, report.cache_lines_dropped)
         for reply in replies:  # a reply with nothing parsable is counted, not silently lost
             if not reply_texts(reply, cfg.reply_lines):
                 report.rejected[reply["task"]]["unparsable_reply"] += 1

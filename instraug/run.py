@@ -44,12 +44,14 @@ def run(cfg: DictConfig) -> dict:
     )
     fcfg = FilterConfig(**OmegaConf.to_container(a.filter, resolve=True))
     pool, rep = pipeline.run(seeds, backend, Path(a.cache_dir) / "generations.jsonl", acfg, fcfg)
-    # the pool marks the job done (lit.recipes): written whole or not at all
-    atomic_write(out / "pool.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pool))
-    (out / "filter_report.json").write_text(json.dumps({**rep.to_json(), "config": asdict(acfg)}, indent=1))
+    if rep.cache_lines_dropped:
+        log.warning("%d cut-off generation-cache line(s) dropped and generated again", len(rep.cache_lines_dropped))
+    atomic_write(out / "filter_report.json", json.dumps({**rep.to_json(), "config": asdict(acfg)}, indent=1))
     table = report.pool_table(pool)
-    (out / "pool_summary.md").write_text(table + "\n")
+    atomic_write(out / "pool_summary.md", table + "\n")
     report.length_plot(pool, out / "lengths.png")
     log.info("instruction pool:\n%s", table)
+    # the pool marks the job done (lit.recipes): written last, whole or not at all
+    atomic_write(out / "pool.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pool))
     result = {"pool": str(out / "pool.jsonl"), "generated": sum(r["origin"] == "generated" for r in pool)}
     return result

@@ -1,4 +1,4 @@
-"""Shared fixtures: tokenizers trained here (no hub), small LLaVA-format records, demo data."""
+"""Shared fixtures: tokenizers trained here (no hub), small LLaVA-format records, demo data, a local chat API."""
 
 from __future__ import annotations
 
@@ -139,3 +139,13 @@ def tiny_chat_model(tmp_path_factory) -> Path:
         )
     ).save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def chat_server():
+    """A local OpenAI-compatible chat-completions server, started (``tests/chat_server.py``: scripted replies,
+    status codes, empty or garbage bodies, a server that dies; every request recorded)."""
+    from chat_server import ChatServer
+
+    with ChatServer() as server:
+        yield server

@@ -9,7 +9,9 @@ An aggregation may return a dict of metrics; they are flattened to ``<metric>/<k
 Every evaluation writes ``scores.json`` and ``samples/<task>.jsonl`` (per document) in its output folder
 and, when ``results_dir`` is given, one ``<results_dir>/<experiment>/<task>.json`` per task: scores, task
 version, prompt, generation settings, the run's resolved config, git SHA and lmms-eval version (the store
-``make tables`` reads).
+``make tables`` reads). Score files are written atomically (a temporary name, then renamed), the results store
+first and ``scores.json`` (which marks the evaluation done, ``lit.recipes``) last, so a run killed mid-write
+leaves no file cut off.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from lit.eval.spec import EvalSpec
+from lit.files import atomic_write, load_json
 from lit.tracking import git_sha
 
 TASKS_DIR = Path(__file__).with_name("tasks")
@@ -179,9 +182,6 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_samples(raw.get("samples") or {}, out_dir / "samples")
-    (out_dir / "scores.json").write_text(
-        json.dumps({**meta, "scores": scores, "tasks": task_meta}, indent=1, default=str)
-    )
     if results_dir is not None:
         for task, metrics in scores.items():
             store_result(
@@ -191,6 +191,8 @@ def evaluate(
                 metrics,
                 {**meta, **task_meta[task], "config": config},
             )
+    record = {**meta, "scores": scores, "tasks": task_meta}
+    atomic_write(out_dir / "scores.json", json.dumps(record, indent=1, default=str))  # marks it done: last, whole
     return scores
 
 
@@ -204,7 +206,7 @@ def write_samples(samples: dict[str, list[dict]], folder: Path) -> None:
             json.dumps({k: v for k, v in row.items() if k in keep or k not in _SAMPLE_EXTRA}, default=str)
             for row in sorted(rows, key=lambda r: r["doc_id"])
         ]
-        (folder / f"{task}.jsonl").write_text("".join(line + "\n" for line in lines))
+        atomic_write(folder / f"{task}.jsonl", "".join(line + "\n" for line in lines))
 
 
 # lmms-eval's logged-sample bookkeeping that is not needed to recompute a score
@@ -225,13 +227,24 @@ def _check_judge(tasks: list[str], settings: dict) -> None:
 
 
 def store_result(results_dir: str | Path, experiment: str, task: str, scores: dict, meta: dict) -> Path:
-    """Write ``<results_dir>/<experiment>/<task>.json``: the scores with what produced them."""
+    """Write ``<results_dir>/<experiment>/<task>.json``: the scores with what produced them, atomically (a reader
+    sees the old file or the whole new one)."""
     path = Path(results_dir) / experiment / f"{task}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps({**meta, "experiment": experiment, "task": task, "scores": scores}, indent=1, default=str)
+    atomic_write(
+        path, json.dumps({**meta, "experiment": experiment, "task": task, "scores": scores}, indent=1, default=str)
     )
     return path
+
+
+def read_result(path: str | Path) -> dict:
+    """One file of the results store; ``lit.files.DamagedFile`` naming it if it is cut off (written by a
+    version of ``store_result`` that was not atomic, or by a full disk)."""
+    remedy = (
+        "it was cut off while being written; delete it and score that run again (evaluate.py, or vc.py for "
+        "lit_vc.json, with results_dir set) to write it whole"
+    )
+    return load_json(path, remedy)
 
 
 def trained_run(ckpt: str | Path, fallback_template: str) -> tuple[dict | None, str, str]:

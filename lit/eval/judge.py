@@ -17,7 +17,8 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from lit.files import read_appended_jsonl
 
 VERDICTS = {"incorrect": 0, "correct": 1, "unclear": 2}
 
@@ -47,6 +48,7 @@ class ChatJudge:
     cache: str | None = None
     timeout: float = 60.0
     retries: int = 3
+    backoff: float = 0.5  # seconds before the first retry, doubled per retry (lit.chat_api)
     max_tokens: int = 16
     _memo: dict | None = field(default=None, init=False, repr=False)
     _client: object = field(default=None, init=False, repr=False)
@@ -82,17 +84,20 @@ class ChatJudge:
     def _cached(self) -> dict:
         if self._memo is None:
             self._memo = {}
-            if self.cache and Path(self.cache).exists():
-                for line in Path(self.cache).read_text().splitlines():
-                    row = json.loads(line)
-                    self._memo[row["key"]] = row
+            if self.cache:  # a line cut off by a killed run is dropped (logged): that verdict is asked again
+                rows, _ = read_appended_jsonl(
+                    self.cache, "judge cache", "delete that line (its verdict is asked again) or the whole file"
+                )
+                self._memo.update((row["key"], row) for row in rows)
         return self._memo
 
     def _ask(self, prompt: str) -> str:
         from lit.chat_api import ChatAPIError, client, complete
 
         if self._client is None:
-            self._client = client(self.api_url, self.api_key(), max_retries=self.retries, timeout=self.timeout)
+            self._client = client(
+                self.api_url, self.api_key(), max_retries=self.retries, timeout=self.timeout, backoff=self.backoff
+            )
         request = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],

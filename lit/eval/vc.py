@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from lit.constants import IGNORE_INDEX
+from lit.files import atomic_write
 
 
 def select_records(records: list[dict], source: dict, n: int | None, seed: int) -> list[dict]:
@@ -320,6 +321,6 @@ def run_from_config(cfg) -> list[dict]:
             f"sd {r['vc_sd']:.4f}, {r['n']} pairs of {r['n_records']} records)"
             + (f", attention to image {r['attention_to_image_mean']:.4f}" if cfg.attention_share else "")
         )
-    (out / "vc.json").write_text(json.dumps(results, indent=1, default=str))
     plot(results, out / "vc.png")
+    atomic_write(out / "vc.json", json.dumps(results, indent=1, default=str))  # marks the job done: last, whole
     return results

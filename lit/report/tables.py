@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 from lit import recipes
@@ -25,10 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cell(runs_dir: Path, experiment: str, column: dict) -> float | None:
+    from lit.eval.evaluate import read_result
+
     path = runs_dir / experiment / f"{column['task']}.json"
     if not path.exists():
         return None
-    value = json.loads(path.read_text())["scores"].get(column["metric"])
+    value = read_result(path)["scores"].get(column["metric"])
     return None if value is None else value * column.get("scale", 1)
 
 

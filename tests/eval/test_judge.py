@@ -3,10 +3,7 @@ served over real HTTP): verdict parsing, the cache, missing keys, API errors, an
 
 from __future__ import annotations
 
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from bench_fixtures import write_all
@@ -15,45 +12,28 @@ from lit.eval.judge import ChatJudge, parse_verdict
 from lit.eval.tasks import scoring
 
 
-class _Judge(BaseHTTPRequestHandler):
-    """Grades the prediction's first yes/no word against the reference's, unless ``server.script`` fixes the
-    verdict for a reference answer."""
+def _grade(server):
+    """The judge's verdicts: the prediction's first yes/no word against the reference's, unless ``server.fixed``
+    fixes the verdict for a reference answer; each is recorded in ``server.verdicts``."""
 
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append({"auth": self.headers.get("Authorization"), "body": body})
-        if self.server.status != 200:
-            self.send_response(self.server.status)
-            self.end_headers()
-            self.wfile.write(b'{"error": "no"}')
-            return
+    def reply(body: dict) -> str:
         prompt = body["messages"][0]["content"]
         reference = re.search(r"Reference answer: (.*)", prompt).group(1)
         prediction = re.search(r"Prediction: (.*)", prompt).group(1)
         said = scoring.yes_no(prediction)
         verdict = "unclear" if said is None else "correct" if said == scoring.yes_no(reference) else "incorrect"
-        verdict = self.server.script.get(reference, verdict)
-        self.server.verdicts.append((prompt, verdict))
-        reply = {"choices": [{"message": {"role": "assistant", "content": verdict.capitalize() + "."}}]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        verdict = server.fixed.get(reference, verdict)
+        server.verdicts.append((prompt, verdict))
+        return verdict.capitalize() + "."
 
-    def log_message(self, *args):
-        pass
+    return reply
 
 
 @pytest.fixture
-def judge_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
-    server.requests, server.verdicts, server.status, server.script = [], [], 200, {}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
-    server.shutdown()
+def judge_server(chat_server):
+    chat_server.verdicts, chat_server.fixed = [], {}
+    chat_server.reply = _grade(chat_server)
+    return chat_server, chat_server.completions_url
 
 
 def test_parse_verdict_checks_incorrect_before_correct():
@@ -69,7 +49,7 @@ def test_judge_calls_the_api_once_per_prompt_and_caches(judge_server, tmp_path, 
     assert judge.verdict("Is it red?", "Yes, it is red.", "No.") == 0
     assert judge.verdict("Is it red?", "Yes, it is red.", "It depends") == 2
     assert judge.verdict("Is it red?", "Yes, it is red.", "yes") == 1
-    assert len(server.requests) == 3 and server.requests[0]["auth"] == "Bearer sk-test"
+    assert len(server.requests) == 3 and server.requests[0]["headers"]["authorization"] == "Bearer sk-test"
     assert server.requests[0]["body"]["model"] == "gpt-4" and server.requests[0]["body"]["temperature"] == 0
     again = ChatJudge(api_url=url, model="gpt-4", api_key_env="TEST_JUDGE_KEY", cache=str(cache))
     assert again.verdict("Is it red?", "Yes, it is red.", "No.") == 0 and len(server.requests) == 3
@@ -82,7 +62,7 @@ def test_judge_without_a_key_or_with_a_refused_key_says_so(judge_server, monkeyp
     with pytest.raises(RuntimeError, match=r"\$TEST_JUDGE_KEY.*kind=string_match"):
         ChatJudge(api_url=url, model="gpt-4", api_key_env="TEST_JUDGE_KEY").verdict("q", "Yes", "yes")
     monkeypatch.setenv("TEST_JUDGE_KEY", "bad")
-    server.status = 401
+    server.script = [401]
     with pytest.raises(RuntimeError, match="answered 401"):
         ChatJudge(api_url=url, model="gpt-4", api_key_env="TEST_JUDGE_KEY").verdict("q", "Yes", "yes")
 
@@ -98,7 +78,7 @@ def test_hallusion_scored_by_the_judge_end_to_end(trained, judge_server, tmp_pat
     _, run_dir, _ = trained
     judge = {"kind": "gpt", "api_url": url, "model": "gpt-4", "api_key_env": "TEST_JUDGE_KEY"}
     # the fixture's references: VD fig0 "No", VD fig1 "Yes", VS fig0 (no figure) "Yes", VS fig1 "No"
-    server.script = {"Yes": "unclear", "No": "correct"}
+    server.fixed = {"Yes": "unclear", "No": "correct"}
     scores = evaluate(
         run_dir / "checkpoint", EvalSpec(("lit_hallusion",), str(root), hallusion_judge=judge), tmp_path / "eval"
     )

@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import random
 import re
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -344,70 +342,36 @@ def test_the_refusal_names_the_runs_overrides(tmp_path):
     assert "Build it first with: python build_mins_plus.py " + " ".join(overrides) + "\n" in done.stderr, done.stderr
 
 
-class _FlakyChat(BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.requests += 1
-        status = self.server.statuses.pop(0) if self.server.statuses else 200
-        body = json.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [
-                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Rewritten {A}."}}
-                ],
-            }
-            if status == 200
-            else {"error": {"message": f"status {status}"}}
-        ).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def flaky_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyChat)
-    server.requests, server.statuses = 0, []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server, f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-
-
-def test_openai_backend_retries_transient_failures_and_stops_on_others(flaky_server):
+def test_openai_backend_retries_transient_failures_and_stops_on_others(chat_server):
     from instraug.backends import OpenAIBackend, Sampling
     from lit.chat_api import ChatAPIError
 
-    server, url = flaky_server
-    backend = OpenAIBackend("m", base_url=url, concurrency=1, max_retries=3)
+    url, fast = chat_server.url, {"backoff": 0.01, "max_backoff": 0.02}
+    backend = OpenAIBackend("m", base_url=url, concurrency=1, max_retries=3, **fast)
     chat = [{"role": "system", "content": "Rewrite."}, {"role": "user", "content": "Describe {A}."}]
-    server.statuses = [503, 429]
-    assert backend.generate([chat], Sampling(), [7]) == ["Rewritten {A}."] and server.requests == 3
-    server.requests, server.statuses = 0, [400]
+    chat_server.script = [503, 429]
+    assert backend.generate([chat], Sampling(), [7]) == ["Rewritten {A}."] and len(chat_server.requests) == 3
+    chat_server.requests.clear()
+    chat_server.script = [400]
     with pytest.raises(ChatAPIError, match=r"answered 400 \(not retried\) to request \(seed 7\) 'Describe \{A\}.'"):
         backend.generate([chat], Sampling(), [7])
-    assert server.requests == 1
-    server.requests, server.statuses = 0, [500, 500]
-    with pytest.raises(ChatAPIError, match="answered 500 \\(transient, retries exhausted\\)"):
-        OpenAIBackend("m", base_url=url, max_retries=1).generate([chat], Sampling(), [1])
-    assert server.requests == 2
+    assert len(chat_server.requests) == 1
+    chat_server.requests.clear()
+    chat_server.script = [500, 500]
+    with pytest.raises(ChatAPIError, match="answered 500 \\(transient, retries exhausted"):
+        OpenAIBackend("m", base_url=url, max_retries=1, **fast).generate([chat], Sampling(), [1])
+    assert len(chat_server.requests) == 2
 
 
-def test_judge_retries_through_the_same_client(flaky_server, monkeypatch):
+def test_judge_retries_through_the_same_client(chat_server, monkeypatch):
     from lit.eval.judge import ChatJudge
 
-    server, url = flaky_server
     monkeypatch.setenv("TEST_JUDGE_KEY", "k")
-    server.statuses = [502]
-    judge = ChatJudge(api_url=url + "/chat/completions", model="m", api_key_env="TEST_JUDGE_KEY", retries=2)
-    assert judge._ask("grade") == "Rewritten {A}." and server.requests == 2
+    chat_server.script = [502]
+    judge = ChatJudge(
+        api_url=chat_server.completions_url, model="m", api_key_env="TEST_JUDGE_KEY", retries=2, backoff=0.01
+    )
+    assert judge._ask("grade") == "Rewritten {A}." and len(chat_server.requests) == 2
 
 
 def test_multiinstruct_eval_documents_use_the_same_fields(tmp_path):

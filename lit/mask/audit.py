@@ -7,6 +7,18 @@ added to a Vicuna/Llama tokenizer that lacks it), and ``--loss lit`` takes its t
     python -m lit.mask.audit show --data FILE --tokenizer DIR --chat-template T --loss L [--n 5] [--html OUT.html]
     python -m lit.mask.audit dump --data FILE --tokenizer DIR --chat-template T --loss L [--template-sentences FILE] \
         --out OUT.jsonl
+    python -m lit.mask.audit export --data FILE --tokenizer DIR --chat-template T --loss L \
+        [--weights instruction=0.1 template_sentence=0] --out FOLDER
+
+``export`` writes the labelled corpus as a Hugging Face ``datasets`` folder (``Dataset.save_to_disk``; read it back
+with ``datasets.load_from_disk``) for any trainer that takes pre-tokenized data: ``id``, ``input_ids``, ``labels``
+(unshifted, ``-100`` where the scope does not supervise), ``kinds`` (each token's span kind, an index into
+``kind_names`` of ``lit_export.json``), ``loss_weights`` (each token's weight, 0 where unsupervised; with
+``--weights``, the weights ``loss.weights`` would give) and ``images`` (the record's image paths, as written in
+it, relative to its image folder). Each image is one ``image_token`` in ``input_ids``, never supervised: a trainer
+whose model expands it into the vision encoder's tokens must expand ``labels`` and ``loss_weights`` with
+``-100`` and 0 there. ``lit_export.json`` in the folder says what produced it: scope, weights, chat template,
+tokenizer, image token id and the data file's SHA-256.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import argparse
 import html
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from lit.constants import IGNORE_INDEX, SPAN_KINDS
@@ -24,13 +37,39 @@ from lit.mask.scopes import SCOPES, get_scope, labels_for
 from lit.records import load_records, record_id
 
 
+def _scope(args):
+    """The scope ``--loss``, with ``--weights`` (``export``) as ``loss.weights`` changes it."""
+    try:
+        return get_scope(args.loss, _weights(getattr(args, "weights", None)))
+    except (KeyError, ValueError) as err:
+        raise SystemExit(f"--weights: {err}") from None
+
+
+def _weights(pairs: list[str] | None) -> dict[str, float] | None:
+    """``--weights kind=w ...`` as ``loss.weights`` takes it; a malformed pair is an error naming it."""
+    if not pairs:
+        return None
+    weights = {}
+    for pair in pairs:
+        kind, sep, value = pair.partition("=")
+        try:
+            weights[kind] = float(value) if sep else None
+        except ValueError:
+            weights[kind] = None
+        if weights[kind] is None:
+            raise SystemExit(
+                f"--weights {pair}: write kind=weight, e.g. instruction=0.1 (kinds: {', '.join(SPAN_KINDS)})"
+            )
+    return weights
+
+
 def _template_sentences(args, records) -> frozenset[str]:
     """Template sentences for ``--loss lit`` exactly as training gets them: from ``--template-sentences``, else from
     the loss config (its ``template_sentences.file``, or mined from the whole corpus, not only ``--n``, with its
     thresholds)."""
     from lit.mask.mining import TemplateSentences, loss_settings, mine
 
-    if not get_scope(args.loss).uses_template_sentences:
+    if not _scope(args).uses_template_sentences:
         return frozenset()
     settings = loss_settings(args.loss)
     path = args.template_sentences or settings.get("file")
@@ -66,33 +105,52 @@ def _chat_template(args, tokenizer):
     return with_image_token(template, image_token) if image_token else template
 
 
-def _encode_all(args):
+@dataclass
+class _Corpus:
+    """The records of ``--data`` and everything their labels are built with, prepared as training prepares it."""
+
+    tokenizer: object
+    template: object
+    scope: object
+    records: list[dict]
+    sentences: frozenset[str]
+
+    @property
+    def image_id(self) -> int | None:
+        return self.tokenizer.convert_tokens_to_ids(self.template.image_token) if self.template.image_token else None
+
+    def encoded(self):
+        """``(record id, record, encoded, labels)`` per record."""
+        for i, record in enumerate(self.records):
+            rid = record_id(record, i)
+            enc = encode(
+                render(record, self.template, template_sentences=self.sentences, record_id=rid),
+                self.tokenizer,
+                record_id=rid,
+                image_token_id=self.image_id,
+            )
+            yield rid, record, enc, labels_for(enc, self.scope)
+
+
+def _corpus(args) -> _Corpus:
     from lit.mask.tokenizer import load_tokenizer, prepare_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
     template = _chat_template(args, tokenizer)
     prepare_tokenizer(tokenizer, template)  # adds <image> where missing, as training does
-    scope = get_scope(args.loss)
     records = load_records(args.data)
     sentences = _template_sentences(args, records)
     if getattr(args, "n", None):
         records = records[: args.n]
-    image_id = tokenizer.convert_tokens_to_ids(template.image_token) if template.image_token else None
-    for i, record in enumerate(records):
-        rid = record_id(record, i)
-        enc = encode(
-            render(record, template, template_sentences=sentences, record_id=rid),
-            tokenizer,
-            record_id=rid,
-            image_token_id=image_id,
-        )
-        yield rid, tokenizer, enc, labels_for(enc, scope)
+    return _Corpus(tokenizer, template, _scope(args), records, sentences)
 
 
 def _show(args) -> None:
     colour = sys.stdout.isatty() and not args.no_colour
     html_rows = []
-    for rid, tok, enc, labels in _encode_all(args):
+    corpus = _corpus(args)
+    tok = corpus.tokenizer
+    for rid, _, enc, labels in corpus.encoded():
         pieces_term, pieces_html = [], []
         for tid, kind, lab in zip(enc.input_ids.tolist(), enc.kinds.tolist(), labels.tolist()):
             piece = tok.decode([tid])
@@ -123,16 +181,66 @@ def _dump(args) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with open(args.out, "w") as fh:
-        for rid, _, enc, labels in _encode_all(args):
+        for rid, _, enc, labels in _corpus(args).encoded():
             fh.write(json.dumps({"id": rid, "input_ids": enc.input_ids.tolist(), "labels": labels.tolist()}) + "\n")
             n += 1
     print(f"{n} records written to {args.out}")
 
 
+def _export(args) -> None:
+    import datasets
+    import numpy as np
+
+    from lit.files import atomic_write, file_sha256
+    from lit.mask.scopes import token_weights
+
+    corpus = _corpus(args)
+    scope = corpus.scope
+    rows: dict[str, list] = {"id": [], "input_ids": [], "labels": [], "kinds": [], "loss_weights": [], "images": []}
+    for rid, record, enc, labels in corpus.encoded():
+        weights = token_weights(enc.kinds, labels, scope)
+        image = record.get("image")
+        rows["id"].append(str(rid))
+        rows["input_ids"].append(enc.input_ids.tolist())
+        rows["labels"].append(labels.tolist())
+        rows["kinds"].append(enc.kinds.astype(np.int8).tolist())
+        rows["loss_weights"].append(np.asarray(weights, dtype=np.float32).tolist())
+        rows["images"].append(
+            [] if image is None else [str(p) for p in (image if isinstance(image, list) else [image])]
+        )
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "input_ids": datasets.Sequence(datasets.Value("int64")),
+            "labels": datasets.Sequence(datasets.Value("int64")),
+            "kinds": datasets.Sequence(datasets.Value("int8")),
+            "loss_weights": datasets.Sequence(datasets.Value("float32")),
+            "images": datasets.Sequence(datasets.Value("string")),
+        }
+    )
+    out = Path(args.out)
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(out))
+    image_token = corpus.template.image_token or None
+    manifest = {
+        "data": str(args.data),
+        "data_sha256": file_sha256(args.data),
+        "tokenizer": str(args.tokenizer),
+        "chat_template": args.chat_template,
+        "loss": args.loss,
+        "weights": dict(scope.weights),
+        "kind_names": list(SPAN_KINDS),
+        "image_token": image_token,
+        "image_token_id": corpus.image_id,
+        "records": len(rows["id"]),
+    }
+    atomic_write(out / "lit_export.json", json.dumps(manifest, indent=1))
+    print(f"{len(rows['id'])} records exported to {out} (datasets.load_from_disk; what produced it: lit_export.json)")
+
+
 def _main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lit.mask.audit", description="Inspect the LIT loss mask.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("show", "dump"):
+    for name in ("show", "dump", "export"):
         p = sub.add_parser(name)
         p.add_argument("--data", required=True, help="LLaVA-format JSON/JSONL")
         p.add_argument("--tokenizer", required=True, help="tokenizer directory (save_pretrained layout)")
@@ -151,13 +259,17 @@ def _main(argv: list[str] | None = None) -> None:
             "--loss lit and none given, the sentences come as training gets them: the loss config's "
             "template_sentences.file, else mined from --data with its thresholds",
         )
-    show, dump = sub.choices["show"], sub.choices["dump"]
+    show, dump, export = sub.choices["show"], sub.choices["dump"], sub.choices["export"]
     show.add_argument("--n", type=int, default=5, help="how many records")
     show.add_argument("--html", help="also write an HTML page with supervised tokens highlighted")
     show.add_argument("--no-colour", action="store_true")
     dump.add_argument("--out", required=True)
+    export.add_argument("--out", required=True, help="the datasets folder to write (save_to_disk)")
+    export.add_argument(
+        "--weights", nargs="*", metavar="KIND=W", help="span weights as loss.weights gives them, e.g. instruction=0.1"
+    )
     args = parser.parse_args(argv)
-    (_show if args.command == "show" else _dump)(args)
+    {"show": _show, "dump": _dump, "export": _export}[args.command](args)
 
 
 if __name__ == "__main__":

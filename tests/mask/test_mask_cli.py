@@ -143,3 +143,58 @@ def test_dump_on_a_llama_tokenizer_without_image_token(tmp_path, sp_model_dir):
                     assert sentence in supervised, (record["id"], sentence)
                     n_options += is_option(sentence)
     assert n_options > 40
+
+
+def test_export_writes_a_datasets_folder_with_the_dumps_labels_and_the_span_weights(tmp_path, demo_data, tokenizers):
+    """`export` on the demo corpus: `datasets.load_from_disk` gives the `dump` command's ids and labels, each
+    token's weight by its kind (instruction 0.5, answer and end of turn 1, everything else 0, where labelled), the
+    record's image paths, and a manifest; image positions are never supervised; a malformed weight is refused."""
+    import datasets
+
+    from lit.constants import SPAN_KINDS
+
+    tok_dir = tmp_path / "tok"
+    tokenizers["bpe"].save_pretrained(tok_dir)
+    data = demo_data / "train.json"
+    templates = tmp_path / "templates.json"
+    subprocess.run(
+        [sys.executable, "-m", "lit.mask.mining", "mine", "--data", str(data), "--out", str(templates)]
+        + ["--min-share", "0.4"],
+        check=True,
+        capture_output=True,
+    )
+    common = ["--data", str(data), "--tokenizer", str(tok_dir), "--chat-template", "vicuna_v1", "--loss", "lit"]
+    common += ["--template-sentences", str(templates)]
+    _cli("dump", *common, "--out", str(tmp_path / "lit.jsonl"))
+    out = _cli("export", *common, "--weights", "instruction=0.5", "--out", str(tmp_path / "export"))
+    assert "records exported" in out
+    dumped = [json.loads(line) for line in (tmp_path / "lit.jsonl").read_text().splitlines()]
+    exported = datasets.load_from_disk(str(tmp_path / "export"))
+    manifest = json.loads((tmp_path / "export" / "lit_export.json").read_text())
+    records = json.loads(data.read_text())
+    assert len(exported) == len(dumped) == len(records) == manifest["records"]
+    assert manifest["weights"] == {"instruction": 0.5} and manifest["kind_names"] == list(SPAN_KINDS)
+    image_id = manifest["image_token_id"]
+    assert image_id == tokenizers["bpe"].convert_tokens_to_ids("<image>")
+    expected_weight = {"instruction": 0.5, "response": 1.0, "eos": 1.0}
+    n_instruction = 0
+    for row, dump, record in zip(exported, dumped, records):
+        assert row["id"] == str(dump["id"]) and row["input_ids"] == dump["input_ids"]
+        assert row["labels"] == dump["labels"]  # a weight above 0 supervises what the binary scope does
+        assert row["images"] == [record["image"]]
+        for tid, label, kind, weight in zip(row["input_ids"], row["labels"], row["kinds"], row["loss_weights"]):
+            name = SPAN_KINDS[kind]
+            want = expected_weight.get(name, 0.0) if label != IGNORE_INDEX else 0.0
+            assert weight == pytest.approx(want), (row["id"], name, label)
+            if tid == image_id:
+                assert label == IGNORE_INDEX and weight == 0.0
+            n_instruction += name == "instruction" and label != IGNORE_INDEX
+    assert n_instruction > 0
+    bad = subprocess.run(
+        [sys.executable, "-m", "lit.mask.audit", "export", *common, "--weights", "instruction=lots"]
+        + ["--out", str(tmp_path / "bad")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "--weights instruction=lots: write kind=weight" in bad.stderr
+    assert not (tmp_path / "bad").exists()

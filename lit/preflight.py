@@ -15,15 +15,15 @@ reported at once, one line each, naming the fix:
   LLM; a checkpoint an earlier job writes is not checked;
 - evaluation data: the files each task reads under ``eval.data_dir``, and lmms-eval's own tasks' hub data sets in
   the HF cache;
-- the site: each job's GPUs per node against ``gpus_per_node``, its time (the recipe's hours, and for training the
-  plan's upper bound, ``lit.train.plan``) against ``max_hours``, its per-GPU memory by the plan against
-  ``gpu_mem_gb``, and its global batch split over its GPUs.
+- the site: each job's GPUs per node against ``gpus_per_node``, its time (``lit.slurm.time_limit``: the recipe's
+  hours, for training the plan's upper bound with overheads and margin) against ``max_hours`` (a training job over
+  it runs as segments that resume, a note, where ``signal_s`` is set; else a problem), its per-GPU memory by the
+  plan against ``gpu_mem_gb``, and its global batch split over its GPUs.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lit.job_config import batch_split
+from lit.slurm import time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE_HINT = "on compute nodes without network, submit with HF_HUB_OFFLINE=1 and HF_HOME on a shared filesystem"
@@ -247,49 +248,47 @@ class Checker:
                 else "change its resources.gpus in the recipe"
             )
             self.add(job, f"asks for {gpus} GPUs per node but the site's nodes have {have} (gpus_per_node); {fix}")
-        hours, source = float(r.get("hours", 24)), "the recipe's resources.hours"
-        estimate = None
+        need_gb = None
         if cfg is not None:
             try:
-                _, _, world, global_batch = batch_split(cfg, nodes, gpus if have else 0)
+                batch_split(cfg, nodes, gpus if have else 0)
             except ValueError as err:
                 self.add(job, f"on {nodes} node(s) x {gpus} GPU(s): {err}")
                 return
-            if gpus and have and (site.max_hours is not None or site.get("gpu_mem_gb")):
-                estimate = self.plan(job, cfg, nodes, gpus)
-        if estimate and estimate[0] > hours:
-            hours, source = estimate[0], estimate[1]
-        if site.max_hours is not None and hours > site.max_hours:
+            if gpus and have and site.get("gpu_mem_gb"):
+                need_gb = self.memory(cfg, nodes, gpus)
+        limit = time_limit(job.kind, r, site, cfg)
+        if limit.segments > 1:
+            self.add(job, f"needs ~{limit.need_hours:.1f} h: {limit.source}", problem=False)
+        elif limit.capped:
             self.add(
                 job,
-                f"needs ~{hours:.1f} h ({source}) but the site's max_hours is {site.max_hours:g}: Slurm would stop "
-                f"it at {site.max_hours:g} h (TIMEOUT); give it more GPUs or nodes, or a partition with a longer "
-                "limit (site.max_hours)",
+                f"needs ~{limit.need_hours:.1f} h ({limit.source.split('; capped')[0]}), but the site's max_hours is "
+                f"{site.max_hours:g}: Slurm would stop it at {site.max_hours:g} h (TIMEOUT); "
+                + (
+                    "set site.signal_s to run it as segments that resume, or "
+                    if job.kind == "train" and not site.get("signal_s")
+                    else ""
+                )
+                + "give it more GPUs or nodes, or a partition with a longer limit (site.max_hours)",
             )
-        if estimate and estimate[2] is not None and site.get("gpu_mem_gb") and estimate[2] > site.gpu_mem_gb:
+        if need_gb is not None and need_gb > site.gpu_mem_gb:
             self.add(
                 job,
-                f"needs {estimate[2]:.0f} GB per GPU by the plan (lit.train.plan) but the site's GPUs have "
+                f"needs {need_gb:.0f} GB per GPU by the plan (lit.train.plan) but the site's GPUs have "
                 f"{site.gpu_mem_gb:g} GB (gpu_mem_gb); lower train.per_device_train_batch_size "
                 "(the accumulation rises), use more GPUs, or deepspeed=zero3_offload",
             )
 
-    def plan(self, job, cfg: DictConfig, nodes: int, gpus: int) -> tuple[float, str, float | None] | None:
-        """``(hours, how, GB per GPU)`` by ``lit.train.plan`` (None: the model has no published architecture)."""
+    def memory(self, cfg: DictConfig, nodes: int, gpus: int) -> float | None:
+        """GB per GPU by ``lit.train.plan`` (None: the model has no published architecture)."""
         if not cfg.model.get("architecture"):
             return None
         from lit.train.plan import GIB, plan
 
-        p = plan(cfg, nodes=nodes, gpus_per_node=gpus, gpu_mem_gb=float(self.site.get("gpu_mem_gb") or 80))
-        need_gb = p["need_gib"] * GIB / 1e9
-        if p["steps_per_epoch"] is None:
-            return None
-        max_steps = int(cfg.train.get("max_steps", -1) or -1)
-        steps = max_steps if max_steps > 0 else p["steps_per_epoch"] * float(cfg.train.num_train_epochs)
-        how = f"lit.train.plan: {math.ceil(steps):,} steps x {p['step_s']:.1f} s at {p['mfu']:.0%} MFU" + (
-            ", records at max length: an upper bound" if p["mean_tokens_assumed"] else ""
+        return (
+            plan(cfg, nodes=nodes, gpus_per_node=gpus, gpu_mem_gb=float(self.site.gpu_mem_gb))["need_gib"] * GIB / 1e9
         )
-        return steps * p["step_s"] / 3600, how, need_gb
 
 
 @functools.cache

@@ -21,8 +21,11 @@ job whose outputs exist is skipped. Runnable three ways:
   with ``--dependency=afterok`` on the jobs it needs, its resources and the site's settings (``--site``,
   ``conf/site/<name>.yaml``; ``lit/slurm.py``). Training jobs are submitted with ``--requeue`` and
   ``schedule.resume=auto``. A job that is finished, or queued or running from an earlier invocation (its run
-  directory's submission record), is not submitted again; its dependents attach to it. ``--wait`` blocks until
-  every job has ended;
+  directory's submission record), is not submitted again; its dependents attach to it. Each job's ``--time`` is its
+  plan's (training with a published architecture: ``slurm.time_limit``, the site's margin, capped by ``max_hours``,
+  over which it runs as requeued segments) or its recipe's hours. ``--wait`` blocks until every job has ended,
+  cancels those whose dependency can never be satisfied (naming the upstream job that failed), and ends with a
+  table of every job's final state and the command that resumes what failed;
 - ``--local``: run the jobs one after another here (the tiny demo recipe, CI);
 - ``--check``: the preflight alone (``lit/preflight.py``): data, images, weights, evaluation data and the site against
   every job, each problem one line naming its fix; ``--submit`` runs it first and submits nothing on a problem
@@ -74,6 +77,7 @@ class Job:
     overrides: list[str]
     after: list[str] = field(default_factory=list)
     resources: dict = field(default_factory=dict)
+    limit: slurm.TimeLimit | None = None  # its --time and where it comes from (run() sets it; else the recipe's hours)
 
     def run_dir(self, output_root: Path) -> Path:
         return run_dir(output_root, self.id)
@@ -214,7 +218,36 @@ def _sbatch(job: Job, output_root: Path, deps: list[str], site) -> list[str]:
     script = {"train": ["slurm/train.sbatch"], "augment": ["slurm/augment.sbatch"]}.get(
         job.kind, ["slurm/single.sbatch", ENTRY[job.kind]]
     )
-    return slurm.sbatch_command(job.id, job.kind, job.resources, site, output_root, deps, script + job.overrides)
+    minutes = job.limit.minutes if job.limit else None
+    return slurm.sbatch_command(
+        job.id, job.kind, job.resources, site, output_root, deps, script + job.overrides, minutes
+    )
+
+
+def set_time_limits(todo: list[Job], configs: dict, site) -> None:
+    """Each job's ``--time`` on the site (``slurm.time_limit``): a training job's plan plus overheads with the site's
+    margin where its model has a published architecture, else the recipe's hours; capped by ``max_hours``."""
+    from omegaconf import DictConfig
+
+    for job in todo:
+        cfg = configs.get(job.id)
+        cfg = cfg if isinstance(cfg, DictConfig) else None
+        try:
+            job.limit = slurm.time_limit(job.kind, job.resources, site, cfg)
+        except Exception as err:  # the plan of an unusual config: the recipe's hours, and why
+            job.limit = slurm.time_limit(job.kind, job.resources, site)
+            job.limit = slurm.TimeLimit(
+                job.limit.minutes, f"{job.limit.source} (no plan: {str(err).splitlines()[0]})", job.limit.segments
+            )
+
+
+def resume_command(name: str, output_root: Path, site: str, site_overrides, gpus_per_node, extra) -> str:
+    """The command that submits again what failed or never ran (finished jobs are skipped, queued ones attached)."""
+    args = ["python", "-m", "lit.recipes", name, "--submit", "--wait", "--site", site]
+    args += ["--output-root", str(output_root)]
+    args += [f"site.{o}" for o in site_overrides]
+    args += ["--gpus-per-node", str(gpus_per_node)] if gpus_per_node is not None else []
+    return " ".join(shlex.quote(a) for a in [*args, *extra])
 
 
 def scope(extra: list[str], todo: list[Job]) -> None:
@@ -293,6 +326,8 @@ def run(
     site_cfg = slurm.load_site(site, site_overrides)
     configs = job_config.compose_all(todo) if mode != "local" else {}
     before = job_config.set_gpus_per_node(todo, configs, gpus_per_node) if gpus_per_node is not None else {}
+    if mode in ("dry", "submit"):
+        set_time_limits(todo, configs, site_cfg)
     kinds = ", ".join(f"{n} {k}" for k in ENTRY if (n := sum(j.kind == k for j in todo)))
     print(f"# {recipe['title']}: {len(todo)} jobs ({kinds}); {gpu_hours(todo):g} GPU-hours requested", file=out)
     for note in recipe.get("not_runnable", []):
@@ -325,6 +360,8 @@ def run(
         if mode == "dry":
             for line in _shape_lines(job, configs.get(job.id), output_root, site_cfg, before):
                 print(line, file=out)
+            lim = job.limit
+            print(f"  time: --time={lim.minutes} ({lim.minutes / 60:.1f} h) from {lim.source}", file=out)
         if mode == "dry" and job.kind == "train" and not isinstance(configs.get(job.id), str):
             from lit.train.plan import (
                 plan_lines,  # memory, fit and GPU-hours of the job on its resources
@@ -351,12 +388,19 @@ def run(
             print(f"# {len(broken)} job(s) whose config does not compose: {', '.join(broken)}", file=out)
     if mode == "submit" and wait and slurm_ids:
         print(f"# waiting for {len(slurm_ids)} job(s); logs in {slurm.log_dir(output_root)}/", file=out, flush=True)
-        slurm.wait(slurm_ids, out=out)
+        seen = slurm.wait(slurm_ids, out=out, after={j.id: j.after for j in todo})
+        rows, source = slurm.final_states(slurm_ids, seen)
+        every = {j.id: slurm_ids.get(j.id, "-") for j in todo}
+        print(f"# final states ({source}):", file=out)
+        for line in slurm.state_table(every, rows, {j.id: j.done(output_root) for j in todo}):
+            print(line, file=out)
         failed = [j.id for j in todo if not j.done(output_root)]
         if failed:
+            again = resume_command(name, output_root, site, site_overrides, gpus_per_node, extra)
+            print(f"# to resume what failed or never ran (finished jobs are skipped):\n  {again}", file=out, flush=True)
             raise RuntimeError(
                 f"{len(failed)} job(s) ended without their result: {', '.join(failed)}; "
-                f"see {slurm.log_dir(output_root)}/<job>-<id>.out"
+                f"see {slurm.log_dir(output_root)}/<job>-<id>.out; resume with: {again}"
             )
     return todo
 

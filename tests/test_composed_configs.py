@@ -48,14 +48,15 @@ SCHEDULE_OF_MODEL = {
 # 5. the demo's schedule moved from the experiment option demo/schedule to the schedule option demo.
 REMOVED_EXPERIMENTS = ("demo/schedule",)
 # 3. model families added since (lit/model/families/), composed on their own in tests/model/test_qwen2_vl.py.
-ADDED_MODELS = ("auto", "tiny_qwen2_vl", "tiny_qwen2_5_vl")
+ADDED_MODELS = ("auto", "tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_idefics3", "tiny_llava_onevision")
 # 6. settings added since, with the value every recorded config now composes with (off: the recorded behaviour).
 ADDED_TO_TRAIN = {"padding_free": False}  # train.padding_free (docs/training.md, "Padding-free training")
 # 7. every loss scope composes conf/loss/default.yaml: weighted spans (off) and the template-sentence settings that
 #    only `lit` had (used by any scope that weighs template sentences apart, docs/training.md "Weighted spans").
 ADDED_TO_LOSS = {"weights": None, "normalization": "tokens"}
-# 8. the site says its GPUs' memory, for the preflight (lit/preflight.py); null: not checked.
-ADDED_TO_SITE = {"gpu_mem_gb": None}
+# 8. the site says its GPUs' memory, for the preflight (lit/preflight.py; null: not checked), the margin on a
+#    training job's planned time and the warning signal before its limit (lit/slurm.py, docs/cluster.md).
+ADDED_TO_SITE = {"gpu_mem_gb": None, "time_margin": 1.25, "signal_s": 600}
 TEMPLATE_SENTENCES_DEFAULT = {"file": None, "min_share": 0.05, "min_count": 2, "top_k": None}
 DEMO_EXPERIMENTS = ("demo_lit", "demo_lit_all", "demo_lit_nosys", "demo_mins_plus", "demo_vit")
 

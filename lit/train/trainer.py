@@ -193,6 +193,7 @@ def build_trainer(
     ``LIT_TEST_KILL_AFTER_SAVE`` hook when set."""
     from lit.data.collate import Collator
     from lit.train.padding_free import padding_free_collator
+    from lit.train.preemption import StopOnSignal
 
     kill_step = os.environ.get(KILL_AFTER_SAVE)
     scope = dataset.spec.scope
@@ -210,7 +211,7 @@ def build_trainer(
         part_lrs=part_lrs,
         normalization=normalization,
         kind_weights=scope.kind_weights() if scope.weighted else None,
-        callbacks=[KillAfterSave(int(kill_step))] if kill_step else None,
+        callbacks=[StopOnSignal(), *([KillAfterSave(int(kill_step))] if kill_step else [])],  # lit.train.preemption
     )
 
 

@@ -157,10 +157,18 @@ def test_gpus_the_site_does_not_have(fixture):
 
 
 def test_time_the_site_does_not_allow(fixture):
-    lines, passed = _check(fixture, site=["max_hours=1"])  # the evaluation's 1 h fits, the training's 2 h does not
+    """The evaluation's 1 h fits a 1-hour site, the training's 2 h does not: without the warning signal it would
+    end as TIMEOUT (a problem); with it, it runs as two segments that resume (a note)."""
+    lines, passed = _check(fixture, site=["max_hours=1", "signal_s=0"])
     assert not passed and lines == [
-        "PROBLEM [sft_tiny]: needs ~2.0 h (the recipe's resources.hours) but the site's max_hours is 1: Slurm would "
-        "stop it at 1 h (TIMEOUT); give it more GPUs or nodes, or a partition with a longer limit (site.max_hours)"
+        "PROBLEM [sft_tiny]: needs ~2.0 h (the recipe's resources.hours), but the site's max_hours is 1: Slurm would "
+        "stop it at 1 h (TIMEOUT); set site.signal_s to run it as segments that resume, or give it more GPUs or "
+        "nodes, or a partition with a longer limit (site.max_hours)"
+    ]
+    lines, passed = _check(fixture, site=["max_hours=1", "signal_s=600"])
+    assert passed and lines == [
+        "note [sft_tiny]: needs ~2.0 h: the recipe's resources.hours; capped at the site's max_hours 1: runs as 2 "
+        "segments (SIGUSR1 600 s before each limit: a checkpoint, scontrol requeue, schedule.resume=auto)"
     ]
 
 
@@ -182,7 +190,7 @@ def test_an_override_that_does_not_compose_for_a_job_names_it(fixture, capsys):
 def test_every_problem_is_reported_at_once_and_submit_refuses_without_force(fixture, monkeypatch):
     (fixture / "data" / "img0.png").unlink()
     (fixture / "eval" / "pope").rmdir()
-    lines, _ = _check(fixture, site=["gpus_per_node=4", "max_hours=1"])
+    lines, _ = _check(fixture, site=["gpus_per_node=4", "max_hours=1", "signal_s=0"])
     starts = ["1 of 3 images that", "asks for 8 GPUs per node", "needs ~2.0 h (the recipe", "evaluation task lit_pope"]
     problems = _problems(lines)
     assert len(problems) == 4 and all(p.split("]: ", 1)[1].startswith(w) for p, w in zip(problems, starts))
@@ -240,23 +248,43 @@ def test_dry_run_on_a_4_gpu_site_shows_the_accumulation_raised_and_the_sbatch_fl
 
 @pytest.mark.integration  # plans LLaVA-1.5-7B on the meta device (~15 s)
 def test_time_and_memory_from_the_plan_against_the_site(tmp_path):
-    """L2T Table 2's SFT jobs ask for 10 h; the plan's upper bound is 21 h on 8 GPUs: a 12-hour site refuses. Stage 1
-    needs 51 GB per GPU by the plan (ZeRO-2, micro-batch 32): 40 GB GPUs do not hold it."""
+    """L2T Table 2's SFT jobs ask for 10 h; the plan's upper bound is 21 h of steps on 8 GPUs, 27 h with the
+    overheads and the margin (lit.slurm.time_limit): a 12-hour site runs them as 3 segments that resume, and
+    without the warning signal refuses them. Stage 1 needs 51 GB per GPU by the plan (ZeRO-2, micro-batch 32): 40 GB
+    GPUs do not hold it."""
     out = StringIO()
     site = ["max_hours=12", "gpu_mem_gb=40"]
     with pytest.raises(RuntimeError, match="preflight"):
         recipes.run("l2t_t2", "check", tmp_path, out=out, site="example_cluster", site_overrides=site)
-    memory = [line for line in out.getvalue().splitlines() if "GB per GPU" in line]
+    lines = out.getvalue().splitlines()
+    memory = [line for line in lines if "GB per GPU" in line]
     assert memory == [
         "PROBLEM [stage1_llava7b]: needs 51 GB per GPU by the plan (lit.train.plan) but the site's GPUs have 40 GB "
         "(gpu_mem_gb); lower train.per_device_train_batch_size (the accumulation rises), use more GPUs, or "
         "deepspeed=zero3_offload"
     ]
     sft = [
+        line
+        for line in lines
+        if line.startswith(("PROBLEM [sft_llava7b_vit", "note [sft_llava7b_vit")) and " h" in line
+    ]
+    assert len(sft) == 1 and sft[0].startswith(
+        "note [sft_llava7b_vit, sft_llava7b_lit]: needs ~27.2 h: lit.train.plan: 5,198 steps x 14.5 s at 40% MFU"
+    )
+    assert sft[0].endswith(
+        "x 1.25 margin (site.time_margin); capped at the site's max_hours 12: runs as 3 segments "
+        "(SIGUSR1 600 s before each limit: a checkpoint, scontrol requeue, schedule.resume=auto)"
+    )
+    out = StringIO()
+    with pytest.raises(RuntimeError, match="preflight"):
+        recipes.run("l2t_t2", "check", tmp_path, out=out, site="example_cluster", site_overrides=[*site, "signal_s=0"])
+    sft = [
         line for line in out.getvalue().splitlines() if line.startswith("PROBLEM [sft_llava7b_vit") and " h (" in line
     ]
-    assert sft == [
-        "PROBLEM [sft_llava7b_vit, sft_llava7b_lit]: needs ~21.0 h (lit.train.plan: 5,198 steps x 14.5 s at 40% MFU, "
-        "records at max length: an upper bound) but the site's max_hours is 12: Slurm would stop it at 12 h "
-        "(TIMEOUT); give it more GPUs or nodes, or a partition with a longer limit (site.max_hours)"
-    ]
+    assert len(sft) == 1 and sft[0].startswith(
+        "PROBLEM [sft_llava7b_vit, sft_llava7b_lit]: needs ~27.2 h (lit.train.plan"
+    )
+    assert sft[0].endswith(
+        "but the site's max_hours is 12: Slurm would stop it at 12 h (TIMEOUT); set site.signal_s to run it as "
+        "segments that resume, or give it more GPUs or nodes, or a partition with a longer limit (site.max_hours)"
+    )

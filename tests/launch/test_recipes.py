@@ -325,3 +325,68 @@ def test_an_unknown_shared_job_or_a_placeholder_no_matrix_sets_is_refused(tmp_pa
     (tmp_path / "t.yaml").write_text("name: t\njobs:\n  - use: sft_a\n")
     with pytest.raises(ValueError, match="job sft_a_{scope} has a placeholder no matrix sets"):
         recipes.jobs(recipes.load("t"), Path("/out"))
+
+
+def test_time_limits_fall_back_to_the_recipe_and_the_cap_makes_segments():
+    """Without a plan (a model with no published architecture, a CPU site) a job asks for its recipe's hours; over
+    the site's max_hours a training job runs as segments (it requeues itself on the warning signal), another job is
+    only cut."""
+    site = slurm.load_site("local_cpu", ["max_hours=0.5"])
+    train = slurm.time_limit("train", {"hours": 2}, site)
+    assert train.minutes == 30 and train.segments == 4
+    assert train.source == (
+        "the recipe's resources.hours; capped at the site's max_hours 0.5: runs as 4 segments (SIGUSR1 600 s before "
+        "each limit: a checkpoint, scontrol requeue, schedule.resume=auto)"
+    )
+    evaluate = slurm.time_limit("evaluate", {"hours": 2}, site)
+    assert (
+        evaluate.minutes == 30 and evaluate.segments == 1 and evaluate.source.endswith("Slurm stops it there (TIMEOUT)")
+    )
+    assert slurm.time_limit("train", {"hours": 0.25}, site) == slurm.TimeLimit(15, "the recipe's resources.hours")
+    flags = slurm.sbatch_command("j", "train", {"hours": 2}, site, ROOT, [], ["slurm/train.sbatch"], minutes=30)
+    assert "--time=30" in flags and "--signal=B:USR1@600" in flags and "--requeue" in flags
+    quiet = slurm.sbatch_command("j", "train", {}, slurm.load_site("local_cpu", ["signal_s=0"]), ROOT, [], [])
+    assert not any(f.startswith("--signal") for f in quiet)
+    assert not any(f.startswith("--signal") for f in slurm.sbatch_command("j", "evaluate", {}, site, ROOT, [], []))
+    short = slurm.sbatch_command("j", "train", {}, site, ROOT, [], [], minutes=15)  # the warning in the first half
+    assert "--time=15" in short and not any(f.startswith("--signal") for f in short)
+
+
+@pytest.mark.integration  # plans LLaVA-1.5-7B on the meta device (~15 s)
+def test_dry_run_shows_each_jobs_time_limit_with_its_source_and_the_cap(tmp_path):
+    """L2T Table 2 on an 8-GPU site: each training job's --time is its plan (21.0 h of steps for the SFT, an upper
+    bound) plus loading, labelling and saves, times the 1.25 margin; the evaluations keep their recipe's hours. A
+    12-hour site caps the training jobs and runs them as segments."""
+    from lit.job_config import compose_job
+
+    def dry(*site: str) -> dict[str, list[str]]:
+        out = StringIO()
+        recipes.run("l2t_t2", "dry", tmp_path, out=out, site="example_cluster", site_overrides=list(site))
+        blocks = out.getvalue().split("\n[")[1:]
+        return {b.split("] ", 1)[1].split(" ", 1)[0]: b.splitlines() for b in blocks}
+
+    jobs = dry()
+    sft = next(line for line in jobs["sft_llava7b_lit"] if line.startswith("  time: "))
+    cfg = compose_job(
+        "train", next(j for j in recipes.jobs(recipes.load("l2t_t2"), tmp_path) if j.id.endswith("lit")).overrides
+    )
+    hours, how = slurm.planned_hours(cfg, 1, 8)
+    minutes = slurm.math.ceil(hours * 1.25 * 60)
+    assert 21.0 < hours < 23.0 and how.startswith(
+        "lit.train.plan: 5,198 steps x 14.5 s at 40% MFU (records at max length"
+    )
+    assert sft == f"  time: --time={minutes} ({minutes / 60:.1f} h) from {how}, x 1.25 margin (site.time_margin)"
+    assert "+ model loading 0.17 h + labelling 0.37 h (665,298 records) + 10 save(s) and the final one" in sft
+    sbatch = next(line for line in jobs["sft_llava7b_lit"] if line.startswith("  sbatch: "))
+    assert f" --time={minutes} " in sbatch and " --signal=B:USR1@600 " in sbatch
+    assert "  time: --time=240 (4.0 h) from the recipe's resources.hours" in jobs["t2_llava7b_lit"]
+    assert "--signal" not in next(line for line in jobs["t2_llava7b_lit"] if line.startswith("  sbatch: "))
+
+    capped = dry("max_hours=12", "time_margin=1.5")
+    sft = next(line for line in capped["sft_llava7b_lit"] if line.startswith("  time: "))
+    assert sft.startswith("  time: --time=720 (12.0 h) from lit.train.plan: 5,198 steps")
+    assert sft.endswith(
+        "x 1.5 margin (site.time_margin); capped at the site's max_hours 12: runs as 3 segments (SIGUSR1 600 s "
+        "before each limit: a checkpoint, scontrol requeue, schedule.resume=auto)"
+    )
+    assert " --time=720 " in next(line for line in capped["stage1_llava7b"] if line.startswith("  sbatch: "))

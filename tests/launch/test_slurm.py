@@ -1,6 +1,7 @@
 """The recipes on a real Slurm (the one-node CPU cluster of scripts/local_slurm.sh; `make test-slurm` brings it
 up and down): the demo table's afterok chain runs to the same table as --local, a second invocation attaches to
-queued jobs instead of submitting them again, and a requeued training job resumes from its checkpoint."""
+queued jobs instead of submitting them again, a requeued training job resumes from its checkpoint, and one whose time
+limit is shorter than its run survives it in segments (the warning signal, a checkpoint, a requeue)."""
 
 from __future__ import annotations
 
@@ -264,3 +265,70 @@ def test_augmentation_job_serves_its_llm_over_http(tmp_path, tiny_chat_model):
 
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the server is gone with the job
+
+
+SEGMENTS = """
+name: segments
+title: "A training job whose time limit is shorter than its run, and its evaluation"
+jobs:
+  - id: demo_seg
+    kind: train
+    overrides: ["experiment=demo_vit", "logger=none"]
+    resources: {nodes: 1, gpus: 0, hours: 0.05}   # --time=3: the warning signal (60 s before) ends each segment
+  - id: eval_demo_seg
+    kind: evaluate
+    of: demo_seg
+    overrides: ["eval=demo"]
+    resources: {nodes: 1, gpus: 0, hours: 0.5}
+"""
+
+
+def test_a_run_longer_than_its_time_limit_survives_it_in_segments(tmp_path, demo_data, monkeypatch):
+    """A training job's --time (3 min) is shorter than its run: Slurm's warning signal (--signal=B:USR1@60) makes
+    slurm/train.sbatch have the trainer save a complete checkpoint and requeue the job, which resumes
+    (schedule.resume=auto) until it finishes, with the losses of the same run under a long limit. Its evaluation
+    waits on it with afterok across the requeues and then runs."""
+    monkeypatch.setattr(recipes, "RECIPES", tmp_path / "recipes")
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "segments.yaml").write_text(SEGMENTS)
+    out_root, runs = tmp_path / "out", tmp_path / "runs"
+    extra = [
+        *[o for o in _tiny(demo_data, runs) if not o.startswith(("train:train.max_steps", "vc:"))],
+        "train:train.max_steps=3000",  # ~2-3 min of steps on one CPU: longer than one segment
+        "train:train.logging_steps=1",
+        "train:train.save_strategy=no",  # the only checkpoints are the warning signal's
+        f"train:paths.data_dir={tmp_path}",
+    ]
+    text = StringIO()
+    jobs = recipes.run("segments", "submit", out_root, extra, out=text, site=SITE, site_overrides=["signal_s=60"])
+    train, evaluate = jobs
+    assert (
+        train.limit.minutes == 3
+        and "--signal=B:USR1@60" in json.loads((train.run_dir(out_root) / slurm.RECORD).read_text())["command"]
+    )
+    ids = {j.id: json.loads((j.run_dir(out_root) / slurm.RECORD).read_text())["slurm_id"] for j in jobs}
+    site = slurm.load_site(SITE)
+    straight = recipes.Job("straight", "train", list(train.overrides), resources={"nodes": 1, "gpus": 0, "hours": 0.5})
+    env = {**slurm.job_env(site, straight.resources, "straight"), "RUN_DIR": str(tmp_path / "straight")}
+    ids["straight"] = slurm.submit(recipes._sbatch(straight, tmp_path, [], site), tmp_path / "straight", tmp_path, env)
+    try:
+        deadline = time.time() + 900
+        while not (evaluate.done(out_root) and (tmp_path / "straight" / "train_metrics.json").exists()):
+            assert time.time() < deadline, text.getvalue()
+            if slurm.state(ids["demo_seg"]) == "PENDING" and (train.run_dir(out_root) / "slurm_job.txt").exists():
+                # requeued: Slurm holds it back for two minutes (its BeginTime); let it start now
+                subprocess.run(["scontrol", "update", f"JobId={ids['demo_seg']}", "StartTime=now"], check=False)
+            assert slurm.state(ids["demo_seg"]) not in ("TIMEOUT", "FAILED", "CANCELLED")
+            time.sleep(2)
+        slurm.wait(ids, poll_s=2)
+    finally:
+        subprocess.run(["scancel", *ids.values()], check=False)
+    run_dir = train.run_dir(out_root)
+    log = next(slurm.log_dir(out_root).glob(f"*-{ids['demo_seg']}.out")).read_text()
+    restarts = int((run_dir / "slurm_job.txt").read_text().split("restart: ")[1].split()[0])
+    assert restarts >= 1 and log.count("requeueing job") == restarts, log[-3000:]
+    assert "SIGUSR1 (the time limit is near)" in log and "saving a complete checkpoint at step" in log
+    assert "resuming from" in log and slurm.state(ids["demo_seg"]) == "COMPLETED"
+    assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "straight"), rel=1e-5)
+    assert len(_losses(run_dir)) == 3000
+    assert evaluate.done(out_root) and slurm.state(ids["eval_demo_seg"]) == "COMPLETED"

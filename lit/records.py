@@ -1,7 +1,8 @@
 """Reading LLaVA-format corpora (a JSON list, or JSON lines) with errors that name the record.
 
 A record is ``{"id": ..., "image": "rel/path.jpg" (optional), "conversations": [{"from": "human"|"gpt",
-"value": str}, ...]}`` as in LLaVA-mix-665K.
+"value": str}, ...]}`` as in LLaVA-mix-665K; ``image`` may be a list, one ``<image>`` marker per picture in the
+human turns (multi-image and interleaved records, as LLaVA-OneVision's data: ``record_images``).
 """
 
 from __future__ import annotations
@@ -59,3 +60,13 @@ def load_records(path: str | Path) -> list[dict]:
         if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
             raise RecordError(record_id(record, i), f"in {path}: expected an object with a 'conversations' list")
     return records
+
+
+def record_images(record: dict) -> list:
+    """The images a record names, in order: none (no ``image``, or an empty list), its one image, or each of a
+    list (``"image": ["a.jpg", "b.jpg"]``, one ``<image>`` marker per picture in the human turns, as
+    LLaVA-OneVision's data). An entry is a path (relative to the image root) or an image in memory."""
+    image = record.get("image") if isinstance(record, dict) else None
+    if image is None:
+        return []
+    return list(image) if isinstance(image, (list, tuple)) else [image]

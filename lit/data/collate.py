@@ -6,16 +6,17 @@ from __future__ import annotations
 import torch
 
 from lit.constants import IGNORE_INDEX
-from lit.data.image_inputs import ImageInputs
+from lit.data.image_inputs import ImageInputs, item_images
 
 
 class Collator:
     """Collate ``SupervisedDataset`` items into a batch for the model.
 
     Output: ``input_ids``/``labels``/``attention_mask`` (B, T); the image inputs of the items that have an
-    image, in batch order (the model scatters image features onto image positions in order), as
-    ``image_inputs`` batches them (``pixel_values`` (N_img, 3, H, W); LLaVA-NeXT adds a tile axis and
-    ``image_sizes``), absent for text-only batches; InstructBLIP's ``qformer_input_ids``/``_attention_mask``;
+    image (several for a multi-image record), in batch order (the model scatters image features onto image
+    positions in order), as ``image_inputs.collate_records`` batches them (``pixel_values`` (N_img, 3, H, W);
+    LLaVA-NeXT adds a tile axis and ``image_sizes``, OneVision ``batch_num_images``), absent for text-only
+    batches; InstructBLIP's ``qformer_input_ids``/``_attention_mask``;
     ``kind_counts`` (K,) supervised tokens per span kind; ``loss_weights`` (B, T) where the items carry them (a
     weighted scope; 0 on padding); per-token inputs a family derives from the ids (Qwen2-VL's ``mm_token_type_ids``).
     """
@@ -42,9 +43,9 @@ class Collator:
         """What a batch carries besides its tokens: the supervised-token counts, the image inputs, the family's
         per-record and per-token inputs (of ``ids``, the batch's token rows)."""
         batch = {"kind_counts": torch.stack([it["kind_counts"] for it in items]).sum(0)}
-        images = [it["image"] for it in items if it["image"] is not None]
-        if images:
-            batch.update(self.image_inputs.collate(images))
+        per_record = [item_images(it) for it in items]
+        if any(per_record):
+            batch.update(self.image_inputs.collate_records(per_record))
         batch.update(self.image_inputs.collate_text(items))
         batch.update(self.image_inputs.token_inputs(ids))
         return batch

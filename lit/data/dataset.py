@@ -4,6 +4,9 @@ Labels are built once, up front, with a progress bar (or read back from the on-d
 ``lit.data.label_cache``); images are read lazily in ``__getitem__``.
 Bad records raise a ``RecordError`` naming the record, or, with ``on_invalid: skip``, are skipped and
 counted with their reason in the audit report (``data_audit.json`` in the run directory).
+A record may have several images (``"image": [...]``, one ``<image>`` marker each, ``lit.records.record_images``):
+each marker is expanded to the positions its image takes, and the item's ``image`` is then the list of the
+images' inputs, in order.
 """
 
 from __future__ import annotations
@@ -23,15 +26,15 @@ from lit.constants import IGNORE_INDEX, SPAN_KINDS
 from lit.data.image_inputs import ImageInputs, open_image
 from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import lavis_layout
-from lit.mask.render import encode, expand_image, render
+from lit.mask.render import encode, expand_images, render
 from lit.mask.scopes import labels_for, supervised_counts, token_weights
-from lit.records import RecordError, record_id
+from lit.records import RecordError, record_id, record_images
 
 
 def check_image_root(records: list[dict], image_root: str | Path | None) -> None:
     """A clear error, before anything is built, if image records point into a folder that is not there."""
-    if image_root and not Path(image_root).is_dir() and any("image" in r for r in records):
-        n = sum("image" in r for r in records)
+    if image_root and not Path(image_root).is_dir() and any(record_images(r) for r in records):
+        n = sum(bool(record_images(r)) for r in records)
         raise FileNotFoundError(
             f"image root {image_root} does not exist but {n} records have images "
             "(set data.image_root, or LIT_DATA_DIR for the default layout)"
@@ -45,8 +48,10 @@ class Example:
     labels: np.ndarray  # (T,)
     kinds: np.ndarray  # (T,) int8: each token's span kind (``KIND_INDEX``), which its loss weight follows
     kind_counts: np.ndarray  # (len(SPAN_KINDS),) supervised tokens per kind
-    image: Path | Image.Image | None  # a file, or an image in memory (never saved to the label cache)
-    n_image_tokens: int = 0  # positions the image takes in the model's input (0: no image)
+    image: Path | Image.Image | list | None  # a file, or an image in memory (never saved to the label cache); a
+    # list of them for a record with several images
+    n_image_tokens: int | list[int] = 0  # positions the image takes in the model's input (0: no image); a list
+    # (one count per image) where ``image`` is a list
     extra: dict = field(default_factory=dict)  # other token inputs, e.g. InstructBLIP's qformer_input_ids
 
 
@@ -80,12 +85,20 @@ class Audit:
         }
 
 
+def as_list(value) -> list:
+    """An ``Example``'s ``image`` or ``n_image_tokens`` (or an item's ``image``) as a list, one entry per image."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 class SupervisedDataset(Dataset):
     """LLaVA-format records rendered in ``spec.chat_template``, tokenized and labelled by ``spec.scope``.
 
     Each item: ``input_ids``/``labels`` (T',) with the image placeholder expanded to as many positions
     as ``image_inputs`` says the image takes (labels IGNORE_INDEX there), ``image``: the per-image model
-    inputs (``pixel_values``, and ``image_sizes`` for LLaVA-NeXT) or None, ``kind_counts``
+    inputs (``pixel_values``, and ``image_sizes`` for LLaVA-NeXT) or None (a list of them, in order, for a
+    record with several images), ``kind_counts``
     (len(SPAN_KINDS),), ``loss_weights`` (T',) float32 where the scope is weighted (``loss.weights``: each labelled
     token's kind weight, 0 elsewhere), and any per-record token inputs (InstructBLIP's ``qformer_input_ids``).
     """
@@ -135,17 +148,9 @@ class SupervisedDataset(Dataset):
 
     def _build(self, record, rid, tokenizer) -> Example:
         spec, template, max_length = self.spec, self.spec.chat_template, self.spec.max_length
-        image, n_image = None, 0
-        if isinstance(record.get("image"), Image.Image):  # an image in memory (a decoded ``datasets`` image column)
-            image = record["image"]
-            n_image = self.image_inputs.n_tokens(image.height, image.width)
-        elif "image" in record:
-            image = (spec.image_root / record["image"]) if spec.image_root else Path(record["image"])
-            if not image.is_file():
-                raise RecordError(rid, f"missing image: {image} does not exist (check data.image_root)")
-            n_image = self.image_inputs.n_tokens_of_file(image, rid)
-        elif self.image_inputs.requires_image:
-            raise RecordError(rid, "text-only record: this model (InstructBLIP) needs an image in every record")
+        images, counts = self._images(record, rid)
+        image = None if not images else images[0] if len(images) == 1 else images
+        n_image = 0 if not counts else counts[0] if len(counts) == 1 else counts
         enc = encode(
             render(record, template, template_sentences=spec.template_sentences, record_id=rid),
             tokenizer,
@@ -153,8 +158,10 @@ class SupervisedDataset(Dataset):
             image_token_id=self.image_token_id,
         )
         enc.input_ids, enc.kinds = lavis_layout(template, enc.input_ids, enc.kinds, truncate=True)  # InstructBLIP
-        labels = labels_for(enc, spec.scope)
-        extra = max(n_image - 1, 0)
+        labels = labels_for(enc, spec.scope, tokenizer)
+        if len(images) > 1 and np.count_nonzero(enc.input_ids == self.image_token_id) != len(images):
+            raise RecordError(rid, f"the text holds {template.image_token} besides its {len(images)} image markers")
+        extra = sum(max(n - 1, 0) for n in counts)
         truncated = len(labels) + extra > max_length
         if truncated:
             if spec.too_long == "error":
@@ -164,12 +171,18 @@ class SupervisedDataset(Dataset):
                     "raise data.max_length or set data.too_long=truncate",
                 )
             keep = max_length - extra  # text positions left beside the image's; the item is cut to max_length
-            at = np.nonzero(enc.input_ids == self.image_token_id)[0][:1] if image is not None else ()
-            if len(at) and keep <= at[0]:
+            at = np.nonzero(enc.input_ids == self.image_token_id)[0][: len(images)] if images else ()
+            if len(at) == 1 and keep <= at[0]:
                 raise RecordError(
                     rid,
                     f"too long: the image ({n_image} positions after {at[0]} tokens) does not fit "
                     f"in max_length {max_length}; raise data.max_length",
+                )
+            if len(at) > 1 and keep <= at[-1]:  # the text is cut after the last image, never inside the images
+                raise RecordError(
+                    rid,
+                    f"too long: the {len(images)} images ({sum(counts)} positions, the last after {at[-1]} "
+                    f"tokens) do not fit in max_length {max_length}; raise data.max_length",
                 )
             enc.input_ids, enc.kinds, labels = enc.input_ids[:keep], enc.kinds[:keep], labels[:keep]
         if not (labels != IGNORE_INDEX).any():
@@ -190,6 +203,29 @@ class SupervisedDataset(Dataset):
             self.image_inputs.text_inputs(record, rid),
         )
 
+    def _images(self, record: dict, rid) -> tuple[list, list[int]]:
+        """The record's images (files under the image root, or images in memory) and the positions each takes."""
+        spec, given = self.spec, record_images(record)
+        if not given:
+            if self.image_inputs.requires_image:
+                raise RecordError(rid, "text-only record: this model (InstructBLIP) needs an image in every record")
+            return [], []
+        most = self.image_inputs.max_images
+        if most is not None and len(given) > most:
+            raise RecordError(
+                rid, f"{len(given)} images: this model ({self.image_inputs.model_name}) takes {most} per record"
+            )
+        images = []
+        for entry in given:
+            if isinstance(entry, Image.Image):  # an image in memory (a decoded ``datasets`` image column)
+                images.append(entry)
+                continue
+            path = (spec.image_root / entry) if spec.image_root else Path(entry)
+            if not path.is_file():
+                raise RecordError(rid, f"missing image: {path} does not exist (check data.image_root)")
+            images.append(path)
+        return images, self.image_inputs.n_tokens_of_record(images, rid)
+
     def save_labels(self, folder: str | Path) -> None:
         """Write the labelled examples (Arrow, via ``datasets``) and the audit; ``load_labels`` reads them."""
         from datasets import Dataset as ArrowDataset
@@ -199,7 +235,9 @@ class SupervisedDataset(Dataset):
         (folder / "audit.json").write_text(json.dumps(self.audit.to_json(), default=str))
         if not self.examples:  # an empty shard: its audit only
             return
-        in_memory = next((e.record_id for e in self.examples if isinstance(e.image, Image.Image)), None)
+        in_memory = next(
+            (e.record_id for e in self.examples if any(isinstance(im, Image.Image) for im in as_list(e.image))), None
+        )
         if in_memory is not None:
             raise RecordError(in_memory, "its image is in memory, not a file: such labels are not cached")
         columns = {
@@ -208,8 +246,8 @@ class SupervisedDataset(Dataset):
             "labels": [e.labels.astype(np.int32) for e in self.examples],
             "kinds": [e.kinds for e in self.examples],
             "kind_counts": [e.kind_counts for e in self.examples],
-            "image": [str(e.image) if e.image is not None else "" for e in self.examples],
-            "n_image_tokens": [e.n_image_tokens for e in self.examples],
+            "image": [[str(im) for im in as_list(e.image)] for e in self.examples],
+            "n_image_tokens": [[int(n) for n in as_list(e.n_image_tokens)] for e in self.examples],
             "length": self.lengths(),
         }
         for key in self.examples[0].extra:
@@ -244,23 +282,27 @@ class SupervisedDataset(Dataset):
         """Token lengths after image expansion (for length-grouped sampling)."""
         if isinstance(self.examples, _ArrowExamples):
             return list(self.examples.table["length"])
-        return [len(e.input_ids) + max(e.n_image_tokens - 1, 0) for e in self.examples]
+        return [len(e.input_ids) + sum(max(n - 1, 0) for n in as_list(e.n_image_tokens)) for e in self.examples]
 
     def has_image(self) -> list[bool]:
         """Whether each example carries an image (for modality-grouped sampling)."""
         if isinstance(self.examples, _ArrowExamples):
-            return [bool(path) for path in self.examples.table["image"]]
+            return [bool(paths) for paths in self.examples.table["image"]]
         return [e.image is not None for e in self.examples]
 
-    def _pixels(self, ex: Example) -> dict[str, torch.Tensor]:
-        if isinstance(ex.image, Image.Image):
-            rgb = ex.image.convert("RGB")
-        else:
-            with open_image(ex.image, ex.record_id) as img:
-                rgb = img.convert("RGB")
+    def _pixels(self, ex: Example) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        rgbs = []
+        for image in as_list(ex.image):
+            if isinstance(image, Image.Image):
+                rgbs.append(image.convert("RGB"))
+            else:
+                with open_image(image, ex.record_id) as img:
+                    rgbs.append(img.convert("RGB"))
         if self.image_inputs.augment is not None:  # training-only augmentation (lit.data.blip_augment)
-            return self.image_inputs.augment(rgb, ex.record_id)
-        return self.image_inputs.pixels(rgb)
+            out = [self.image_inputs.augment(rgb, ex.record_id) for rgb in rgbs]
+        else:
+            out = self.image_inputs.record_pixels(rgbs)
+        return out[0] if len(out) == 1 else out
 
     def __getitem__(self, idx: int) -> dict:
         ex = self.examples[idx]
@@ -268,11 +310,12 @@ class SupervisedDataset(Dataset):
         weights = token_weights(ex.kinds, labels, self.spec.scope) if self.spec.scope.weighted else None
         image = None
         if ex.image is not None:
-            labels = expand_image(labels, ids, self.image_token_id, ex.n_image_tokens, IGNORE_INDEX)
+            counts = as_list(ex.n_image_tokens)
+            labels = expand_images(labels, ids, self.image_token_id, counts, [IGNORE_INDEX] * len(counts))
             if weights is not None:
-                weights = expand_image(weights, ids, self.image_token_id, ex.n_image_tokens, 0.0)
-            image_ids = self.image_inputs.image_ids(ex.n_image_tokens, self.image_token_id)
-            ids = expand_image(ids, ids, self.image_token_id, ex.n_image_tokens, image_ids)
+                weights = expand_images(weights, ids, self.image_token_id, counts, [0.0] * len(counts))
+            image_ids = [self.image_inputs.image_ids(n, self.image_token_id) for n in counts]
+            ids = expand_images(ids, ids, self.image_token_id, counts, image_ids)
             image = self._pixels(ex)
         return {
             "input_ids": torch.from_numpy(ids),
@@ -311,7 +354,12 @@ class _ArrowExamples:
             np.asarray(row["labels"], dtype=np.int64),
             np.asarray(row["kinds"], dtype=np.int8),
             np.asarray(row["kind_counts"], dtype=np.int64),
-            Path(row["image"]) if row["image"] else None,
-            int(row["n_image_tokens"]),
+            _one_or_list([Path(p) for p in row["image"]]),
+            _one_or_list([int(n) for n in row["n_image_tokens"]]) or 0,
             extra,
         )
+
+
+def _one_or_list(values: list):
+    """None for no entry, the entry for one, the list for several (``Example.image`` / ``n_image_tokens``)."""
+    return None if not values else values[0] if len(values) == 1 else values

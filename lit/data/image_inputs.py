@@ -5,6 +5,9 @@ Each family (``lit.model.families``) builds its ``ImageInputs``: LLaVA a fixed n
 LLaVA-NeXT any-resolution tiles; InstructBLIP query tokens plus the Q-Former's instruction; Qwen2-VL a count
 from the image's size, between vision start and end tokens, with ``image_grid_thw`` and ``mm_token_type_ids``.
 ``spec()`` is what the label cache keys on: everything that decides how many positions an image takes.
+A record may have several images: ``n_tokens_of_record`` and ``record_pixels`` see them together (a family whose
+count or pixels depend on how many images the record has overrides them: LLaVA-OneVision) and
+``collate_records`` batches them per record; ``max_images`` bounds them (InstructBLIP: one).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ class ImageInputs:
     """A fixed number of image positions; one (3, H, W) tensor per image."""
 
     requires_image = False  # whether text-only records cannot be fed to the model
+    max_images: int | None = None  # images one record may have (None: any number)
+    model_name = "this family"  # how errors about the model's image limits name it
     augment = None  # training only: (rgb, record id) -> the inputs of pixels() (lit.data.blip_augment)
 
     def __init__(self, image_processor, n_tokens: int):
@@ -35,6 +40,13 @@ class ImageInputs:
         """Positions the image file at ``path`` takes (its header is read only where the count needs the size)."""
         return self.n
 
+    def n_tokens_of_record(self, images: list, rid) -> list[int]:
+        """Positions each of a record's images takes (files, or PIL images in memory), in order."""
+        return [
+            self.n_tokens(im.height, im.width) if isinstance(im, Image.Image) else self.n_tokens_of_file(im, rid)
+            for im in images
+        ]
+
     def spec(self) -> dict:
         return {"kind": type(self).__name__, "n": self.n}
 
@@ -42,8 +54,16 @@ class ImageInputs:
         """The per-image model inputs (no batch dimension)."""
         return {"pixel_values": self.image_processor(images=[rgb], return_tensors="pt")["pixel_values"][0]}
 
+    def record_pixels(self, rgbs: list) -> list[dict[str, torch.Tensor]]:
+        """The per-image model inputs of one record's images (RGB PIL images, in order)."""
+        return [self.pixels(rgb) for rgb in rgbs]
+
     def collate(self, images: list[dict]) -> dict[str, torch.Tensor]:
         return {key: torch.stack([im[key] for im in images]) for key in images[0]}
+
+    def collate_records(self, per_record: list[list[dict]]) -> dict[str, torch.Tensor]:
+        """The image inputs of a batch, given each record's images (``item_images``): every image in order."""
+        return self.collate([im for images in per_record for im in images])
 
     def text_inputs(self, record: dict, rid) -> dict[str, np.ndarray]:
         """Per-record token inputs besides ``input_ids`` (none here)."""
@@ -65,6 +85,14 @@ class ImageInputs:
         """The positions of ``items`` flattened into one row (``lit.data.collate.PaddingFreeCollator``): (1, N),
         restarting at 0 with each item, the positions each has in a padded batch."""
         return torch.cat([torch.arange(len(it["input_ids"])) for it in items])[None]
+
+
+def item_images(item: dict) -> list[dict]:
+    """The per-image inputs of a data set item, in order: none (text-only), one, or a multi-image record's list."""
+    image = item.get("image")
+    if image is None:
+        return []
+    return list(image) if isinstance(image, (list, tuple)) else [image]
 
 
 def extra_vision_positions(vision_config) -> int:

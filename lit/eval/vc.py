@@ -42,7 +42,7 @@ def select_records(records: list[dict], source: dict, n: int | None, seed: int) 
     id_re = re.compile(pattern) if pattern else None
 
     def wanted(r: dict) -> bool:
-        if "image" not in r or not str(r["image"]).startswith(prefix):
+        if not isinstance(r.get("image"), str) or not r["image"].startswith(prefix):  # VC: one image per record
             return False
         if id_re is not None and not id_re.search(str(r.get("id", ""))):
             return False

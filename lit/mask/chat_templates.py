@@ -21,15 +21,27 @@ Sources for the formats:
   ``lavis_layout`` puts an encoded conversation in that order.
 - ``plain``: LLaVA's stage-1 caption pretraining (``conv_llava_plain``): the human turn is reduced to the
   image (its text is dropped, as ``preprocess_plain`` does), the caption follows and ends in ``\n``.
+- ``idefics3``: Idefics3's and SmolVLM's published Jinja template (``User:``/``Assistant:`` headers, each turn
+  closed by ``<end_of_utterance>\n``, ``Assistant:`` as the generation prompt; tests/chat_template_fixtures.py
+  ``SMOLVLM``), which ``chat_template: auto`` refuses: it writes ``User:<image>text`` but ``User: text``, a header
+  that depends on whether the turn opens with an image, and the pieces have one user header. This template is
+  the published one for the turns that open with the image (each image record's first turn and every evaluation
+  prompt: ``User:<image>text``); a text-only user turn reads ``User:text`` where SmolVLM writes ``User: text``.
+  The conversation's first token (``<|im_start|>``, Idefics3-8B's ``<|begin_of_text|>``) is the tokenizer's BOS.
+
+Besides these names, a template may be declared in a YAML file (``get_template("path/to/template.yaml")``,
+``model.chat_template=path/to/template.yaml``): the fields of ``ChatTemplate``, pieces as ``[text, kind]`` pairs
+(``load_yaml``), for checkpoints whose Jinja template cannot be typed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lit.constants import IMAGE_MARKER, KIND_INDEX
+from lit.constants import IMAGE_MARKER, KIND_INDEX, SPAN_KINDS
 
 Piece = tuple[str, str]
 
@@ -159,12 +171,143 @@ TEMPLATES["qwen2_vl"] = replace(
 )
 
 
+# Idefics3 / SmolVLM (the module docstring): "User:<image>text<end_of_utterance>\n" "Assistant: a<end_of_utterance>\n"
+TEMPLATES["idefics3"] = ChatTemplate(
+    name="idefics3",
+    system_prompt="",
+    system=(
+        ("System:", "role"),
+        (" ", "format"),
+        ("{system}", "system"),
+        ("<end_of_utterance>", "format"),
+        ("\n", "format"),
+    ),
+    user=(("User:", "role"), ("{content}", "content"), ("<end_of_utterance>", "format"), ("\n", "format")),
+    assistant=(
+        ("Assistant:", "role"),
+        (" ", "response"),
+        ("{content}", "content"),
+        ("<end_of_utterance>", "eos"),
+        ("\n", "format"),
+    ),
+    generation_prompt=(("Assistant:", "role"),),
+    eos="<end_of_utterance>",
+    image_sep="",
+)
+
+YAML_SUFFIXES = (".yaml", ".yml")
+PIECE_KINDS = ("content", *(k for k in SPAN_KINDS if k not in ("special", "instruction", "template", "image")))
+_PIECE_FIELDS = ("system", "user", "assistant", "generation_prompt")
+_CONTENT_FIELDS = ("user", "assistant")  # the parts that hold the message body once
+
+
 def get_template(name: str) -> ChatTemplate:
-    """Exact lookup; raises with the list of known names."""
+    """Exact lookup of a name in ``TEMPLATES``, or a template declared in a YAML file (a path ending in ``.yaml`` or
+    ``.yml``, ``load_yaml``); raises with the list of known names."""
+    if str(name).endswith(YAML_SUFFIXES):
+        return load_yaml(name)
     try:
         return TEMPLATES[name]
     except KeyError:
-        raise KeyError(f"unknown chat template {name!r}; known: {', '.join(sorted(TEMPLATES))}") from None
+        raise KeyError(
+            f"unknown chat template {name!r}; known: {', '.join(sorted(TEMPLATES))}, or a YAML file (*.yaml)"
+        ) from None
+
+
+def load_yaml(path) -> ChatTemplate:
+    """The ``ChatTemplate`` a YAML file declares: its keys are ``ChatTemplate``'s fields (``name`` defaults to the
+    file's stem; ``system_prompt`` and ``system`` to none), each piece list a list of ``[text, kind]`` pairs,
+    ``{content}`` once in ``user`` and in ``assistant`` (kind ``content``) and ``{system}`` in ``system``; e.g.::
+
+        system_prompt: "A chat between a curious user and an artificial intelligence assistant. ..."
+        system: [["{system}", system], [" ", format]]
+        user: [["USER:", role], [" ", format], ["{content}", content], [" ", format]]
+        assistant: [["ASSISTANT:", role], [" ", response], ["{content}", content], ["</s>", eos]]
+        generation_prompt: [["ASSISTANT:", role]]
+        eos: "</s>"
+
+    Anything else raises ``ValueError`` naming the file and the key."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"chat template {str(path)!r}: no such YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a chat template is a mapping of ChatTemplate's fields, not {type(data).__name__}")
+    return from_dict(data, default_name=path.stem, where=str(path))
+
+
+def from_dict(data: dict, *, default_name: str = "yaml", where: str = "chat template") -> ChatTemplate:
+    """``load_yaml``'s validation and construction, from the loaded mapping; errors name ``where`` and the key."""
+    fields = {f.name: f for f in dataclasses.fields(ChatTemplate)}
+    unknown = sorted(set(data) - set(fields), key=str)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; the keys are ChatTemplate's: {', '.join(fields)}")
+    values = {"name": default_name, "system_prompt": "", "system": [], **data}
+    for key in ("user", "assistant", "generation_prompt", "eos"):
+        if key not in values:
+            raise ValueError(f"{where}: {key}: missing (required: user, assistant, generation_prompt, eos)")
+    out = {}
+    for key, value in values.items():
+        if key in _PIECE_FIELDS:
+            out[key] = _pieces(value, key, where)
+            continue
+        kind = {"bool": bool, "int": int, "str": str}[fields[key].type]
+        if type(value) is not kind:  # noqa: E721 (a YAML bool is no int, a number no string)
+            raise ValueError(f"{where}: {key}: expected {fields[key].type}, got {value!r}")
+        out[key] = value
+    template = ChatTemplate(**out)
+    _check_declared(template, where)
+    return template
+
+
+def _pieces(value, key: str, where: str) -> tuple[Piece, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: {key}: a list of [text, kind] pairs, not {value!r}")
+    out = []
+    for i, piece in enumerate(value):
+        if not (isinstance(piece, list) and len(piece) == 2 and all(isinstance(p, str) for p in piece)):
+            raise ValueError(f"{where}: {key}[{i}]: a [text, kind] pair of strings, not {piece!r}")
+        text, kind = piece
+        if kind not in PIECE_KINDS:
+            raise ValueError(f"{where}: {key}[{i}]: kind {kind!r}; one of {', '.join(PIECE_KINDS)}")
+        if (kind == "content") != (text == "{content}"):
+            raise ValueError(
+                f"{where}: {key}[{i}]: the message body is the piece ['{{content}}', content], not {piece!r}"
+            )
+        if not text:
+            raise ValueError(f"{where}: {key}[{i}]: an empty text")
+        out.append((text, kind))
+    return tuple(out)
+
+
+def _check_declared(t: ChatTemplate, where: str) -> None:
+    """What ``lit.mask.render`` needs of a template: the body once per turn, the system prompt in its block, the
+    end-of-turn text as the assistant's ``eos`` piece."""
+    for key in _CONTENT_FIELDS:
+        if sum(kind == "content" for _, kind in getattr(t, key)) != 1:
+            raise ValueError(f"{where}: {key}: needs the piece ['{{content}}', content] exactly once")
+    for key in ("system", "generation_prompt"):
+        if any(kind == "content" for _, kind in getattr(t, key)):
+            raise ValueError(f"{where}: {key}: holds no message body ('{{content}}')")
+    if t.system_prompt and not any(text == "{system}" for text, _ in t.system):
+        raise ValueError(f"{where}: system: a system_prompt is given but no ['{{system}}', system] piece writes it")
+    if any(text == "{system}" and kind != "system" for text, kind in t.system):
+        raise ValueError(f"{where}: system: the piece '{{system}}' is of kind system")
+    if t.eos and (t.eos, "eos") not in t.assistant:
+        raise ValueError(f"{where}: eos: {t.eos!r} must close the assistant turn as the piece [{t.eos!r}, eos]")
+    if any(kind == "eos" and text != t.eos for part in _PIECE_FIELDS for text, kind in getattr(t, part)):
+        raise ValueError(f"{where}: eos: every piece of kind eos is the eos text {t.eos!r}")
+    if not t.image_token:
+        raise ValueError(f"{where}: image_token: the one token that stands for an image; empty")
+    if t.image_text and t.image_text.count(t.image_token) != 1:
+        raise ValueError(f"{where}: image_text: {t.image_text!r} must hold image_token {t.image_token!r} once")
 
 
 def lavis_layout(

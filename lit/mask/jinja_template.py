@@ -252,6 +252,12 @@ def _check(t: ChatTemplate, probe: _Probe, *, system_supported: bool, image: str
             raise ValueError(f"{piece}: the derived pieces render {got!r} where the template renders {expected!r}")
 
 
+DECLARE_INSTEAD = (
+    "This Jinja template cannot be typed: declare the template instead, model.chat_template (--chat-template) = a "
+    "name in lit.mask.chat_templates.TEMPLATES (idefics3: Idefics3 / SmolVLM) or a YAML file (docs/extending.md)"
+)
+
+
 def from_tokenizer(tokenizer_or_processor, *, name: str = "auto", eos: str | None = None) -> ChatTemplate:
     """``from_jinja`` of a processor's or tokenizer's ``chat_template`` (of a dict of named ones, ``"default"``),
     with that tokenizer's BOS/EOS tokens; ``eos`` must then be one token of it. A processor's ``image_token``
@@ -264,7 +270,12 @@ def from_tokenizer(tokenizer_or_processor, *, name: str = "auto", eos: str | Non
         source = source["default"]
     if not source:
         raise ValueError(f"chat_template: {type(tokenizer_or_processor).__name__} has no chat template")
-    template = from_jinja(source, name=name, eos=eos, bos_token=tok.bos_token, eos_token=tok.eos_token, tokenizer=tok)
+    try:
+        template = from_jinja(
+            source, name=name, eos=eos, bos_token=tok.bos_token, eos_token=tok.eos_token, tokenizer=tok
+        )
+    except ValueError as err:  # the piece first, as from_jinja names it; then the way around it
+        raise ValueError(f"{err}. {DECLARE_INSTEAD}") from None
     image_token = getattr(tokenizer_or_processor, "image_token", None) if tok is not tokenizer_or_processor else None
     return with_image_token(template, image_token) if image_token and template.image_text else template
 

@@ -13,7 +13,11 @@ Choices the papers leave open (L2T, arXiv 2503.22215; SOURCES.md [A][B]), made h
 - the ``<image>`` marker is moved to the front of its turn as ``<image>\\n`` (LLaVA's
   ``preprocess_multimodal``); the marker is one token, the ``\\n`` after it is format; a turn that is only
   the marker stays ``<image>`` (as LLaVA's strip leaves it);
-- a conversation that starts with a gpt turn is an error (LLaVA drops that turn silently).
+- a conversation that starts with a gpt turn is an error (LLaVA drops that turn silently);
+- a record with several images (``"image": [...]``) has one ``<image>`` marker per picture, in the human turns,
+  in the images' order; a turn with several markers keeps them where they are (interleaved with its text, as
+  LLaVA-NeXT's ``preprocess_multimodal`` moves a marker to the front only when its turn has one), each marker
+  an image span and the whitespace beside it format.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 from lit.constants import IMAGE_MARKER, KIND_INDEX
 from lit.mask.chat_templates import ChatTemplate
 from lit.mask.mining import is_option, sentence_spans
-from lit.records import RecordError
+from lit.records import RecordError, record_images
 
 ROLES = ("human", "gpt")
 
@@ -36,7 +40,7 @@ class Span:
     kind: str
 
 
-def _check_turns(rid: object, turns: list, has_image: bool, open_ended: bool) -> None:
+def _check_turns(rid: object, turns: list, n_images: int, open_ended: bool) -> None:
     if not turns:
         raise RecordError(rid, "empty 'conversations' list")
     markers = 0
@@ -62,9 +66,14 @@ def _check_turns(rid: object, turns: list, has_image: bool, open_ended: bool) ->
         markers += value.count(IMAGE_MARKER)
     if turns[-1]["from"] != "gpt" and not open_ended:
         raise RecordError(rid, "conversation ends with a human turn that has no answer")
-    if has_image and markers != 1:
+    if n_images == 1 and markers != 1:
         raise RecordError(rid, f"record has one image but {markers} {IMAGE_MARKER} markers; exactly one is needed")
-    if not has_image and markers:
+    if n_images > 1 and markers != n_images:
+        raise RecordError(
+            rid,
+            f"record has {n_images} images but {markers} {IMAGE_MARKER} markers; one marker per image is needed",
+        )
+    if not n_images and markers:
         raise RecordError(rid, f"{IMAGE_MARKER} marker but no 'image' field")
 
 
@@ -87,9 +96,11 @@ def _content_spans(text: str, template_sentences: frozenset[str]) -> list[Span]:
 def _user_body(text: str, chat_template: ChatTemplate, template_sentences: frozenset[str]) -> list[Span]:
     image = chat_template.image_text or chat_template.image_token  # the record marks it with IMAGE_MARKER
     if chat_template.image_only:
-        return [Span(image, "image")] if IMAGE_MARKER in text else []
+        return [Span(image, "image")] * text.count(IMAGE_MARKER)
     if IMAGE_MARKER not in text:
         return _content_spans(text, template_sentences)
+    if text.count(IMAGE_MARKER) > 1:
+        return _interleaved(text, image, template_sentences)
     if chat_template.image_first:
         rest = text.replace(IMAGE_MARKER, "").strip()
         if not rest:  # an image-only turn: the marker alone, no separator (LLaVA strips "<image>\n" to "<image>")
@@ -105,6 +116,24 @@ def _user_body(text: str, chat_template: ChatTemplate, template_sentences: froze
         Span(image, "image"),
         *_content_spans(after, template_sentences),
     ]
+
+
+def _interleaved(text: str, image: str, template_sentences: frozenset[str]) -> list[Span]:
+    """A turn with several image markers, each where it is: the text between them is instruction (or template
+    sentences), the whitespace right beside a marker format (``<image>\\n<image>\\nCompare them.``)."""
+    spans: list[Span] = []
+    pieces = text.split(IMAGE_MARKER)
+    for k, piece in enumerate(pieces):
+        lead = len(piece) - len(piece.lstrip()) if k else 0  # after a marker
+        trail = len(piece) - len(piece.rstrip()) if k < len(pieces) - 1 else 0  # before a marker
+        if lead + trail >= len(piece):  # only whitespace between two markers (or at an end)
+            lead, trail = len(piece), 0
+        spans += [Span(piece[:lead], "format")] if lead else []
+        spans += _content_spans(piece[lead : len(piece) - trail], template_sentences)
+        spans += [Span(piece[len(piece) - trail :], "format")] if trail else []
+        if k < len(pieces) - 1:
+            spans.append(Span(image, "image"))
+    return [s for s in spans if s.text]
 
 
 def _fill(pieces, body: list[Span] | None = None, system: str = "") -> list[Span]:
@@ -135,7 +164,7 @@ def render(
     """
     rid = record.get("id") if record_id is None else record_id
     turns = record.get("conversations")
-    _check_turns(rid, turns if isinstance(turns, list) else [], "image" in record, add_generation_prompt)
+    _check_turns(rid, turns if isinstance(turns, list) else [], len(record_images(record)), add_generation_prompt)
     if add_generation_prompt and turns[-1]["from"] != "human":
         raise RecordError(rid, "a prompt for generation must end with a human turn")
     system = chat_template.system_prompt
@@ -270,6 +299,20 @@ def _tokenize_chunks(tokenizer, text: str, images: list[tuple[int, int]], marker
             ids.append(np.array([marker_id], dtype=np.int64))
             offsets.append(np.array([images[c]], dtype=np.int64))
     return np.concatenate(ids), np.concatenate(offsets)
+
+
+def expand_images(values: np.ndarray, ids: np.ndarray, image_token_id: int, counts, fills) -> np.ndarray:
+    """``values`` (aligned with ``ids``) with the k-th image position replaced by ``counts[k]`` positions of
+    ``fills[k]`` (one value, or ``counts[k]`` of them), for a record with several images; ``ids`` must hold the
+    image token exactly once per image."""
+    at = np.nonzero(ids == image_token_id)[0]
+    if len(at) != len(counts) or len(counts) != len(fills):
+        raise ValueError(f"{len(at)} image positions in the ids for {len(counts)} images")
+    pieces, prev = [], 0
+    for pos, n, fill in zip(at.tolist(), counts, fills):
+        pieces += [values[prev:pos], np.broadcast_to(np.asarray(fill, dtype=values.dtype), (int(n),))]
+        prev = pos + 1
+    return np.concatenate([*pieces, values[prev:]])
 
 
 def expand_image(values: np.ndarray, ids: np.ndarray, image_token_id: int, n: int, fill: int) -> np.ndarray:

@@ -23,6 +23,13 @@ token's weight, and the loss (``lit.train.loss``) weighs its tokens by them. Wei
 scope itself, labelled and trained exactly as without ``loss.weights``.
 
 The audit CLI that shows them on real records is ``python -m lit.mask.audit``.
+
+Baselines as their authors defined them (``BASELINES``, ``loss=<name>``), beside the ladder: a rule on tokens
+as well as kinds, so a reproduction states which baseline it compares LIT against.
+``onevision_baseline`` is LLaVA-OneVision's own mask, ``preprocess_qwen`` in LLaVA-NeXT's ``llava/train/train.py``
+(LLaVA-VL/LLaVA-NeXT): each assistant turn is supervised whole, its header ``<|im_start|>assistant\\n`` included,
+and every ``\\n``, ``<|im_start|>`` and ``<|im_end|>`` token of the sequence is supervised as well, in the system
+and user turns too (its ``unmask_tokens_idx``); the image and tokenizer-added tokens still never are.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ class MaskScope:
     name: str
     kinds: frozenset[str]
     weights: tuple[tuple[str, float], ...] = ()
+    header: bool = False  # also the assistant header before each answer (its role tokens and the format after)
+    tokens: tuple[str, ...] = ()  # texts of tokens supervised wherever they are, whatever their kind
 
     def weight_of(self, kind: str) -> float:
         return dict(self.weights).get(kind, 1.0 if kind in self.kinds else 0.0)
@@ -83,11 +92,29 @@ class MaskScope:
         return f"{self.name} ({', '.join(f'{kind}={weight:g}' for kind, weight in self.weights)})"
 
 
+BASELINES: dict[str, MaskScope] = {
+    # llava/train/train.py, preprocess_qwen: target = encode_id for the assistant turns (header included), then
+    # target[idx] = encode_id wherever encode_id is in unmask_tokens_idx = [198 ("\n" in Qwen2's vocabulary),
+    # im_start, im_end]
+    "onevision_baseline": MaskScope(
+        "onevision_baseline",
+        frozenset({"response", "eos"}),
+        header=True,
+        tokens=("\n", "<|im_start|>", "<|im_end|>"),
+    ),
+}
+
+
 def get_scope(name: str, weights=None) -> MaskScope:
     """The scope ``name`` of the ladder, its kinds' weights changed by ``weights`` (kind -> weight >= 0; a kind left
-    out keeps 1 if the scope supervises it, else 0), as ``loss.weights`` sets them."""
+    out keeps 1 if the scope supervises it, else 0), as ``loss.weights`` sets them; or a baseline of ``BASELINES``
+    (no weights: it is its authors' mask, as they defined it)."""
+    if name in BASELINES:
+        if any(w is not None for w in dict(weights or {}).values()):
+            raise ValueError(f"loss={name} is a published baseline mask: loss.weights do not apply to it")
+        return BASELINES[name]
     if name not in SCOPES:
-        raise KeyError(f"unknown loss scope {name!r}; choose one of {', '.join(SCOPES)}")
+        raise KeyError(f"unknown loss scope {name!r}; choose one of {', '.join([*SCOPES, *BASELINES])}")
     given = {str(kind): weight for kind, weight in dict(weights or {}).items() if weight is not None}
     unknown = sorted(set(given) - set(SPAN_KINDS))
     if unknown:
@@ -110,16 +137,54 @@ def token_weights(kinds: np.ndarray, labels: np.ndarray, scope: MaskScope) -> np
     return np.where(labels != IGNORE_INDEX, scope.kind_weights()[kinds], 0.0).astype(np.float32)
 
 
-def labels_for(encoded: Encoded, scope: MaskScope) -> np.ndarray:
-    """Labels (T,) int64: the token id where the scope supervises the token's kind, else IGNORE_INDEX.
+def labels_for(encoded: Encoded, scope: MaskScope, tokenizer=None) -> np.ndarray:
+    """Labels (T,) int64: the token id where the scope supervises the token's kind, else IGNORE_INDEX; for a
+    baseline with token rules (``header``, ``tokens``) also the assistant headers and the named tokens (their ids
+    from ``tokenizer``, which such a scope needs), never an image or tokenizer-added token.
 
     Labels are *not* shifted (Hugging Face shifts inside the loss); the first token has no left
     context, so it is never a target whatever its kind.
     """
     keep = np.isin(encoded.kinds, scope.kind_ids())
+    if scope.header:
+        keep |= answer_headers(encoded.kinds)
+    if scope.tokens:
+        if tokenizer is None:
+            raise ValueError(f"loss={scope.name} supervises tokens by their text: its labels need the tokenizer")
+        never = np.isin(encoded.kinds, [KIND_INDEX[k] for k in NEVER_SUPERVISED])
+        keep |= np.isin(encoded.input_ids, [_one_token(tokenizer, t, scope) for t in scope.tokens]) & ~never
     labels = np.where(keep, encoded.input_ids, IGNORE_INDEX)
     labels[:1] = IGNORE_INDEX
     return labels
+
+
+def answer_headers(kinds: np.ndarray) -> np.ndarray:
+    """(T,) bool: the assistant header before each answer, the role tokens and the format tokens after them that
+    lead into the answer's first token (chatml: ``<|im_start|>assistant`` and its ``\\n``); nothing where a
+    template gives the assistant no role."""
+    role, fmt, response = KIND_INDEX["role"], KIND_INDEX["format"], KIND_INDEX["response"]
+    out = np.zeros(len(kinds), dtype=bool)
+    starts = np.nonzero((kinds == response) & np.r_[True, kinds[:-1] != response])[0]
+    for start in starts.tolist():
+        i = start - 1
+        while i >= 0 and kinds[i] == fmt:
+            i -= 1
+        if i < 0 or kinds[i] != role:
+            continue
+        while i >= 0 and kinds[i] == role:
+            i -= 1
+        out[i + 1 : start] = True
+    return out
+
+
+def _one_token(tokenizer, text: str, scope: MaskScope) -> int:
+    ids = tokenizer._tokenizer.encode(text, add_special_tokens=False).ids
+    if len(ids) != 1:
+        raise ValueError(
+            f"loss={scope.name} supervises the token {text!r}, which this tokenizer splits into {len(ids)} tokens: "
+            "the baseline is defined on tokenizers where it is one (Qwen2's; add it as a special token)"
+        )
+    return ids[0]
 
 
 def supervised_counts(encoded: Encoded, labels: np.ndarray) -> np.ndarray:

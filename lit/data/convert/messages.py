@@ -9,7 +9,8 @@ first user message; a structured one has an ``{"type": "image"}`` block where it
 
 The record is LLaVA's: ``human``/``gpt`` turns, the image as the ``<image>`` marker in its turn and the image
 itself (in memory) under ``"image"``. A system message is returned apart: it replaces the chat template's system
-prompt for this record. One image per record; more is an error naming the record.
+prompt for this record. Several images become a list under ``"image"``, one marker each where its block is
+(``lit.records.record_images``).
 """
 
 from __future__ import annotations
@@ -70,11 +71,9 @@ def record_of_messages(example: dict, rid) -> tuple[dict, str | None]:
         turns.append({"from": ROLE[role], "value": text})
     if placed != len(images):
         raise RecordError(rid, f"{placed} image placeholders but {len(images)} images")
-    if len(images) > 1:
-        raise RecordError(rid, f"{len(images)} images: one image per record is supported")
     record = {"conversations": turns}
     if "id" in example:
         record["id"] = example["id"]
     if images:
-        record["image"] = images[0]
+        record["image"] = images[0] if len(images) == 1 else images
     return record, system

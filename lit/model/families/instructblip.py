@@ -19,6 +19,8 @@ class QFormerImageInputs(ImageInputs):
     """InstructBLIP: ``num_query_tokens`` positions per image; the Q-Former reads the instruction too."""
 
     requires_image = True
+    max_images = 1  # the Q-Former reads one image with the instruction (LAVIS's blip2_vicuna_instruct)
+    model_name = "InstructBLIP"
     max_length = 128  # Q-Former instruction tokens (LAVIS blip2_vicuna_instruct's max_txt_len)
 
     def __init__(self, processor, n_tokens: int):

@@ -33,7 +33,7 @@ from transformers import (
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.processing_utils import ProcessorMixin
 
-from lit.data.image_inputs import ImageInputs, open_image
+from lit.data.image_inputs import ImageInputs, item_images, open_image
 from lit.model.families.base import Family
 
 VISION_TOKENS = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>")
@@ -124,7 +124,8 @@ class Qwen2VLImageInputs(ImageInputs):
         rows = []
         for it in items:
             ids = torch.as_tensor(it["input_ids"], dtype=torch.long)[None]
-            grid = it["image"]["image_grid_thw"][None] if it["image"] is not None else None
+            images = item_images(it)
+            grid = torch.stack([im["image_grid_thw"] for im in images]) if images else None
             positions, _ = self.rope.get_rope_index(
                 ids, self.token_inputs(ids)["mm_token_type_ids"], image_grid_thw=grid
             )

@@ -1,0 +1,312 @@
+"""Idefics3 / SmolVLM as a model family (lit/model/families/idefics3.py): the image-token layout against
+``Idefics3Processor``, labels, training under ZeRO-3, reload, lmms-eval and VC on a tiny model built from
+``Idefics3Config`` with transformers' PIL image processor (no torchvision).
+
+The reference for the ids is transformers' own: ``Idefics3Processor`` (``processing_idefics3.py``, the tiles'
+``<fake_token_around_image><row_r_col_c>`` + ``<image>`` x image_seq_len, the rows' newlines, the global view)
+applied to the text that SmolVLM's published chat template writes (tests/chat_template_fixtures.py ``SMOLVLM``) for
+the same conversation, with the one difference the ``idefics3`` template states (lit/mask/chat_templates.py): a
+text-only user turn reads ``User:text`` where the published template writes ``User: text``. The published template
+itself is refused by ``chat_template: auto`` (its user header depends on whether the turn opens with an image), so a
+checkpoint that carries it is trained with a declared template: the name ``idefics3``, or a YAML file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from tiny_runs import CONF, ROOT, one_process_ds_env
+
+from lit.constants import IGNORE_INDEX, KIND_INDEX
+from lit.mask.chat_templates import get_template
+
+SYSTEM = "You are a helpful assistant."
+TEMPLATE_SENTENCE = "Answer briefly."
+RECORDS = [
+    {
+        "id": "img-multi",
+        "image": "a.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour is the square? Answer briefly."},
+            {"from": "gpt", "value": "Red."},
+            {"from": "human", "value": "And how many circles are there?"},
+            {"from": "gpt", "value": "Two circles, at the top."},
+        ],
+    },
+    {
+        "id": "text-only",
+        "conversations": [
+            {"from": "human", "value": "Name a colour. Answer briefly."},
+            {"from": "gpt", "value": "Blue."},
+        ],
+    },
+]
+INSTRUCTIONS = {"img-multi": ["What colour is the square?", "And how many circles are there?"], "text-only": ["Name"]}
+# what the YAML route declares for a checkpoint whose Jinja template cannot be typed: the idefics3 template
+IDEFICS3_YAML = """\
+name: smolvlm
+system: [["System:", role], [" ", format], ["{system}", system], ["<end_of_utterance>", format], ["\\n", format]]
+user: [["User:", role], ["{content}", content], ["<end_of_utterance>", format], ["\\n", format]]
+assistant:
+  - ["Assistant:", role]
+  - [" ", response]
+  - ["{content}", content]
+  - ["<end_of_utterance>", eos]
+  - ["\\n", format]
+generation_prompt: [["Assistant:", role]]
+eos: "<end_of_utterance>"
+image_sep: ""
+"""
+
+
+def _tiny(tokenizer, **overrides):
+    """A tiny Idefics3 and its processor from conf/model/tiny_idefics3.yaml, 32 wide."""
+    from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.loading import compose_tiny
+
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_idefics3.yaml")
+    )
+    cfg.text.hidden_size = cfg.vision.hidden_size = 32
+    cfg.merge_with(overrides)
+    prepare_tokenizer(tokenizer, get_template("idefics3"))
+    model, processor = compose_tiny(cfg, tokenizer)
+    return model.eval(), processor
+
+
+def _tokenizer(texts):
+    """The demo's BPE with SmolVLM's BOS, ``<|im_start|>``, which its published template writes first."""
+    from tokenizers import processors
+
+    from lit.mask.tokenizer import train_bpe
+
+    tokenizer = train_bpe(list(texts) + ["User: Assistant: System:", SYSTEM] * 20, vocab_size=400)
+    tokenizer.add_special_tokens({"bos_token": "<|im_start|>"})
+    bos = [("<|im_start|>", tokenizer.bos_token_id)]
+    tokenizer._tokenizer.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|im_start|> $A", special_tokens=bos),
+        ]
+    )
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    from lit.model.families import image_inputs_for
+
+    model, processor = _tiny(_tokenizer([t["value"] for r in RECORDS for t in r["conversations"]] * 20))
+    root = tmp_path_factory.mktemp("idefics3_images")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(root / "a.png")
+    return model, processor, image_inputs_for(model.config, processor), root
+
+
+def _dataset(family, scope: str, template=None, sentences=frozenset()):
+    from lit.data.dataset import SupervisedDataset
+    from lit.data.labels import LabelSpec
+    from lit.mask.scopes import get_scope
+
+    model, processor, inputs, root = family
+    template = template or replace(get_template("idefics3"), system_prompt=SYSTEM)
+    spec = LabelSpec(template, get_scope(scope), 512, template_sentences=sentences, image_root=root)
+    return SupervisedDataset(RECORDS, spec, processor.tokenizer, inputs, progress=False)
+
+
+def _messages(record: dict) -> list[dict]:
+    """The record as the chat messages SmolVLM's processor takes: the image first in its turn, a system message."""
+    out = [{"role": "system", "content": [{"type": "text", "text": SYSTEM}]}]
+    for turn in record["conversations"]:
+        text = turn["value"].replace("<image>", "").strip()
+        content = ([{"type": "image"}] if "<image>" in turn["value"] else []) + [{"type": "text", "text": text}]
+        out.append({"role": "user" if turn["from"] == "human" else "assistant", "content": content})
+    return out
+
+
+def _reference(record: dict, processor, root) -> dict:
+    """``Idefics3Processor`` on SmolVLM's published template's text for ``record``, tokenized as
+    ``apply_chat_template`` tokenizes it (no special tokens added: the text starts with the BOS), but for
+    ``User:text`` in a text-only turn, as the idefics3 template has it."""
+    from chat_template_fixtures import SMOLVLM
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    text = ImmutableSandboxedEnvironment().from_string(SMOLVLM).render(messages=_messages(record))
+    text = text.replace("User: ", "User:")
+    images = [Image.open(root / record["image"]).convert("RGB")] if "image" in record else None
+    return processor(text=text, images=images, return_tensors="pt", add_special_tokens=False)
+
+
+def test_ids_and_pixels_are_idefics3_processors_for_smolvlms_published_template(family):
+    model, processor, inputs, root = family
+    ds = _dataset(family, "vit")
+    for i, record in enumerate(RECORDS):
+        item, ref = ds[i], _reference(record, processor, root)
+        assert item["input_ids"].tolist() == ref["input_ids"][0].tolist()
+        if "image" in record:
+            batch = inputs.collate([item["image"]])
+            assert torch.equal(batch["pixel_values"], ref["pixel_values"])
+            assert torch.equal(batch["pixel_attention_mask"], ref["pixel_attention_mask"].bool())
+    tiles = [(r, c) for r, c in inputs.layouts if r]  # every grid's count is the processor's own formula
+    assert all(
+        inputs.n_tokens(h, w) == processor._get_num_multimodal_tokens(image_sizes=[(h, w)]).num_image_tokens[0]
+        for h, w in [(40, 56), (32, 32), (10, 70), (70, 10), (8, 100)]
+    )
+    assert len(tiles) == 36 and len(inputs.by_count) == 37  # each count stands for one grid
+
+
+def test_an_image_that_is_not_split_is_its_global_view_alone(family):
+    model, processor = _tiny(family[1].tokenizer, do_image_splitting=False)
+    from lit.model.families import image_inputs_for
+
+    inputs = image_inputs_for(model.config, processor)
+    img = Image.open(family[3] / "a.png").convert("RGB")
+    ref = processor(text="User:<image>What colour?", images=[img], return_tensors="pt")
+    n = inputs.n_tokens(img.height, img.width)
+    assert n == processor.image_seq_len + 3 and inputs.grid(img.height, img.width) == (0, 0)
+    ids = ref["input_ids"][0].tolist()
+    start = ids.index(processor.fake_image_token_id)
+    assert ids[start : start + n] == inputs.image_ids(n, processor.image_token_id).tolist()
+    assert inputs.pixels(img)["pixel_values"].shape == (1, 3, 16, 16)
+
+
+def test_vit_supervises_only_the_answers_and_their_end_of_utterance(family):
+    tokenizer = family[1].tokenizer
+    ds = _dataset(family, "vit")
+    for i, record in enumerate(RECORDS):
+        ids, labels = ds[i]["input_ids"], ds[i]["labels"]
+        supervised = tokenizer.decode(ids[labels != IGNORE_INDEX])
+        answers = [t["value"] for t in record["conversations"] if t["from"] == "gpt"]
+        assert supervised == "".join(f" {a}<end_of_utterance>" for a in answers)
+
+
+def test_lit_adds_the_instructions_never_system_headers_vision_tokens_or_template_sentences(family):
+    model, processor, inputs, _ = family
+    tokenizer = processor.tokenizer
+    vit = _dataset(family, "vit")
+    lit = _dataset(family, "lit", sentences=frozenset({TEMPLATE_SENTENCE}))
+    vision = {tokenizer.convert_tokens_to_ids(t) for t in ("<fake_token_around_image>", "<global-img>", "<image>")}
+    vision |= {tokenizer.convert_tokens_to_ids(f"<row_{r}_col_{c}>") for r in (1, 2) for c in (1, 2)}
+    for i, record in enumerate(RECORDS):
+        ids, v, li = vit[i]["input_ids"], vit[i]["labels"], lit[i]["labels"]
+        assert ((v != IGNORE_INDEX) <= (li != IGNORE_INDEX)).all()  # LIT adds to VIT, never removes
+        supervised = tokenizer.decode(ids[li != IGNORE_INDEX])
+        assert all(instruction in supervised for instruction in INSTRUCTIONS[record["id"]])
+        assert TEMPLATE_SENTENCE not in supervised and SYSTEM not in supervised
+        assert not any(header in supervised for header in ("System", "User", "Assistant:"))
+        assert not set(ids[li != IGNORE_INDEX].tolist()) & vision
+        kinds = lit.examples[i].kinds
+        assert (kinds == KIND_INDEX["template"]).any() and (kinds == KIND_INDEX["system"]).any()
+    ids, labels, n = lit[0]["input_ids"], lit[0]["labels"], inputs.n_tokens(40, 56)
+    start = ids.tolist().index(processor.fake_image_token_id)
+    assert ids[start : start + n].tolist() == inputs.image_ids(n, processor.image_token_id).tolist()
+    assert (labels[start : start + n] == IGNORE_INDEX).all()  # the rows' newlines in the block too
+
+
+def test_the_model_takes_the_batch_and_every_parameter_has_a_part(family):
+    from lit.data.collate import Collator
+    from lit.model.loading import apply_freeze
+    from lit.model.parts import part_of
+
+    model, processor, inputs, _ = family
+    ds = _dataset(family, "lit")
+    batch = Collator(processor.tokenizer.pad_token_id, inputs)([ds[0], ds[1]])
+    assert batch["pixel_values"].shape == (1, 5, 3, 16, 16)  # the image's 2 x 2 tiles and its global view
+    batch.pop("kind_counts")
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+    parts = {name: part_of(name) for name, _ in model.named_parameters()}
+    assert set(parts.values()) == {"vision", "projector", "lm"}
+    assert all(p == "projector" for n, p in parts.items() if ".connector." in n)
+    counts = apply_freeze(model, {"vision": True, "projector": False, "lm": True})
+    assert counts["vision"] == counts["lm"] == 0 < counts["projector"]
+    apply_freeze(model, {})
+
+
+def test_the_published_template_is_refused_naming_the_piece_and_the_declared_route(family, tmp_path):
+    from chat_template_fixtures import SMOLVLM
+
+    from lit.mask.jinja_template import from_tokenizer, template_of
+    from lit.model.chat_jinja import to_jinja
+
+    model, processor, _, _ = family
+    processor.chat_template = SMOLVLM
+    try:
+        with pytest.raises(ValueError, match=r"^image: with an image the user turn starts .* YAML file"):
+            template_of(processor, model.config)
+    finally:
+        processor.chat_template = None
+    path = tmp_path / "smolvlm.yaml"
+    path.write_text(IDEFICS3_YAML)
+    declared = get_template(str(path))
+    assert replace(declared, name="idefics3") == get_template("idefics3")
+    processor.chat_template = to_jinja(declared)  # what training saves: evaluation's `auto` reads it back
+    try:
+        derived = from_tokenizer(processor)
+    finally:
+        processor.chat_template = None
+    for scope in ("vit", "lit"):
+        ours, back = _dataset(family, scope, declared), _dataset(family, scope, derived)
+        assert all(torch.equal(ours[i]["labels"], back[i]["labels"]) for i in range(len(RECORDS)))
+        assert all(torch.equal(ours[i]["input_ids"], back[i]["input_ids"]) for i in range(len(RECORDS)))
+
+
+@pytest.mark.integration
+def test_model_auto_trains_a_saved_idefics3_with_a_yaml_template_under_zero3_and_lmms_eval_and_vc_score_it(
+    tmp_path, demo_data
+):
+    """``python train.py model=auto model.pretrained=DIR model.chat_template=T.yaml loss=lit`` on a saved tiny
+    Idefics3 whose processor carries SmolVLM's published chat template (which ``auto`` refuses): the class and image
+    processing come from DIR, the template from the YAML file; ZeRO-3 on CPU; the checkpoint reloads with the PIL
+    image processor, lmms-eval scores it (``chat_template=auto``: the template training saved) and VC runs on it."""
+    from chat_template_fixtures import SMOLVLM
+
+    from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
+    from lit.eval.vc import analyse
+    from lit.model.loading import load_pretrained
+
+    records = json.loads((demo_data / "train.json").read_text())
+    model, processor = _tiny(_tokenizer(t["value"] for r in records for t in r["conversations"]))
+    processor.chat_template = processor.tokenizer.chat_template = SMOLVLM
+    given = tmp_path / "given"
+    model.save_pretrained(given)
+    processor.save_pretrained(given)
+    template = tmp_path / "smolvlm.yaml"
+    template.write_text(IDEFICS3_YAML)
+
+    env = {**os.environ, "WANDB_MODE": "disabled", **one_process_ds_env()}
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "model=auto", f"model.pretrained={given}", f"model.chat_template={template}"]
+    cmd += ["loss=lit", "train.max_steps=2", "logger=none", "deepspeed=zero3", "+train.ddp_backend=gloo"]
+    cmd += ["train.per_device_train_batch_size=4", f"data.root={demo_data}", "data.generate=false"]
+    cmd += [f"paths.data_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "train_metrics.json").read_text())["zero_stage"] == 3
+    audit = json.loads((run_dir / "data_audit.json").read_text())
+    supervised, seen = audit["supervised_tokens_by_kind"], audit["tokens_by_kind"]
+    assert supervised["response"] > 0 and set(supervised) <= {"instruction", "response", "eos"}  # loss=lit's kinds
+    assert seen["image"] > 0 and seen["role"] > 0  # in the input, never supervised
+
+    checkpoint = run_dir / "checkpoint"
+    loaded, loaded_processor = load_pretrained(str(checkpoint))
+    assert type(loaded).__name__ == "Idefics3ForConditionalGeneration"
+    assert type(loaded_processor.image_processor).__name__ == "Idefics3ImageProcessorPil"
+    assert loaded_processor.image_seq_len == processor.image_seq_len
+    assert all(p.numel() > 0 for p in loaded.parameters())  # gathered from the ZeRO-3 partitions
+
+    spec = EvalSpec(("demo_pope", "demo_vqa"), str(demo_data), limit=4)
+    scores = evaluate(checkpoint, spec, tmp_path / "eval", chat_template="auto")
+    assert set(scores) == {"demo_pope", "demo_vqa"} and "pope_accuracy" in scores["demo_pope"]
+
+    vc = analyse(str(checkpoint), records[:2], str(demo_data), "auto", attention_share=True)
+    assert vc["n"] >= 2 and np.isfinite(vc["vc_mean"]) and 0 < vc["attention_to_image_mean"] < 1

@@ -1,0 +1,340 @@
+"""LLaVA-OneVision as a model family (lit/model/families/llava_onevision.py): image counts and pixels against
+transformers' own ``LlavaOnevisionProcessor``, labels (``vit``, ``lit``, and OneVision's own baseline mask against
+``preprocess_qwen``), multi-image records, and training under ZeRO-3, reload, lmms-eval and VC on a tiny model built
+from ``LlavaOnevisionConfig`` with transformers' PIL image processor (no torchvision).
+
+The tokenizer carries Qwen2's special tokens (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``) and the
+published chat template of llava-hf/llava-onevision-qwen2-*-hf (tests/chat_template_fixtures.py). That template
+cannot be typed (``chat_template: auto`` refuses it: its assistant turn starts ``<|im_start|>assistant \\n`` in training
+but ``<|im_start|>assistant\\n`` at inference, tests/mask/test_jinja_template.py), so training names the format
+OneVision was trained in: Qwen2's chatml with ``<image>\\n`` in front of its turn (LLaVA-NeXT's ``conv_qwen``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from tiny_runs import CONF, ROOT, one_process_ds_env
+
+from lit.constants import IGNORE_INDEX, IMAGE_MARKER, KIND_INDEX
+from lit.mask.chat_templates import get_template
+
+SYSTEM = "You are a helpful assistant."
+QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+TEMPLATE_SENTENCE = "Answer briefly."
+RECORDS = [
+    {
+        "id": "one-image",
+        "image": "a.png",
+        "conversations": [
+            {"from": "human", "value": f"<image>\nWhat colour is the square? {TEMPLATE_SENTENCE}"},
+            {"from": "gpt", "value": "Red."},
+            {"from": "human", "value": "And how many circles are there?"},
+            {"from": "gpt", "value": "Two circles, at the top."},
+        ],
+    },
+    {
+        "id": "two-images",
+        "image": ["a.png", "b.png"],
+        "conversations": [
+            {"from": "human", "value": f"<image>\n<image>\nWhich picture is brighter? {TEMPLATE_SENTENCE}"},
+            {"from": "gpt", "value": "The first."},
+            {"from": "human", "value": "Is the second one square?"},
+            {"from": "gpt", "value": "Yes."},
+        ],
+    },
+    {
+        "id": "text-only",
+        "conversations": [
+            {"from": "human", "value": f"Name a colour. {TEMPLATE_SENTENCE}"},
+            {"from": "gpt", "value": "Blue."},
+        ],
+    },
+]
+SIZES = {"a.png": (40, 56), "b.png": (32, 32)}
+
+
+def _tokenizer(texts):
+    from chat_template_fixtures import LLAVA_ONEVISION_HF
+
+    from lit.mask.tokenizer import train_bpe
+
+    tokenizer = train_bpe([*texts, SYSTEM, "user assistant system"] * 20, vocab_size=400)
+    tokenizer._tokenizer.post_processor = None  # Qwen2's tokenizers add no BOS
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
+    tokenizer.chat_template = LLAVA_ONEVISION_HF
+    return tokenizer
+
+
+def _tiny(tokenizer):
+    """A tiny LLaVA-OneVision and its processor from conf/model/tiny_llava_onevision.yaml, 32 wide."""
+    from chat_template_fixtures import LLAVA_ONEVISION_HF
+
+    from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.loading import compose_tiny
+
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_llava_onevision.yaml")
+    )
+    cfg.text.hidden_size = cfg.vision.hidden_size = 32
+    cfg.text.num_attention_heads = cfg.text.num_key_value_heads = 4
+    prepare_tokenizer(tokenizer, get_template("chatml"))
+    model, processor = compose_tiny(cfg, tokenizer)
+    processor.chat_template = LLAVA_ONEVISION_HF
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """The tiny model saved with ``save_pretrained`` and read back as ``model=auto`` reads it (``load_pretrained``)."""
+    from lit.model.families import image_inputs_for
+    from lit.model.loading import load_pretrained
+
+    model, processor = _tiny(_tokenizer([t["value"] for r in RECORDS for t in r["conversations"]]))
+    saved = tmp_path_factory.mktemp("onevision")
+    model.save_pretrained(saved)
+    processor.save_pretrained(saved)
+    model, processor = load_pretrained(str(saved))
+    model.eval()
+    root = tmp_path_factory.mktemp("onevision_images")
+    rng = np.random.default_rng(0)
+    for name, (h, w) in SIZES.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / name)
+    return model, processor, image_inputs_for(model.config, processor), root
+
+
+def _dataset(family, scope: str, sentences=frozenset({TEMPLATE_SENTENCE})):
+    from lit.data.dataset import SupervisedDataset
+    from lit.data.labels import LabelSpec
+    from lit.mask.scopes import get_scope
+
+    model, processor, inputs, root = family
+    spec = LabelSpec(get_template("chatml"), get_scope(scope), 1024, sentences, image_root=root)
+    return SupervisedDataset(RECORDS, spec, processor.tokenizer, inputs, progress=False)
+
+
+def _images(record, root) -> list:
+    names = record.get("image", [])
+    return [Image.open(root / n).convert("RGB") for n in ([names] if isinstance(names, str) else names)]
+
+
+def test_the_saved_model_reloads_as_its_family_with_the_pil_processor(family):
+    from lit.model.families import family_of
+    from lit.model.parts import part_of
+
+    model, processor, _, _ = family
+    assert type(model).__name__ == "LlavaOnevisionForConditionalGeneration"
+    assert family_of(model.config.model_type).model_type == "llava_onevision"
+    assert type(processor.image_processor).__name__ == "LlavaOnevisionImageProcessorPil"
+    assert {part_of(name) for name, _ in model.named_parameters()} == {"vision", "projector", "lm"}
+    assert part_of("model.image_newline") == "projector"
+    assert all(t in processor.tokenizer.get_vocab() for t in [*QWEN_SPECIALS, IMAGE_MARKER])
+
+
+@pytest.mark.parametrize("size", [(40, 56), (32, 32), (20, 90), (90, 20), (64, 64), (300, 200)])
+def test_image_token_counts_are_what_llava_onevision_processor_inserts(family, size):
+    """One image: the any-resolution count (tiles, unpadded, newlines, base view); two images of that size in one
+    prompt: one base view and a newline each. Counted by transformers' ``LlavaOnevisionProcessor.__call__``."""
+    from transformers import LlavaOnevisionProcessor
+
+    model, processor, inputs, _ = family
+    assert isinstance(processor, LlavaOnevisionProcessor)
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 255, (*size, 3), dtype=np.uint8))
+    image_id = model.config.image_token_id
+    one = processor(text=[f"{IMAGE_MARKER}\nhi"], images=[rgb], return_tensors="pt")
+    assert inputs.n_tokens(*size) == int((one["input_ids"] == image_id).sum())
+    assert inputs.n_tokens_of_record([rgb], "r") == [int((one["input_ids"] == image_id).sum())]
+    two = processor(text=[f"{IMAGE_MARKER}{IMAGE_MARKER}\nhi"], images=[[rgb, rgb]], return_tensors="pt")
+    assert sum(inputs.n_tokens_of_record([rgb, rgb], "r")) == int((two["input_ids"] == image_id).sum())
+    assert torch.equal(inputs.pixels(rgb)["pixel_values"], one["pixel_values"][0])
+
+
+def test_items_are_the_processors_ids_and_pixels_and_the_model_reads_them_alike(family):
+    """Each record's expanded ids are exactly what ``LlavaOnevisionProcessor`` makes of the rendered text and the
+    record's images, its pixels the processor's, and a batch gives the same logits as the processor's inputs."""
+    from lit.data.collate import Collator
+    from lit.mask.render import render
+
+    model, processor, inputs, root = family
+    ds = _dataset(family, "lit")
+    for i, record in enumerate(RECORDS):
+        text = "".join(s.text for s in render(record, get_template("chatml")))
+        images = _images(record, root)
+        ref = processor(text=[text], images=[images] if images else None, return_tensors="pt")
+        item = ds[i]
+        assert item["input_ids"].tolist() == ref["input_ids"][0].tolist()
+        batch = Collator(processor.tokenizer.pad_token_id, inputs)([item])
+        batch.pop("kind_counts")
+        if images:
+            assert torch.equal(batch["pixel_values"], ref["pixel_values"])
+            assert batch["image_sizes"].tolist() == ref["image_sizes"].tolist()
+            if len(images) > 1:
+                assert batch["batch_num_images"].tolist() == [len(images)]
+        with torch.no_grad():
+            ours = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            theirs = model(**{k: v for k, v in ref.items()}).logits
+        assert torch.allclose(ours, theirs, atol=1e-5)
+    batch = Collator(processor.tokenizer.pad_token_id, inputs)([ds[i] for i in range(len(RECORDS))])
+    batch.pop("kind_counts")
+    assert batch["batch_num_images"].tolist() == [1, 2]  # the text-only record has none
+    assert torch.isfinite(model(**batch).loss)
+
+
+def test_vit_supervises_only_answers_and_end_of_turn_and_lit_adds_the_instructions(family):
+    model, processor, _, _ = family
+    tok = processor.tokenizer
+    vit, lit = _dataset(family, "vit"), _dataset(family, "lit")
+    image_id = model.config.image_token_id
+    for i, record in enumerate(RECORDS):
+        ex_v, ex_l = vit.examples[i], lit.examples[i]
+        kinds_v = set(ex_v.kinds[ex_v.labels != IGNORE_INDEX].tolist())
+        assert kinds_v == {KIND_INDEX["response"], KIND_INDEX["eos"]}
+        assert set(ex_l.kinds[ex_l.labels != IGNORE_INDEX].tolist()) == {
+            KIND_INDEX[k] for k in ("instruction", "response", "eos")
+        }
+        ids, v, li = lit[i]["input_ids"], vit[i]["labels"], lit[i]["labels"]
+        assert ((v != IGNORE_INDEX) <= (li != IGNORE_INDEX)).all()
+        answers = tok.decode(ids[v != IGNORE_INDEX])
+        assert answers == "".join(t["value"] + "<|im_end|>" for t in record["conversations"] if t["from"] == "gpt")
+        supervised = tok.decode(ids[li != IGNORE_INDEX])
+        for turn in record["conversations"][::2]:
+            for piece in turn["value"].replace(TEMPLATE_SENTENCE, "").split(IMAGE_MARKER):
+                assert piece.strip() in supervised
+        assert TEMPLATE_SENTENCE not in supervised and SYSTEM not in supervised
+        assert not {"system", "user", "assistant"} & set(supervised.replace("<|im_end|>", " ").split())
+        assert image_id not in ids[li != IGNORE_INDEX].tolist()
+        header = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+        starts = [j for j in range(len(ids) - len(header)) if ids[j : j + len(header)].tolist() == header]
+        assert starts and all((li[j : j + len(header)] == IGNORE_INDEX).all() for j in starts)
+
+
+def _preprocess_qwen(record: dict, tokenizer) -> tuple[list[int], list[int]]:
+    """LLaVA-NeXT's ``preprocess_qwen`` (LLaVA-VL/LLaVA-NeXT ``llava/train/train.py`` lines 563-640 at df17966,
+    the training code of LLaVA-OneVision), step for step on ``record`` after its ``preprocess_multimodal`` (which
+    leaves these markers as they are), on our tokenizer: ``unmask_tokens_idx = [198, im_start, im_end]``, 198
+    being Qwen2's id of ``"\\n"`` (here: our tokenizer's); the image stays one ``<image>`` position (upstream writes
+    ``IMAGE_TOKEN_INDEX`` there, its label IGNORE_INDEX)."""
+    chat_template = (
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'"
+        " + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    roles = {"human": "user", "gpt": "assistant"}
+    im_start, im_end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    nl = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    assert len(nl) == 1
+    unmask_tokens_idx = [nl[0], im_start, im_end]
+
+    def apply(conv):
+        out = tokenizer.apply_chat_template(conv, chat_template=chat_template, tokenize=True)
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+    input_id = apply([{"role": "system", "content": SYSTEM}])
+    target = [IGNORE_INDEX] * len(input_id)
+    for conv in record["conversations"]:
+        role = roles[conv["from"]]
+        encode_id = apply([{"role": role, "content": conv["value"]}])
+        input_id += encode_id
+        target += [IGNORE_INDEX] * len(encode_id) if role in ["user", "system"] else encode_id
+    for idx, encode_id in enumerate(input_id):
+        if encode_id in unmask_tokens_idx:
+            target[idx] = encode_id
+    return input_id, target
+
+
+def test_onevision_baseline_is_preprocess_qwen(family):
+    """``loss=onevision_baseline`` gives the labels ``preprocess_qwen`` gives (all but the first position, which
+    upstream labels ``<|im_start|>`` and we leave out: it has no left context, so no loss ever reads it), on records
+    with the system prompt, several turns, one image, two images, none."""
+    _, processor, _, _ = family
+    ds = _dataset(family, "onevision_baseline", frozenset())
+    for i, record in enumerate(RECORDS):
+        ex = ds.examples[i]
+        ids, labels = _preprocess_qwen(record, processor.tokenizer)
+        assert ex.input_ids.tolist() == ids
+        assert ex.labels[0] == IGNORE_INDEX and ex.labels[1:].tolist() == labels[1:]
+        supervised = set(ex.kinds[ex.labels != IGNORE_INDEX].tolist())
+        assert {KIND_INDEX["role"], KIND_INDEX["format"]} <= supervised  # its re-enabled tokens, system turn too
+        assert KIND_INDEX["image"] not in supervised and KIND_INDEX["instruction"] not in supervised
+    vit = _dataset(family, "vit", frozenset())
+    assert all(
+        ((v.labels != IGNORE_INDEX) <= (b.labels != IGNORE_INDEX)).all() for v, b in zip(vit.examples, ds.examples)
+    )
+
+
+def test_onevision_baseline_is_a_loss_option_without_weights():
+    from lit.mask.scopes import SCOPES, get_scope
+
+    assert "onevision_baseline" not in SCOPES  # not a rung of L2T's ladder
+    assert (CONF / "loss" / "onevision_baseline.yaml").is_file()
+    with pytest.raises(ValueError, match="published baseline mask"):
+        get_scope("onevision_baseline", {"instruction": 0.5})
+
+
+@pytest.mark.integration
+def test_model_auto_trains_a_saved_onevision_under_zero3_and_lmms_eval_and_vc_score_it(tmp_path, demo_data):
+    """``python train.py model=auto model.pretrained=DIR model.chat_template=chatml loss=lit`` on a saved tiny
+    OneVision whose processor carries the published chat template: the class and image processing come from DIR;
+    ZeRO-3 on CPU; the checkpoint reloads with the PIL image processor, lmms-eval scores it (reading back the
+    template training saved) and VC runs on it."""
+    from lit.eval.evaluate import evaluate
+    from lit.eval.spec import EvalSpec
+    from lit.eval.vc import analyse
+    from lit.model.loading import load_pretrained
+
+    records = json.loads((demo_data / "train.json").read_text())
+    model, processor = _tiny(_tokenizer([t["value"] for r in records for t in r["conversations"]]))
+    given = tmp_path / "given"
+    model.save_pretrained(given)
+    processor.save_pretrained(given)
+
+    env = {**os.environ, "WANDB_MODE": "disabled", **one_process_ds_env()}
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "model=auto", f"model.pretrained={given}", "model.chat_template=chatml"]
+    cmd += ["loss=lit", "train.max_steps=2", "logger=none", "deepspeed=zero3", "+train.ddp_backend=gloo"]
+    cmd += ["train.per_device_train_batch_size=4", f"data.root={demo_data}", "data.generate=false"]
+    cmd += [f"paths.data_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "train_metrics.json").read_text())["zero_stage"] == 3
+    audit = json.loads((run_dir / "data_audit.json").read_text())
+    supervised, seen = audit["supervised_tokens_by_kind"], audit["tokens_by_kind"]
+    assert supervised["response"] > 0 and set(supervised) <= {"instruction", "response", "eos"}
+    assert seen["image"] > 0 and seen["system"] > 0 and seen["role"] > 0
+
+    checkpoint = run_dir / "checkpoint"
+    loaded, loaded_processor = load_pretrained(str(checkpoint))
+    assert type(loaded).__name__ == "LlavaOnevisionForConditionalGeneration"
+    assert type(loaded_processor.image_processor).__name__ == "LlavaOnevisionImageProcessorPil"
+    assert all(p.numel() > 0 for p in loaded.parameters())  # gathered from the ZeRO-3 partitions
+
+    spec = EvalSpec(("demo_pope", "demo_vqa"), str(demo_data), limit=4)
+    scores = evaluate(checkpoint, spec, tmp_path / "eval", chat_template="auto")
+    assert set(scores) == {"demo_pope", "demo_vqa"} and "pope_accuracy" in scores["demo_pope"]
+
+    vc = analyse(str(checkpoint), records[:2], str(demo_data), "auto", attention_share=True)
+    assert vc["n"] >= 2 and np.isfinite(vc["vc_mean"]) and 0 < vc["attention_to_image_mean"] < 1
+
+
+def test_padding_free_batches_of_single_multi_and_text_only_records_give_the_padded_loss(family):
+    from lit.data.collate import Collator, PaddingFreeCollator
+    from lit.train.padding_free import check_padding_free
+
+    model, processor, inputs, _ = family
+    check_padding_free(model.config)
+    ds = _dataset(family, "lit")
+    items = [ds[i] for i in range(len(RECORDS))]
+    padded = Collator(processor.tokenizer.pad_token_id, inputs)(items)
+    packed = PaddingFreeCollator(processor.tokenizer.pad_token_id, inputs)(items)
+    for batch in (padded, packed):
+        batch.pop("kind_counts")
+    assert packed["batch_num_images"].tolist() == padded["batch_num_images"].tolist() == [1, 2]
+    with torch.no_grad():
+        assert torch.allclose(model(**padded).loss, model(**packed).loss, atol=1e-5)

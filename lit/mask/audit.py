@@ -33,7 +33,7 @@ from pathlib import Path
 from lit.constants import IGNORE_INDEX, SPAN_KINDS
 from lit.mask.chat_templates import get_template
 from lit.mask.render import encode, render
-from lit.mask.scopes import SCOPES, get_scope, labels_for
+from lit.mask.scopes import BASELINES, SCOPES, get_scope, labels_for
 from lit.records import load_records, record_id
 
 
@@ -129,7 +129,7 @@ class _Corpus:
                 record_id=rid,
                 image_token_id=self.image_id,
             )
-            yield rid, record, enc, labels_for(enc, self.scope)
+            yield rid, record, enc, labels_for(enc, self.scope, self.tokenizer)
 
 
 def _corpus(args) -> _Corpus:
@@ -252,7 +252,7 @@ def _main(argv: list[str] | None = None) -> None:
             help="chat template name, e.g. vicuna_v1, or auto: the Jinja template saved with --tokenizer",
         )
         p.add_argument("--image-token", help="with auto: the token that stands for an image (e.g. <|image_pad|>)")
-        p.add_argument("--loss", required=True, choices=list(SCOPES))
+        p.add_argument("--loss", required=True, choices=[*SCOPES, *BASELINES])
         p.add_argument(
             "--template-sentences",
             help="template artefact from `python -m lit.mask.mining mine`; with "

@@ -269,6 +269,28 @@ def test_onevision_baseline_is_preprocess_qwen(family):
     )
 
 
+def test_the_audit_cli_dumps_the_onevision_baseline_as_preprocess_qwen_labels(family, tmp_path):
+    """``python -m lit.mask.audit dump --loss onevision_baseline`` (in process) on the family's saved tokenizer: the
+    same ids and labels as ``preprocess_qwen`` (the first position aside, as above)."""
+    import json
+
+    from lit.mask.audit import _main
+
+    _, processor, _, _ = family
+    processor.tokenizer.save_pretrained(tmp_path / "tok")
+    (tmp_path / "records.json").write_text(json.dumps(RECORDS))
+    out = tmp_path / "labels.jsonl"
+    _main(
+        ["dump", "--data", str(tmp_path / "records.json"), "--tokenizer", str(tmp_path / "tok")]
+        + ["--template", "chatml", "--loss", "onevision_baseline", "--out", str(out)]
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len(RECORDS)
+    for record, row in zip(RECORDS, rows):
+        ids, labels = _preprocess_qwen(record, processor.tokenizer)
+        assert row["input_ids"] == ids and row["labels"][0] == IGNORE_INDEX and row["labels"][1:] == labels[1:]
+
+
 def test_onevision_baseline_is_a_loss_option_without_weights():
     from lit.mask.scopes import SCOPES, get_scope
 

@@ -23,10 +23,9 @@ Sources for the formats:
   image (its text is dropped, as ``preprocess_plain`` does), the caption follows and ends in ``\n``.
 - ``idefics3``: Idefics3's and SmolVLM's published Jinja template (``User:``/``Assistant:`` headers, each turn
   closed by ``<end_of_utterance>\n``, ``Assistant:`` as the generation prompt; tests/chat_template_fixtures.py
-  ``SMOLVLM``), which ``chat_template: auto`` refuses: it writes ``User:<image>text`` but ``User: text``, a header
-  that depends on whether the turn opens with an image, and the pieces have one user header. This template is
-  the published one for the turns that open with the image (each image record's first turn and every evaluation
-  prompt: ``User:<image>text``); a text-only user turn reads ``User:text`` where SmolVLM writes ``User: text``.
+  ``SMOLVLM``). It writes ``User:<image>text`` but ``User: text``, a header that depends on whether the turn opens
+  with an image, so the template has both: ``user`` for a turn that opens with an image, ``user_text`` for one
+  that does not (a ``ChatTemplate`` field any template may set); ``chat_template: auto`` derives the same.
   The conversation's first token (``<|im_start|>``, Idefics3-8B's ``<|begin_of_text|>``) is the tokenizer's BOS.
 
 Besides these names, a template may be declared in a YAML file (``get_template("path/to/template.yaml")``,
@@ -80,6 +79,7 @@ class ChatTemplate:
     max_answer_tokens: int = 0  # training: the answer (with its end token) keeps its first N - 1 tokens (0: all)
     image_token: str = IMAGE_MARKER  # the one token that stands for an image in the text (Qwen2-VL: <|image_pad|>)
     image_text: str = ""  # what the template writes for an image around image_token (Qwen2-VL: a vision block)
+    user_text: tuple[Piece, ...] = ()  # the user turn that does not open with an image, where it differs (else user)
 
 
 def _vicuna_like(name: str, eos: str) -> ChatTemplate:
@@ -183,6 +183,13 @@ TEMPLATES["idefics3"] = ChatTemplate(
         ("\n", "format"),
     ),
     user=(("User:", "role"), ("{content}", "content"), ("<end_of_utterance>", "format"), ("\n", "format")),
+    user_text=(
+        ("User:", "role"),
+        (" ", "format"),
+        ("{content}", "content"),
+        ("<end_of_utterance>", "format"),
+        ("\n", "format"),
+    ),
     assistant=(
         ("Assistant:", "role"),
         (" ", "response"),
@@ -197,7 +204,7 @@ TEMPLATES["idefics3"] = ChatTemplate(
 
 YAML_SUFFIXES = (".yaml", ".yml")
 PIECE_KINDS = ("content", *(k for k in SPAN_KINDS if k not in ("special", "instruction", "template", "image")))
-_PIECE_FIELDS = ("system", "user", "assistant", "generation_prompt")
+_PIECE_FIELDS = ("system", "user", "assistant", "generation_prompt", "user_text")
 _CONTENT_FIELDS = ("user", "assistant")  # the parts that hold the message body once
 
 
@@ -290,7 +297,7 @@ def _pieces(value, key: str, where: str) -> tuple[Piece, ...]:
 def _check_declared(t: ChatTemplate, where: str) -> None:
     """What ``lit.mask.render`` needs of a template: the body once per turn, the system prompt in its block, the
     end-of-turn text as the assistant's ``eos`` piece."""
-    for key in _CONTENT_FIELDS:
+    for key in (*_CONTENT_FIELDS, *(("user_text",) if t.user_text else ())):
         if sum(kind == "content" for _, kind in getattr(t, key)) != 1:
             raise ValueError(f"{where}: {key}: needs the piece ['{{content}}', content] exactly once")
     for key in ("system", "generation_prompt"):

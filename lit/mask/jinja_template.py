@@ -10,7 +10,9 @@ system message is given). Whitespace is ``format``; other text is ``role`` (an e
 non-assistant turn is ``format``); in the assistant turn what follows the generation prompt is ``response``,
 as is what precedes the end-of-turn token. A leading ``bos_token`` is left to the tokenizer. A human turn with
 an image is the message ``[{"type": "image"}, {"type": "text", "text": rest}]`` (the image first, as
-``lit.mask.render`` puts it); what the template writes for the image item becomes ``image_text``.
+``lit.mask.render`` puts it); what the template writes for the image item becomes ``image_text``. Where the user
+header drops its trailing whitespace piece before an image (SmolVLM: ``User:<image>`` but ``User: text``), ``user``
+is the header without it and ``user_text`` the text-only turn's.
 
 The derived template is then checked: ``lit.mask.render`` must reproduce every probe conversation character for
 character. Anything the pieces cannot express raises ``ValueError("<piece>: <why>")``; nothing is guessed.
@@ -19,6 +21,7 @@ character. Anything the pieces cannot express raises ``ValueError("<piece>: <why
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import replace
 from datetime import datetime
@@ -222,6 +225,7 @@ def _with_image(t: ChatTemplate, probe: _Probe, pre: str, g1: str, tail: str) ->
     if rest != tail:
         raise ValueError("image: an image in the user turn changes the assistant turn")
     why = "with an image the user turn starts or ends unlike a text-only one"
+    t, pre = _header_before_an_image(t, head, pre)
     image = _strip(head, prefix=pre, suffix=g1, piece="image", why=why)
     if not image:
         return t, None
@@ -230,6 +234,21 @@ def _with_image(t: ChatTemplate, probe: _Probe, pre: str, g1: str, tail: str) ->
         raise ValueError("image: with an image and text the turn ends unlike a text-only one")
     sep = _strip(head, prefix=pre + image, piece="image", why="the image is not written before the text")
     return replace(t, image_text="" if image == IMAGE_MARKER else image, image_first=True, image_sep=sep), both
+
+
+def _header_before_an_image(t: ChatTemplate, head: str, pre: str) -> tuple[ChatTemplate, str]:
+    """Where a turn that opens with an image drops the whitespace that ends the user header of a text-only turn
+    (SmolVLM: ``User:<image>`` but ``User: text``): ``user`` without that piece and ``user_text`` the text-only
+    turn's, and the start of the conversation before an image; else ``t`` and ``pre`` unchanged. Only a whole
+    trailing whitespace piece of the header may differ; any other difference stays an error of the caller."""
+    if head.startswith(pre):
+        return t, pre
+    common = os.path.commonprefix([head, pre])
+    dropped = pre[len(common) :]
+    at = next(i for i, (_, kind) in enumerate(t.user) if kind == "content")
+    if not dropped or not dropped.isspace() or at == 0 or t.user[at - 1] != (dropped, "format"):
+        return t, pre
+    return replace(t, user=t.user[: at - 1] + t.user[at:], user_text=t.user), common
 
 
 def _check(t: ChatTemplate, probe: _Probe, *, system_supported: bool, image: str | None) -> None:
@@ -254,7 +273,7 @@ def _check(t: ChatTemplate, probe: _Probe, *, system_supported: bool, image: str
 
 DECLARE_INSTEAD = (
     "This Jinja template cannot be typed: declare the template instead, model.chat_template (--chat-template) = a "
-    "name in lit.mask.chat_templates.TEMPLATES (idefics3: Idefics3 / SmolVLM) or a YAML file (docs/extending.md)"
+    "name in lit.mask.chat_templates.TEMPLATES or a YAML file (docs/extending.md)"
 )
 
 

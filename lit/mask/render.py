@@ -171,7 +171,10 @@ def render(
     spans = _fill(chat_template.system, system=system) if system else []
     for turn in turns:
         if turn["from"] == "human":
-            spans += _fill(chat_template.user, _user_body(turn["value"], chat_template, template_sentences))
+            body = _user_body(turn["value"], chat_template, template_sentences)
+            opens_with_image = next((s.kind for s in body if s.text), None) == "image"
+            pieces = chat_template.user_text if chat_template.user_text and not opens_with_image else chat_template.user
+            spans += _fill(pieces, body)
         else:
             spans += _fill(chat_template.assistant, [Span(turn["value"], "response")])
     if add_generation_prompt:

@@ -29,7 +29,7 @@ class BuiltModel:
 
 def _template_text(template) -> str:
     """The fixed text a chat template adds around one turn pair (system prompt, role names, separators)."""
-    pieces = (*template.system, *template.user, *template.assistant)
+    pieces = (*template.system, *template.user, *template.user_text, *template.assistant)
     return "".join(text.replace("{system}", template.system_prompt) for text, kind in pieces if kind != "content")
 
 

@@ -39,6 +39,25 @@ def _pieces(pieces, content: str) -> str:
     return "".join(out)
 
 
+def _user_pieces(template: ChatTemplate, user_body: str) -> str:
+    """The user turn; with ``user_text``, the header chosen by whether the turn opens with an image, as ``render``
+    chooses it (an image-first template puts a turn's image at its front)."""
+    if not template.user_text:
+        return _pieces(template.user, user_body)
+    opens = (
+        "images" if template.image_first or template.image_only else "text.startswith(" + json.dumps(IMAGE_MARKER) + ")"
+    )
+    return (
+        "{%- if "
+        + opens
+        + " -%}"
+        + _pieces(template.user, user_body)
+        + "{%- else -%}"
+        + _pieces(template.user_text, user_body)
+        + "{%- endif -%}"
+    )
+
+
 def to_jinja(template: ChatTemplate) -> str:
     """The Jinja source that renders a conversation exactly as ``lit.mask.render.render`` does."""
     marker = json.dumps(IMAGE_MARKER)
@@ -70,7 +89,7 @@ def to_jinja(template: ChatTemplate) -> str:
         + "{%- for message in messages -%}"
         + "{%- if message['role'] == 'user' -%}"
         + _BODY
-        + _pieces(template.user, user_body)
+        + _user_pieces(template, user_body)
         + "{%- elif message['role'] == 'assistant' -%}"
         + _BODY
         + _pieces(template.assistant, "{{ text }}")

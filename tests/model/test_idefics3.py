@@ -5,10 +5,9 @@
 The reference for the ids is transformers' own: ``Idefics3Processor`` (``processing_idefics3.py``, the tiles'
 ``<fake_token_around_image><row_r_col_c>`` + ``<image>`` x image_seq_len, the rows' newlines, the global view)
 applied to the text that SmolVLM's published chat template writes (tests/chat_template_fixtures.py ``SMOLVLM``) for
-the same conversation, with the one difference the ``idefics3`` template states (lit/mask/chat_templates.py): a
-text-only user turn reads ``User:text`` where the published template writes ``User: text``. The published template
-itself is refused by ``chat_template: auto`` (its user header depends on whether the turn opens with an image), so a
-checkpoint that carries it is trained with a declared template: the name ``idefics3``, or a YAML file.
+the same conversation, unchanged: ``User:<image>text`` for a turn that opens with the image, ``User: text`` for a
+text-only one (the ``idefics3`` template's ``user`` and ``user_text``, lit/mask/chat_templates.py). ``chat_template:
+auto`` derives that template from the published Jinja; the name ``idefics3`` and a YAML file declare it.
 """
 
 from __future__ import annotations
@@ -56,6 +55,7 @@ IDEFICS3_YAML = """\
 name: smolvlm
 system: [["System:", role], [" ", format], ["{system}", system], ["<end_of_utterance>", format], ["\\n", format]]
 user: [["User:", role], ["{content}", content], ["<end_of_utterance>", format], ["\\n", format]]
+user_text: [["User:", role], [" ", format], ["{content}", content], ["<end_of_utterance>", format], ["\\n", format]]
 assistant:
   - ["Assistant:", role]
   - [" ", response]
@@ -134,13 +134,11 @@ def _messages(record: dict) -> list[dict]:
 
 def _reference(record: dict, processor, root) -> dict:
     """``Idefics3Processor`` on SmolVLM's published template's text for ``record``, tokenized as
-    ``apply_chat_template`` tokenizes it (no special tokens added: the text starts with the BOS), but for
-    ``User:text`` in a text-only turn, as the idefics3 template has it."""
+    ``apply_chat_template`` tokenizes it (no special tokens added: the text starts with the BOS)."""
     from chat_template_fixtures import SMOLVLM
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     text = ImmutableSandboxedEnvironment().from_string(SMOLVLM).render(messages=_messages(record))
-    text = text.replace("User: ", "User:")
     images = [Image.open(root / record["image"]).convert("RGB")] if "image" in record else None
     return processor(text=text, images=images, return_tensors="pt", add_special_tokens=False)
 
@@ -231,7 +229,12 @@ def test_the_model_takes_the_batch_and_every_parameter_has_a_part(family):
     apply_freeze(model, {})
 
 
-def test_the_published_template_is_refused_naming_the_piece_and_the_declared_route(family, tmp_path):
+def test_auto_types_the_published_template_as_the_declared_one_and_the_yaml_route_and_saved_jinja_agree(
+    family, tmp_path
+):
+    """``chat_template: auto`` on SmolVLM's published Jinja (tests/chat_template_fixtures.py ``SMOLVLM``) derives the
+    ``idefics3`` template: ``User:`` before an image, ``User: `` before text (``user`` / ``user_text``). The YAML
+    file declaring it is the same template, and the Jinja training saves from it derives back to the same labels."""
     from chat_template_fixtures import SMOLVLM
 
     from lit.mask.jinja_template import from_tokenizer, template_of
@@ -240,10 +243,11 @@ def test_the_published_template_is_refused_naming_the_piece_and_the_declared_rou
     model, processor, _, _ = family
     processor.chat_template = SMOLVLM
     try:
-        with pytest.raises(ValueError, match=r"^image: with an image the user turn starts .* YAML file"):
-            template_of(processor, model.config)
+        published = template_of(processor, model.config)
     finally:
         processor.chat_template = None
+    assert replace(published, name="idefics3") == get_template("idefics3")
+    assert published.user_text != published.user
     path = tmp_path / "smolvlm.yaml"
     path.write_text(IDEFICS3_YAML)
     declared = get_template(str(path))

@@ -25,12 +25,15 @@ counted in the manifest. Each drawn instruction is cleaned before it is filled (
   the text the model reads is;
 - ``strip``: surrounding whitespace only.
 Output: LLaVA JSON (what ``train.py`` reads), MultiInstruct JSONL with ``prompt`` and ``target`` added, and
-``mins_plus.json`` (the inputs, their hashes, counts), all written atomically; a set built from other inputs is
-never overwritten.
+``mins_plus.json`` (the inputs, their hashes, counts), all written atomically, the manifest last; a set built from
+other inputs is never overwritten. Two jobs building the same set take turns (``build_lock``); a full disk leaves
+no file of the set (``write``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import random
 from collections import Counter, defaultdict
@@ -39,7 +42,7 @@ from pathlib import Path
 from instraug.multiinstruct import DROPPED_TASKS, prepare
 from instraug.placeholders import UnsafePlaceholder, fill, multiset
 from instraug.seeds import load_seeds
-from lit.files import DamagedFile, atomic_write, file_sha256, read_jsonl_strict
+from lit.files import DamagedFile, DiskFull, atomic_write, disk_full, file_sha256, is_disk_full, read_jsonl_strict
 from lit.records import read_jsonl
 
 SAMPLING = ("official", "epsilon")
@@ -214,14 +217,47 @@ def to_llava(rows: list[dict]) -> list[dict]:
 
 
 def write(rows: list[dict], out_dir: str | Path, manifest: dict | None = None) -> dict[str, Path]:
-    """Write the set atomically (each file renamed into place; the manifest last)."""
+    """Write the set atomically (each file renamed into place; the manifest, which marks the set whole, last).
+    A write that fails (a full disk: ``lit.files.DiskFull``, one line naming the set) removes the files of the
+    set it had already written, so no set without its manifest is left."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"llava": out_dir / "train.json", "multiinstruct": out_dir / "train.jsonl", "manifest": out_dir / MANIFEST}
-    atomic_write(paths["multiinstruct"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write(paths["llava"], json.dumps(to_llava(rows), ensure_ascii=False, indent=0))
-    atomic_write(paths["manifest"], json.dumps(manifest or {}, indent=1, sort_keys=True))
+    texts = {
+        "multiinstruct": lambda: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+        "llava": lambda: json.dumps(to_llava(rows), ensure_ascii=False, indent=0),
+        "manifest": lambda: json.dumps(manifest or {}, indent=1, sort_keys=True),
+    }
+    written: list[Path] = []
+    try:
+        for name, text in texts.items():
+            atomic_write(paths[name], text(), what="the MIns+ set file")
+            written.append(paths[name])
+    except BaseException as err:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(err, (Exception, DiskFull)) and is_disk_full(err, out_dir):
+            left = f"none of its files was left; the rerun writes {', '.join(p.name for p in paths.values())}"
+            raise disk_full("the MIns+ set", out_dir, err, left) from err
+        raise
     return paths
+
+
+@contextlib.contextmanager
+def build_lock(out_dir: Path):
+    """Held while one process checks for and builds the set in ``out_dir``: two jobs of one sweep that build the
+    same set at once take turns, and the second finds the first's set whole (``check_existing``) instead of its
+    files without their manifest. An ``fcntl.flock`` on ``.<out_dir name>.lock`` beside the folder (left there; the
+    kernel releases the lock when its holder exits, killed or not). Shared filesystems: NFS maps flock onto its
+    byte-range locks; Lustre needs its ``flock`` mount option."""
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def inputs_key(
@@ -314,6 +350,12 @@ def build_dataset(
     ``generated``, see ``pool_from_files``)."""
     key = inputs_key(instances, pool, generated, variant, sampling, epsilon, seed, cleanup)
     out_dir = Path(out_dir)
+    with build_lock(out_dir):  # another job building the same set: wait for it, then use its set
+        return _build_unlocked(instances, pool, out_dir, key, generated)
+
+
+def _build_unlocked(instances, pool, out_dir: Path, key: dict, generated) -> dict[str, Path]:
+    variant, sampling, epsilon, seed, cleanup = (key[k] for k in ("variant", "sampling", "epsilon", "seed", "cleanup"))
     if check_existing(out_dir, key):
         return {
             "llava": out_dir / "train.json",

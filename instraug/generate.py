@@ -6,7 +6,8 @@ the whole batch is generated); a run that is killed restarts where it stopped: k
 skipped, and a torn last line (killed mid-write) is cut off, logged and counted (``FilterReport``). Nothing is
 lost and nothing is generated twice. An LLM server that fails for good (``lit.chat_api``'s retries exhausted)
 stops the run with one line (``GenerationStopped``) naming the server, the task, the seed instruction and the
-sampling seed; the batch it was in is not written, and the same command run again resumes from the cache.
+sampling seed; the batch it was in is not written, and the same command run again resumes from the cache. A full
+disk takes the batch being written back off and stops with one line naming the cache and saying to free space.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from instraug.backends import Sampling
 from instraug.parse import candidates, official_line
 from instraug.placeholders import protect, restore
 from lit.chat_api import ChatAPIError
-from lit.files import DamagedFile, read_appended_jsonl
+from lit.files import DamagedFile, disk_full, is_disk_full, read_appended_jsonl
 
 
 class GenerationStopped(SystemExit):
@@ -81,6 +82,24 @@ def _stopped(err: ChatAPIError, jobs: list[dict], n_jobs: int, n_done: int, cach
     )
 
 
+def _append_batch(fh, rows: list[dict], cache_path: Path, n_saved: int, n_jobs: int) -> None:
+    """Append one batch's lines to the cache (``fh``: opened unbuffered for appending) and fsync them. A write
+    that fails takes the batch back off (the file is cut to where the batch began), so the cache holds whole
+    batches only; a full disk then stops with one line (``lit.files.DiskFull``) naming the cache."""
+    data = memoryview("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
+    start = os.lseek(fh.fileno(), 0, os.SEEK_END)
+    try:
+        while data:
+            data = data[fh.write(data) :]
+        os.fsync(fh.fileno())
+    except OSError as err:
+        os.ftruncate(fh.fileno(), start)
+        if is_disk_full(err, cache_path):
+            left = f"the batch being written was taken back off, {n_saved} of {n_jobs} generations are saved there"
+            raise disk_full("the generation cache", cache_path, err, left) from err
+        raise
+
+
 def run_jobs(
     jobs: list[dict],
     backend,
@@ -97,7 +116,7 @@ def run_jobs(
     done = read_cache(cache_path, dropped)
     todo = [j for j in jobs if j["key"] not in done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generating instructions", disable=not progress)
-    with bar, open(cache_path, "a", encoding="utf-8") as fh:
+    with bar, open(cache_path, "ab", buffering=0) as fh:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             protected = [protect(j["parent"]["text"]) for j in batch]
@@ -118,26 +137,27 @@ def run_jobs(
                     raise _stopped(err, failed, len(jobs), len(jobs) - len(todo) + start, cache_path) from err
                 for i, reply in zip(idx, generated):
                     replies[i] = reply
+            rows = []
             for j, (_, mapping), reply in zip(batch, protected, replies):
-                row = {
-                    "key": j["key"],
-                    "task": j["parent"]["task"],
-                    "parent_id": j["parent"]["id"],
-                    "parent_text": j["parent"]["text"],
-                    "root_id": j["parent"]["root_id"],
-                    "meta_prompt": j["meta"].name,
-                    "meta_sha256": j["meta"].sha256,
-                    "temperature": j["temperature"],
-                    "top_p": sampling.top_p,
-                    "sample": j["sample"],
-                    "model": backend.name,
-                    "reply": reply,
-                    "candidates": [restore(c, mapping) for c in candidates(reply)],
-                }
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                done[row["key"]] = row
-            fh.flush()
-            os.fsync(fh.fileno())
+                rows.append(
+                    {
+                        "key": j["key"],
+                        "task": j["parent"]["task"],
+                        "parent_id": j["parent"]["id"],
+                        "parent_text": j["parent"]["text"],
+                        "root_id": j["parent"]["root_id"],
+                        "meta_prompt": j["meta"].name,
+                        "meta_sha256": j["meta"].sha256,
+                        "temperature": j["temperature"],
+                        "top_p": sampling.top_p,
+                        "sample": j["sample"],
+                        "model": backend.name,
+                        "reply": reply,
+                        "candidates": [restore(c, mapping) for c in candidates(reply)],
+                    }
+                )
+            _append_batch(fh, rows, cache_path, len(jobs) - len(todo) + start, len(jobs))
+            done.update((row["key"], row) for row in rows)
             bar.update(len(batch))
     return [done[j["key"]] for j in jobs]
 

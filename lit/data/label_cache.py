@@ -6,7 +6,9 @@ tokenizer (its full serialisation), the label settings (``lit.data.labels.LabelS
 scope, template sentences, max_length / too_long / on_invalid, image root), how images become positions
 (``ImageInputs.spec``), and the source of the code that builds labels (so a change there invalidates old
 entries). Entries live in ``<cache_dir>/labels_<key>/`` (``data/`` Arrow files + ``audit.json``) and are written
-under a temporary name and renamed, so ranks that build at the same time never read a half-written entry.
+under a temporary name and renamed, so ranks (or jobs) that build at the same time never read a half-written
+entry: the first rename wins and the others, whose labels are the same, drop theirs. A build that fails (a full
+disk: one line naming the entry, ``lit.files.DiskFull``) removes its temporary folder.
 An entry damaged afterwards (an Arrow file cut short by a crash or a full disk, emptied or removed) is found
 before use (``entry_problem``), logged with its reason and labelled again.
 
@@ -27,7 +29,7 @@ import shutil
 from pathlib import Path
 
 from lit.data.labels import LabelSpec
-from lit.files import file_sha256
+from lit.files import disk_full, file_sha256, is_disk_full
 
 log = logging.getLogger(__name__)
 MIN_SHARD = 2000  # records per labelling worker at least: below that, forking costs more than it saves
@@ -218,16 +220,23 @@ def labelled_dataset(
     else:
         tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        build_labels(
-            records if records is not None else load_records(data_path),
-            tmp,
-            spec,
-            tokenizer,
-            image_inputs,
-            workers=workers,
-            min_shard=min_shard,
-            progress=progress,
-        )
+        try:
+            build_labels(
+                records if records is not None else load_records(data_path),
+                tmp,
+                spec,
+                tokenizer,
+                image_inputs,
+                workers=workers,
+                min_shard=min_shard,
+                progress=progress,
+            )
+        except BaseException as err:  # an error, a full disk, Ctrl-C: no temporary folder left to fill the disk
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(err, Exception) and is_disk_full(err, tmp):
+                left = "its temporary folder was removed, the cache holds no part of it"
+                raise disk_full("the label cache entry", entry, err, left) from err
+            raise
         try:
             tmp.rename(entry)
             log.info("labels cached in %s", entry)

@@ -11,7 +11,14 @@ and, when ``results_dir`` is given, one ``<results_dir>/<experiment>/<task>.json
 version, prompt, generation settings, the run's resolved config, git SHA and lmms-eval version (the store
 ``make tables`` reads). Score files are written atomically (a temporary name, then renamed), the results store
 first and ``scores.json`` (which marks the evaluation done, ``lit.recipes``) last, so a run killed mid-write
-leaves no file cut off.
+leaves no file cut off; an earlier evaluation's ``scores.json`` is removed when one starts, so a run killed
+before its end leaves no done marker.
+
+A killed evaluation started again redoes it from scratch (the same scores: generation is greedy). lmms-eval
+0.7.3's response cache (``--use_cache``, ``lmms_eval.caching.response_cache``) could not resume it: it stores
+the responses of a request type only once the model has returned all of them (``ResponseCache.execute`` hands
+the whole list to ``generate_until``), and a killed run's responses sit under ``runs/<run id>/`` (a fresh uuid
+per run unless ``LMMS_CACHE_RUN_ID`` or ``SLURM_JOB_ID`` names the same one), merged only on success.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from lit.eval.spec import EvalSpec
 from lit.files import atomic_write, load_json
 from lit.tracking import git_sha
 
+log = logging.getLogger(__name__)
 TASKS_DIR = Path(__file__).with_name("tasks")
 MODEL_ID = "lit_llava"
 
@@ -138,6 +146,10 @@ def evaluate(
 
     ckpt = Path(ckpt)
     check_checkpoint(ckpt)
+    done = Path(out_dir) / "scores.json"
+    if done.exists():  # an earlier evaluation's: this one is not done until it writes its own (a kill leaves none)
+        log.info("%s is an earlier evaluation's: removed until this one is done", done)
+        done.unlink()
     tasks, settings, limit = list(spec.tasks), spec.settings(out_dir), spec.limit
     batch_size, dtype, device = spec.batch_size, spec.dtype, spec.device
     _check_judge(tasks, settings)

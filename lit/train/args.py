@@ -1,16 +1,23 @@
-"""The ``train`` and ``deepspeed`` groups as Hugging Face ``TrainingArguments`` (plus ``lr_schedule``), and where
-a run resumes."""
+"""The ``train`` and ``deepspeed`` groups as Hugging Face ``TrainingArguments`` (plus ``lr_schedule``), where
+a run resumes (the newest checkpoint written completely), and the one-line stop of a save that fills the disk."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import re
+import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
+from transformers.trainer_utils import TrainOutput
 
+from lit.files import disk_full, is_disk_full
 from lit.train.schedule import SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -122,21 +129,155 @@ def deepspeed_config(deepspeed: DictConfig, *, max_grad_norm: float | None) -> d
     return config
 
 
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a ``.safetensors`` file is not whole: its header (8-byte length, then JSON with each tensor's byte
+    range) must parse and its data must end exactly at the end of the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"{path.name} is {size} bytes, shorter than a header"
+        n = int.from_bytes(head, "little")
+        if 8 + n > size:
+            return f"{path.name} is cut off inside its header ({size} bytes)"
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError:
+            return f"{path.name} has a header that is not JSON"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    return None if 8 + n + end == size else f"{path.name} is {size} bytes where its header needs {8 + n + end}"
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``checkpoint-N`` was not written completely, None if it was. The Trainer writes the weights, then the
+    optimizer, scheduler and RNG states, then ``trainer_state.json`` last: a save cut short (a kill, a full disk)
+    leaves no ``trainer_state.json``, one cut off, or a file before it cut off. So: ``trainer_state.json`` must
+    parse and be at step N; every safetensors file must be whole (header and length), every torch file (a zip)
+    must have its central directory (written last), every shard a weights index names must be there, and
+    DeepSpeed's ``latest`` must name a folder that exists."""
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "it has no trainer_state.json, which the Trainer writes last: the save was cut short"
+    try:
+        step = json.loads(state.read_text())["global_step"]
+    except (ValueError, KeyError, TypeError):
+        return "its trainer_state.json is cut off or not the Trainer's state: the save was cut short"
+    match = CHECKPOINT.fullmatch(folder.name)
+    if match and step != int(match.group(1)):
+        return f"its trainer_state.json is at step {step}, not {match.group(1)}"
+    for index in folder.glob("*.index.json"):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return f"{index.name} is cut off or not a weights index"
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            return f"{index.name} names {missing[0]}, which is not there"
+    latest = folder / "latest"  # DeepSpeed's tag of its engine checkpoint (global_stepN/)
+    if latest.is_file() and not (folder / latest.read_text().strip()).is_dir():
+        return f"'latest' names {latest.read_text().strip()!r}, which is not there"
+    for path in sorted(folder.rglob("*")):
+        if path.suffix == ".safetensors":
+            problem = _safetensors_problem(path)
+        elif path.suffix in (".pt", ".pth", ".bin") and path.is_file():
+            with open(path, "rb") as fh:
+                zipped = fh.read(2) == b"PK"  # torch.save's zip format; the legacy pickle format is not checked
+            empty = path.stat().st_size == 0
+            problem = f"{path.name} is empty" if empty else None
+            if zipped and not zipfile.is_zipfile(path):
+                problem = f"{path.relative_to(folder)} is cut off (no zip directory at its end)"
+        else:
+            continue
+        if problem:
+            return problem
+    return None
+
+
+def newest_complete_checkpoint(output_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest complete ``checkpoint-N`` in ``output_dir`` (None: none), and each newer one with its problem."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if CHECKPOINT.fullmatch(p.name) and p.is_dir()]
+    skipped = []
+    for folder in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder, skipped
+        skipped.append((folder, problem))
+    return None, skipped
+
+
 def last_complete_checkpoint(output_dir: Path, required: bool = True) -> str | None:
-    """The newest ``checkpoint-N`` that was written completely (a run killed while saving leaves a partial one,
-    which the Trainer would pick and fail on); its ``trainer_state.json`` is written last. None if there is none
-    and ``required`` is false (``schedule.resume=auto``: a requeued job resumes, a first start starts)."""
-    found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    complete = [p for p in found if (p / "trainer_state.json").is_file()]
-    for partial in sorted(set(found) - set(complete)):
-        log.warning("ignoring incomplete checkpoint %s", partial)
-    if not complete and not required:
+    """The newest ``checkpoint-N`` that was written completely (``checkpoint_problem``): a run killed while
+    saving, or stopped by a full disk, leaves a partial one, which the Trainer would pick and fail on; each newer
+    one skipped is logged with why. None if there is none and ``required`` is false (``schedule.resume=auto``: a
+    requeued job resumes, a first start starts)."""
+    newest, skipped = newest_complete_checkpoint(output_dir)
+    for folder, problem in skipped:
+        log.warning("skipping incomplete checkpoint %s: %s", folder, problem)
+    if newest is not None:
+        log.info("resuming from %s", newest)
+        return str(newest)
+    if not required:
         log.info("no complete checkpoint in %s: starting from scratch", output_dir)
         return None
-    if not complete:
-        raise FileNotFoundError(
-            f"schedule.resume=true but {output_dir} holds no complete checkpoint-* folder; pass "
-            "the run directory of the interrupted run as hydra.run.dir=<dir>"
-        )
-    log.info("resuming from %s", complete[-1])
-    return str(complete[-1])
+    raise FileNotFoundError(
+        f"schedule.resume=true but {output_dir} holds no complete checkpoint-* folder; pass "
+        "the run directory of the interrupted run as hydra.run.dir=<dir>"
+    )
+
+
+@contextlib.contextmanager
+def stop_if_a_save_fills_the_disk(trainer, output_dir: Path, final: Path | None = None):
+    """Turn a full disk while the block saves a checkpoint into one line (``lit.files.DiskFull``) naming it.
+    The partial folder is removed first (by the main process), so nothing half-written stays under a checkpoint's
+    name: ``checkpoint-N`` of the step being saved if it is incomplete, or ``final`` (the run's ``checkpoint/``)
+    when the block writes it. The rerun (``schedule.resume=auto``) resumes from the last complete checkpoint."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - safetensors, torch and json each raise their own type
+        if not is_disk_full(err, output_dir):
+            raise
+        folder = final or Path(output_dir) / f"checkpoint-{trainer.state.global_step}"
+        main = trainer.is_world_process_zero()
+        removed = folder.is_dir() and (final is not None or checkpoint_problem(folder) is not None)
+        if removed and main:
+            shutil.rmtree(folder, ignore_errors=True)
+            if final is not None:  # a LoRA run's adapter, saved before the merged model
+                shutil.rmtree(folder.with_name("checkpoint_adapter"), ignore_errors=True)
+        left = "its partial folder was removed" if removed else "nothing of it was left half-written"
+        if main:
+            complete = newest_complete_checkpoint(output_dir)[0]
+            left += f"; schedule.resume=auto continues from {complete}" if complete else "; no checkpoint-N is complete"
+        raise disk_full("the checkpoint", folder, err, left) from err
+
+
+class _Finished(Exception):
+    """Raised before a step past ``max_steps``: the checkpoint resumed from was the last one."""
+
+
+class _StopAtTheEnd(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise _Finished
+
+
+def train_or_restore(trainer, resume: str | None) -> TrainOutput:
+    """``trainer.train(resume_from_checkpoint=resume)``, except from a checkpoint at ``max_steps`` (a run killed
+    while it saved its final ``checkpoint/``, or after its last ``checkpoint-N``): the Trainer would fast-forward
+    the data to that step and then take one step more before it checks ``max_steps``, so the final weights would
+    not be the uninterrupted run's. Here such a checkpoint is loaded (weights, optimizer, state) and nothing is
+    trained; the training loss reported is then the mean of the logged losses."""
+    stop = _StopAtTheEnd()
+    trainer.add_callback(stop)
+    try:
+        return trainer.train(resume_from_checkpoint=resume)
+    except _Finished:
+        state = trainer.state
+        log.info("%s is at max_steps=%d: training was finished, nothing is trained again", resume, state.max_steps)
+        trainer.control = trainer.callback_handler.on_train_end(trainer.args, state, trainer.control)
+        losses = [h["loss"] for h in state.log_history if "loss" in h]
+        return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
+    finally:
+        trainer.remove_callback(stop)

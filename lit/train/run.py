@@ -25,7 +25,7 @@ from lit.mask.scopes import get_scope
 from lit.model.build import build_model, tokenizer_for
 from lit.model.checkpoint import require_pretrained, save_checkpoint
 from lit.tracking import git_sha, set_logger_env
-from lit.train.args import last_complete_checkpoint, training_args
+from lit.train.args import last_complete_checkpoint, stop_if_a_save_fills_the_disk, train_or_restore, training_args
 from lit.train.trainer import build_trainer, part_lrs, train_metrics
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     )
     mode = cfg.schedule.resume  # false | true (a checkpoint must exist) | auto (if one exists)
     resume = last_complete_checkpoint(output_dir, required=mode != "auto") if mode else None
-    result = trainer.train(resume_from_checkpoint=resume)
-    save_checkpoint(trainer, built, built.template, cfg.adapter, cfg.model.dtype, output_dir)
+    with stop_if_a_save_fills_the_disk(trainer, output_dir):  # one line, no partial checkpoint-N left
+        result = train_or_restore(trainer, resume)  # trainer.train, but never a step past max_steps after a resume
+    with stop_if_a_save_fills_the_disk(trainer, output_dir, final=output_dir / "checkpoint"):
+        save_checkpoint(trainer, built, built.template, cfg.adapter, cfg.model.dtype, output_dir)
     metrics = train_metrics(trainer, result, audit)
     if args.process_index == 0:
         (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))

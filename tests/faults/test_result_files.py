@@ -1,7 +1,8 @@
 """A ``results/runs/<experiment>/<task>.json`` cut mid-write. The writer (``lit.eval.evaluate.store_result``)
 writes a temporary file and renames it into place, so a kill or a full disk during a write leaves the old file
-whole (or none) and no temporary behind; a file cut by anything else stops ``make tables`` with one line naming
-it and saying to delete it and score the run again."""
+whole (or none) and no temporary behind (a full disk: one line naming the file, ``lit.files.DiskFull``); a file
+cut by anything else stops ``make tables`` with one line naming it and saying to delete it and score the run
+again."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lit.eval.evaluate import read_result, store_result
-from lit.files import DamagedFile
+from lit.files import DamagedFile, DiskFull
 from lit.report import tables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +37,11 @@ def test_a_result_is_written_whole_or_not_at_all(tmp_path, monkeypatch, at):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(lit.files.os, "replace" if at == "rename" else "fsync", fail)
-    with pytest.raises(Killed if at == "rename" else OSError):
+    with pytest.raises(Killed if at == "rename" else DiskFull) as stop:
         store_result(tmp_path, "demo_vit", "demo_pope", {"pope/acc": 0.9}, {"checkpoint": "b"})
+    if at == "full disk":  # one line naming the file, saying to free space
+        assert str(stop.value).startswith(f"no space left on the device while writing the file {old} (the old file")
+        assert "free space" in str(stop.value) and "\n" not in str(stop.value)
     assert old.read_bytes() == before and read_result(old)["scores"] == {"pope/acc": 0.5}
     assert sorted(p.name for p in old.parent.iterdir()) == ["demo_pope.json"]  # no temporary left
     monkeypatch.undo()

@@ -27,7 +27,8 @@ counted in the manifest. Each drawn instruction is cleaned before it is filled (
 Output: LLaVA JSON (what ``train.py`` reads), MultiInstruct JSONL with ``prompt`` and ``target`` added, and
 ``mins_plus.json`` (the inputs, their hashes, counts), all written atomically, the manifest last; a set built from
 other inputs is never overwritten. Two jobs building the same set take turns (``build_lock``); a full disk leaves
-no file of the set (``write``).
+no file of the set (``write``), and the files of a build killed before its manifest are removed and written again
+by the next build (``check_existing``, the ``.building`` marker).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -45,9 +47,11 @@ from instraug.seeds import load_seeds
 from lit.files import DamagedFile, DiskFull, atomic_write, disk_full, file_sha256, is_disk_full, read_jsonl_strict
 from lit.records import read_jsonl
 
+log = logging.getLogger(__name__)
 SAMPLING = ("official", "epsilon")
 CLEANUP = ("official", "strip")
 MANIFEST = "mins_plus.json"
+BUILDING = ".building"  # written before the set's files, removed after its manifest: a build that never finished
 
 
 class DatasetMismatch(RuntimeError):
@@ -228,11 +232,13 @@ def write(rows: list[dict], out_dir: str | Path, manifest: dict | None = None) -
         "llava": lambda: json.dumps(to_llava(rows), ensure_ascii=False, indent=0),
         "manifest": lambda: json.dumps(manifest or {}, indent=1, sort_keys=True),
     }
-    written: list[Path] = []
+    written: list[Path] = [out_dir / BUILDING]
     try:
+        atomic_write(out_dir / BUILDING, "a MIns+ build that has not finished (instraug.build.write)\n")
         for name, text in texts.items():
             atomic_write(paths[name], text(), what="the MIns+ set file")
             written.append(paths[name])
+        (out_dir / BUILDING).unlink()
     except BaseException as err:
         for path in written:
             path.unlink(missing_ok=True)
@@ -292,11 +298,20 @@ def inputs_key(
 _IDENTITY = ("instances_sha256", "pool_sha256", "generated_sha256", "variant", "sampling", "epsilon", "seed", "cleanup")
 
 
-def check_existing(out_dir: str | Path, key: dict) -> bool:
-    """True if ``out_dir`` holds a set built from ``key``'s inputs; False if there is none; raises if it holds
-    one built from other inputs (or one without a manifest)."""
+def check_existing(out_dir: str | Path, key: dict, reclaim: bool = False) -> bool:
+    """True if ``out_dir`` holds a set built from ``key``'s inputs; False if there is none, or only the files of a
+    build that never finished (killed between its files and its manifest: ``reclaim``, under ``build_lock``,
+    removes them, logged, for the build to write again); raises if it holds one built from other inputs (or, made
+    by something else, one without a manifest)."""
     out_dir = Path(out_dir)
     manifest = out_dir / MANIFEST
+    if (out_dir / BUILDING).exists():
+        if reclaim:
+            left = [p.name for p in (out_dir / "train.json", out_dir / "train.jsonl", manifest) if p.exists()]
+            log.warning("%s: a MIns+ build that never finished left %s; removed, building it again", out_dir, left)
+            for name in (*left, BUILDING):
+                (out_dir / name).unlink(missing_ok=True)
+        return False
     if not (out_dir / "train.json").exists() and not manifest.exists():
         return False
     if not manifest.exists():
@@ -356,7 +371,7 @@ def build_dataset(
 
 def _build_unlocked(instances, pool, out_dir: Path, key: dict, generated) -> dict[str, Path]:
     variant, sampling, epsilon, seed, cleanup = (key[k] for k in ("variant", "sampling", "epsilon", "seed", "cleanup"))
-    if check_existing(out_dir, key):
+    if check_existing(out_dir, key, reclaim=True):
         return {
             "llava": out_dir / "train.json",
             "multiinstruct": out_dir / "train.jsonl",

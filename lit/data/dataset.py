@@ -25,6 +25,7 @@ from tqdm import tqdm
 from lit.constants import IGNORE_INDEX, SPAN_KINDS
 from lit.data.image_inputs import ImageInputs, open_image
 from lit.data.labels import LabelSpec
+from lit.files import atomic_write
 from lit.mask.chat_templates import lavis_layout
 from lit.mask.render import encode, expand_images, render
 from lit.mask.scopes import labels_for, supervised_counts, token_weights
@@ -328,7 +329,7 @@ class SupervisedDataset(Dataset):
 
     def write_audit(self, path: str | Path) -> dict:
         report = self.audit.to_json()
-        Path(path).write_text(json.dumps(report, indent=1, default=str))
+        atomic_write(Path(path), json.dumps(report, indent=1, default=str), what="the data audit")
         return report
 
 

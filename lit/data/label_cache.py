@@ -8,7 +8,9 @@ scope, template sentences, max_length / too_long / on_invalid, image root), how 
 entries). Entries live in ``<cache_dir>/labels_<key>/`` (``data/`` Arrow files + ``audit.json``) and are written
 under a temporary name and renamed, so ranks (or jobs) that build at the same time never read a half-written
 entry: the first rename wins and the others, whose labels are the same, drop theirs. A build that fails (a full
-disk: one line naming the entry, ``lit.files.DiskFull``) removes its temporary folder.
+disk: one line naming the entry, ``lit.files.DiskFull``) removes its temporary folder; the folder of a build that
+was killed (``labels_<key>.tmp-<host>-<pid>``, its process gone) is removed by the next build on that host
+(``remove_abandoned``).
 An entry damaged afterwards (an Arrow file cut short by a crash or a full disk, emptied or removed) is found
 before use (``entry_problem``), logged with its reason and labelled again.
 
@@ -26,6 +28,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from lit.data.labels import LabelSpec
@@ -180,6 +183,31 @@ def entry_problem(entry: Path) -> str | None:
     return None
 
 
+def remove_abandoned(entry: Path) -> list[Path]:
+    """Remove the temporary folders of ``entry`` that builds on this host left when they were killed (their process
+    is gone), logged; a build still running, or one on another host, is left alone. The folders removed."""
+    host = socket.gethostname()
+    removed = []
+    for tmp in entry.parent.glob(f"{entry.name}.tmp-{host}-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.warning("removed %s, left by a labelling run that was killed (process %s is gone)", tmp, pid)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def labelled_dataset(
     records: list[dict] | None,
     data_path: str | Path,
@@ -218,7 +246,8 @@ def labelled_dataset(
     if (entry / "audit.json").is_file():
         log.info("labels read from the cache %s", entry)
     else:
-        tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
+        remove_abandoned(entry)
+        tmp = entry.with_name(f"{entry.name}.tmp-{socket.gethostname()}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             build_labels(

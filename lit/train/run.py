@@ -19,6 +19,7 @@ from transformers import set_seed
 from instraug.arm import require as require_mins_plus
 from lit.data.build import build_dataset, generate_demo_data, load_training_records
 from lit.data.labels import LabelSpec
+from lit.files import atomic_write
 from lit.mask.chat_templates import get_template
 from lit.mask.mining import template_sentences, warn_if_all_template_sentences
 from lit.mask.scopes import get_scope
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 
 def write_run_files(cfg: DictConfig, output_dir: Path) -> None:
     """``config.yaml`` and ``git_sha.txt``, written once by the main process of the whole run."""
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    (output_dir / "git_sha.txt").write_text(git_sha() + "\n")
+    atomic_write(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), what="the run's config")
+    atomic_write(output_dir / "git_sha.txt", git_sha() + "\n")
     log.info("run files written to %s (by the main process only)", output_dir)
 
 
@@ -135,6 +136,6 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         save_checkpoint(trainer, built, built.template, cfg.adapter, cfg.model.dtype, output_dir)
     metrics = train_metrics(trainer, result, audit)
     if args.process_index == 0:
-        (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=1))
+        atomic_write(output_dir / "log_history.json", json.dumps(trainer.state.log_history, indent=1))
+        atomic_write(output_dir / "train_metrics.json", json.dumps(metrics, indent=1))  # marks the run done: last
     return metrics

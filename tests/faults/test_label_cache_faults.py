@@ -115,3 +115,46 @@ def test_two_processes_building_the_same_entry_end_with_one_whole_entry(records,
     for i in range(2):
         assert json.loads((tmp_path / f"labels{i}.json").read_text()) == reference
     assert _labels(_build(records, bpe_tokenizer, cache)) == reference
+
+
+def _killed_while_labelling(records_path: Path, tokenizer, cache: Path) -> None:
+    import os
+
+    import lit.data.label_cache as label_cache
+
+    def dies_halfway(records, out, *args, **kwargs):
+        Path(out).mkdir(parents=True)
+        (Path(out) / "data-00000-of-00001.arrow").write_bytes(b"half an Arrow file")
+        os._exit(137)  # killed while its labels are in its temporary folder
+
+    label_cache.build_labels = dies_halfway
+    _build(records_path, tokenizer, cache)
+
+
+def test_the_folder_a_killed_build_left_is_removed_by_the_next_build(records, bpe_tokenizer, tmp_path, caplog):
+    """A build killed while labelling leaves ``labels_<key>.tmp-<host>-<pid>``: the next build on that host removes
+    it (its process is gone), logged, and labels as an undisturbed build; the folder of a build that is still
+    running (a live process) or of one on another host is left alone."""
+    import os
+    import socket
+
+    reference = _labels(_build(records, bpe_tokenizer, tmp_path / "reference"))
+    cache = tmp_path / "cache"
+    proc = multiprocessing.get_context("fork").Process(
+        target=_killed_while_labelling, args=(records, bpe_tokenizer, cache)
+    )
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 137
+    (left,) = cache.glob("labels_*.tmp-*")
+    assert left.name.endswith(f".tmp-{socket.gethostname()}-{proc.pid}")
+    running = left.with_name(left.name.rsplit(".tmp-", 1)[0] + f".tmp-{socket.gethostname()}-{os.getppid()}")
+    elsewhere = left.with_name(left.name.rsplit(".tmp-", 1)[0] + f".tmp-another-node-{proc.pid}")
+    running.mkdir()
+    elsewhere.mkdir()
+    with caplog.at_level("WARNING", logger="lit.data.label_cache"):
+        rebuilt = _build(records, bpe_tokenizer, cache)
+    assert f"removed {left}, left by a labelling run that was killed (process {proc.pid} is gone)" in caplog.text
+    assert not left.exists() and running.is_dir() and elsewhere.is_dir()
+    assert _labels(rebuilt) == reference
+    assert sorted(p.name for p in cache.iterdir() if ".tmp-" in p.name) == sorted([running.name, elsewhere.name])

@@ -101,3 +101,42 @@ def test_two_jobs_building_the_same_set_both_end_with_it_whole(tmp_path):
         proc.join(120)
     assert [proc.exitcode for proc in procs] == [0, 0]  # neither stopped on a set without its manifest
     assert _files(out) == reference  # the whole set, no temporary beside it
+
+
+def _killed_before_the_manifest(instances: Path, pool: Path, out: Path) -> None:
+    import os
+
+    write = build.atomic_write
+
+    def dies_at_the_manifest(path, text, what="the file"):
+        if Path(path).name == build.MANIFEST:  # the set's files written, the manifest not: a kill lands here
+            os._exit(137)
+        write(path, text, what)
+
+    build.atomic_write = dies_at_the_manifest
+    build.build_dataset(instances, pool, out, variant="mins_plus")
+
+
+def test_a_build_killed_before_its_manifest_is_built_again(tmp_path, caplog):
+    """A build killed between its files and its manifest leaves them with its ``.building`` marker: training says
+    the set does not exist (``check_existing`` without ``reclaim``), the next build removes them, logged, and writes
+    the set a single build writes; files without a manifest that no build of ours left are still refused."""
+    instances, pool = _inputs(tmp_path)
+    reference = _files(
+        build.build_dataset(instances, pool, tmp_path / "reference", variant="mins_plus")["llava"].parent
+    )
+    out = tmp_path / "set"
+    proc = multiprocessing.get_context("fork").Process(target=_killed_before_the_manifest, args=(instances, pool, out))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 137
+    assert sorted(p.name for p in out.iterdir()) == [build.BUILDING, "train.json", "train.jsonl"]
+    key = build.inputs_key(instances, pool, None, "mins_plus", "official", None, 0)
+    assert build.check_existing(out, key) is False and (out / "train.json").exists()  # not reclaimed outside a build
+    with caplog.at_level("WARNING", logger="instraug.build"):
+        build.build_dataset(instances, pool, out, variant="mins_plus")
+    assert "a MIns+ build that never finished left ['train.json', 'train.jsonl']" in caplog.text
+    assert _files(out) == reference
+    (out / build.MANIFEST).unlink()  # a set without its manifest that no build of ours left: its inputs are unknown
+    with pytest.raises(build.DatasetMismatch, match="without mins_plus.json"):
+        build.build_dataset(instances, pool, out, variant="mins_plus")

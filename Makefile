@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help env lock demo demo-sweep repro tables smoke plan test test-unit test-slurm test-full lint format clean
+.PHONY: help env lock demo demo-sweep demo-weights repro tables smoke plan test test-unit test-slurm test-full lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -34,6 +34,9 @@ demo: env  ## synthetic data -> train VIT and LIT (3 seeds) -> lmms-eval -> resu
 
 demo-sweep: env  ## the mask-scope ladder (vit, lit_all, lit_nosys, lit) and a MIns+ epsilon sweep on the demo -> results/demo_sweep/
 	$(BIN)/python -m lit.demo --seeds 0 --scopes vit lit_all lit_nosys lit --epsilons 0 0.5 1 --out results/demo_sweep $(ARGS)
+
+demo-weights: env  ## loss=lit with the instruction weighed 0, 0.01, 0.1, 0.5, 1 (loss.weights; 3 seeds) on the demo -> results/demo_weights/
+	$(BIN)/python -m lit.demo --seeds 0 1 2 --scopes --instruction-weights 0 0.01 0.1 0.5 1 --out results/demo_weights $(ARGS)
 
 repro: env  ## one paper table's jobs: make repro TABLE=l2t_t4 [DRY=1 | LOCAL=1 | CHECK=1] [ARGS="--site <name> --wait ..."] (else sbatch)
 	$(BIN)/python -m lit.recipes $(TABLE) $(if $(DRY),--dry,$(if $(LOCAL),--local,$(if $(CHECK),--check,--submit))) $(ARGS)

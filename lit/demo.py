@@ -1,11 +1,12 @@
 """The embedded demo: synthetic data -> train each arm (same seeds, same data) -> lmms-eval -> report.
 
-``python -m lit.demo [--seeds 0 1 2] [--scopes vit lit] [--epsilons 0 0.5 1] [overrides ...]``;
-``make demo`` runs VIT vs LIT, ``make demo-sweep`` the mask-scope ladder and a MIns+ epsilon sweep.
-An arm is a mask scope (``experiment=demo_<scope>``) or an instruction ratio
-(``experiment=demo_mins_plus augmentation.epsilon=<e>``). Each run composes the same Hydra config
-``train.py`` uses and goes through the same ``lit.train.run.run``; finished runs (checkpoint + scores
-present) are reused, so an interrupted demo resumes where it stopped (``--fresh`` retrains).
+``python -m lit.demo [--seeds 0 1 2] [--scopes vit lit] [--epsilons 0 0.5 1] [--instruction-weights 0 0.1 1]
+[overrides ...]``; ``make demo`` runs VIT vs LIT, ``make demo-sweep`` the mask-scope ladder and a MIns+ epsilon
+sweep, ``make demo-weights`` the instruction-weight sweep. An arm is a mask scope (``experiment=demo_<scope>``), an
+instruction ratio (``experiment=demo_mins_plus augmentation.epsilon=<e>``) or an instruction weight
+(``experiment=demo_lit loss.weights={instruction:<w>}``: weighted spans, the rest of ``lit``'s weights kept). Each
+run composes the same Hydra config ``train.py`` uses and goes through the same ``lit.train.run.run``; finished runs
+(checkpoint + scores present) are reused, so an interrupted demo resumes where it stopped (``--fresh`` retrains).
 """
 
 from __future__ import annotations
@@ -20,14 +21,20 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from lit.paths import conf_dir
+from lit.report.plots import instruction_weight, weight_arm
 
 CONF_DIR = conf_dir()
 
 
 def arm_overrides(arm: str) -> list[str]:
-    """``vit`` -> the demo with that mask scope; ``eps0.5`` -> the MIns+ demo at epsilon 0.5."""
+    """``vit`` -> the demo with that mask scope; ``eps0.5`` -> the MIns+ demo at epsilon 0.5; ``iw0.1`` -> the LIT
+    demo with the instruction tokens weighed 0.1 (template sentences, system prompt and roles keep 0, the response
+    and end of turn 1)."""
     if arm.startswith("eps"):
         return ["experiment=demo_mins_plus", f"augmentation.epsilon={float(arm[3:])}"]
+    weight = instruction_weight(arm)
+    if weight is not None:
+        return ["experiment=demo_lit", f"loss.weights={{instruction:{weight:g}}}"]
     return [f"experiment=demo_{arm}"]
 
 
@@ -146,6 +153,14 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="MIns+ arms: instruction ratios on the demo seeds and their rewrites",
     )
+    parser.add_argument(
+        "--instruction-weights",
+        nargs="*",
+        type=float,
+        default=[],
+        help="weighted-span arms: loss=lit with loss.weights={instruction: W} for each W (0: vit's labels, 1: lit's); "
+        "adds weights.csv and weights.png (score vs W) to --out",
+    )
     parser.add_argument("--runs-dir", default="outputs/demo")
     parser.add_argument("--out", default="results/demo")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time (CPU threads are shared)")
@@ -156,12 +171,13 @@ def main(argv: list[str] | None = None) -> None:
     from lit.report.plots import write_report
 
     start = time.time()
-    arms = [*args.scopes, *(f"eps{e}" for e in args.epsilons)]
+    arms = [*args.scopes, *(f"eps{e}" for e in args.epsilons), *map(weight_arm, args.instruction_weights)]
     jobs = [(arm, seed) for seed in args.seeds for arm in arms]
     cfg = compose_run(*jobs[0], args.overrides)
     runs = run_all(jobs, cfg, args.overrides, Path(args.runs_dir), args.fresh, args.jobs)
     table = write_report(runs, args.out, train_yes_share=cfg.data.yes_share)
-    print(f"\n{table}\n\nwritten: {args.out}/table.md, metrics.json, plot.png ({time.time() - start:.0f}s)")
+    extra = ", weights.csv, weights.png" if args.instruction_weights else ""
+    print(f"\n{table}\n\nwritten: {args.out}/table.md, metrics.json, plot.png{extra} ({time.time() - start:.0f}s)")
 
 
 if __name__ == "__main__":

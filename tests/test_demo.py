@@ -199,3 +199,67 @@ def test_short_demo_answers_from_the_image(tmp_path):
     )
     assert scores["demo_vqa"]["vqa_accuracy"] <= constant + 0.1, (constant, scores)
     assert scores["demo_pope"]["pope_accuracy"] <= 0.58, scores
+
+
+def test_instruction_weight_arms_train_lit_with_that_instruction_weight():
+    """``--instruction-weights``: each arm is the LIT demo with only the instruction's weight changed (templates,
+    system prompt and roles 0, the answer 1); 0 labels as vit, 1 is lit itself."""
+    from lit.demo import arm_overrides, compose_run
+    from lit.mask.scopes import SCOPES, get_scope
+    from lit.report.plots import instruction_weight, weight_arm
+
+    assert [weight_arm(w) for w in (0, 0.01, 0.5, 1.0)] == ["iw0", "iw0.01", "iw0.5", "iw1"]
+    assert instruction_weight("iw0.01") == 0.01 and instruction_weight("vit") is None
+    assert arm_overrides("iw0.01") == ["experiment=demo_lit", "loss.weights={instruction:0.01}"]
+    cfg = compose_run("iw0.01", 3, ["train.max_steps=5"])
+    assert (cfg.seed, cfg.model.init_seed, cfg.train.max_steps, cfg.loss.normalization) == (3, 3, 5, "tokens")
+    assert cfg.loss.template_sentences.min_share == 0.4  # the LIT demo's template share
+    scope = get_scope(cfg.loss.name, cfg.loss.weights)
+    assert {k: scope.weight_of(k) for k in ("instruction", "template", "system", "role", "response", "eos")} == {
+        "instruction": pytest.approx(0.01),
+        "template": 0.0,
+        "system": 0.0,
+        "role": 0.0,
+        "response": 1.0,
+        "eos": 1.0,
+    }
+    zero = compose_run("iw0", 0, [])
+    assert get_scope(zero.loss.name, zero.loss.weights).kinds == SCOPES["vit"]
+    one = compose_run("iw1", 0, [])
+    assert get_scope(one.loss.name, one.loss.weights) == get_scope("lit")
+
+
+def test_weight_sweep_writes_its_table_csv_and_curve(tmp_path, monkeypatch):
+    """``python -m lit.demo --scopes --instruction-weights ...`` on made-up runs (training replaced): the jobs are
+    the weights x seeds, the table compares each weight with the lowest, weights.csv has a row per weight and
+    metric with the runs' means, and weights.png is drawn."""
+    import csv
+
+    import lit.demo
+
+    accuracy = {"iw0": [0.6, 0.7], "iw0.01": [0.8, 0.9], "iw0.1": [0.7, 0.8]}
+    made_up = _runs(accuracy)
+    for r in made_up:
+        r["log_history"] = [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)]
+    jobs_seen = []
+
+    def fake_run_all(jobs, cfg, overrides, runs_dir, fresh, n_jobs):
+        jobs_seen.extend(jobs)
+        assert cfg.loss.weights == {"instruction": 0} and overrides == ["train.max_steps=2"]
+        return made_up
+
+    monkeypatch.setattr(lit.demo, "run_all", fake_run_all)
+    out = tmp_path / "weights"
+    lit.demo.main(
+        ["--seeds", "0", "1", "--scopes", "--instruction-weights", "0", "0.01", "0.1", "--out", str(out)]
+        + ["--runs-dir", str(tmp_path / "runs"), "train.max_steps=2"]
+    )
+    assert jobs_seen == [(a, s) for s in (0, 1) for a in ("iw0", "iw0.01", "iw0.1")]
+    table = (out / "table.md").read_text()
+    assert "| iw0.01 − iw0 (95% CI) |" in table and "loss.weights={instruction: <w>}" in table
+    rows = [r for r in csv.DictReader((out / "weights.csv").open()) if r["metric"] == "pope_accuracy"]
+    assert [r["instruction_weight"] for r in rows] == ["0", "0.01", "0.1"]
+    assert [float(r["mean"]) for r in rows] == pytest.approx([0.65, 0.85, 0.75])
+    assert rows[0]["diff_mean"] == "" and float(rows[1]["diff_mean"]) == pytest.approx(0.2)
+    assert rows[1]["seed_values"] == "0.8000 0.9000"
+    assert (out / "weights.png").stat().st_size > 10_000 and (out / "plot.png").is_file()

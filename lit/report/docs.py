@@ -89,12 +89,17 @@ def demo_targets(root: Path) -> str:
 
 
 def _arm_label(arm: str) -> str:
-    return f"ε = {float(arm[3:]):g}" if arm.startswith("eps") else arm
+    from lit.report.plots import instruction_weight
+
+    if arm.startswith("eps"):
+        return f"ε = {float(arm[3:]):g}"
+    weight = instruction_weight(arm)
+    return f"w = {weight:g}" if weight is not None else arm
 
 
-def demo_sweep_table(root: Path) -> str:
-    """``make demo-sweep``'s means, one column per arm (one seed: ``results/demo_sweep/table.md`` has the CIs)."""
-    summary = _json(root, "results/demo_sweep/metrics.json")["summary"]
+def _means_table(root: Path, folder: str) -> str:
+    """A demo sweep's means, one column per arm (``results/<folder>/table.md`` has the CIs and the differences)."""
+    summary = _json(root, f"results/{folder}/metrics.json")["summary"]
     arms = summary["arms"]
     lines = ["| metric | " + " | ".join(_arm_label(a) for a in arms) + " |", "|---" * (len(arms) + 1) + "|"]
     for row in summary["metrics"].values():
@@ -104,9 +109,19 @@ def demo_sweep_table(root: Path) -> str:
     lines += [
         "",
         f"Seeds: {summary['seeds']}. ↓: lower is better. 95% CIs and the paired differences against "
-        "`vit`: `results/demo_sweep/table.md`.",
+        f"`{summary.get('baseline', 'vit')}`: `results/{folder}/table.md`.",
     ]
     return "\n".join(lines)
+
+
+def demo_sweep_table(root: Path) -> str:
+    """``make demo-sweep``'s means, one column per arm (one seed: ``results/demo_sweep/table.md`` has the CIs)."""
+    return _means_table(root, "demo_sweep")
+
+
+def demo_weights_table(root: Path) -> str:
+    """``make demo-weights``'s means, one column per instruction weight (``results/demo_weights/``)."""
+    return _means_table(root, "demo_weights")
 
 
 # --- recipes and paper tables -----------------------------------------------------------------------------
@@ -347,6 +362,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "demo-seeds": demo_seeds,
     "demo-targets": demo_targets,
     "demo-sweep-table": demo_sweep_table,
+    "demo-weights-table": demo_weights_table,
     "loss-scopes": loss_scopes,
     "recipes-table": recipes_table,
     "config-groups": config_groups,

@@ -29,6 +29,7 @@ EXPECTED_JOBS = {
     "instraug_t2": 25,
     "instraug_t4": 25,
     "instraug_eps": 17,
+    "wit_llava7b": 11,
 }
 CONFIG_OF = {"train": "train", "evaluate": "eval", "augment": "augment", "vc": "vc", "mins_plus": "train"}
 
@@ -342,7 +343,10 @@ def test_time_limits_fall_back_to_the_recipe_and_the_cap_makes_segments():
     assert (
         evaluate.minutes == 30 and evaluate.segments == 1 and evaluate.source.endswith("Slurm stops it there (TIMEOUT)")
     )
-    assert slurm.time_limit("train", {"hours": 0.25}, site) == slurm.TimeLimit(15, "the recipe's resources.hours")
+    assert slurm.time_limit("train", {"hours": 0.25}, site) == slurm.TimeLimit(
+        15, "the recipe's resources.hours", 1, 0.25
+    )
+    assert train.capped and train.need_hours == 2 and not slurm.time_limit("train", {"hours": 0.25}, site).capped
     flags = slurm.sbatch_command("j", "train", {"hours": 2}, site, ROOT, [], ["slurm/train.sbatch"], minutes=30)
     assert "--time=30" in flags and "--signal=B:USR1@600" in flags and "--requeue" in flags
     quiet = slurm.sbatch_command("j", "train", {}, slurm.load_site("local_cpu", ["signal_s=0"]), ROOT, [], [])

@@ -294,7 +294,7 @@ def test_a_run_longer_than_its_time_limit_survives_it_in_segments(tmp_path, demo
     out_root, runs = tmp_path / "out", tmp_path / "runs"
     extra = [
         *[o for o in _tiny(demo_data, runs) if not o.startswith(("train:train.max_steps", "vc:"))],
-        "train:train.max_steps=3000",  # ~2-3 min of steps on one CPU: longer than one segment
+        "train:train.max_steps=600",  # ~3-4 min of steps on one loaded CPU core: longer than one 3-minute segment
         "train:train.logging_steps=1",
         "train:train.save_strategy=no",  # the only checkpoints are the warning signal's
         f"train:paths.data_dir={tmp_path}",
@@ -316,7 +316,9 @@ def test_a_run_longer_than_its_time_limit_survives_it_in_segments(tmp_path, demo
         while not (evaluate.done(out_root) and (tmp_path / "straight" / "train_metrics.json").exists()):
             assert time.time() < deadline, text.getvalue()
             if slurm.state(ids["demo_seg"]) == "PENDING" and (train.run_dir(out_root) / "slurm_job.txt").exists():
-                # requeued: Slurm holds it back for two minutes (its BeginTime); let it start now
+                # requeued: Slurm holds it back for two minutes (its BeginTime); let it start sooner, once the
+                # previous run's credential is gone (started at once it is killed: "Job credential revoked")
+                time.sleep(10)
                 subprocess.run(["scontrol", "update", f"JobId={ids['demo_seg']}", "StartTime=now"], check=False)
             assert slurm.state(ids["demo_seg"]) not in ("TIMEOUT", "FAILED", "CANCELLED")
             time.sleep(2)
@@ -330,5 +332,5 @@ def test_a_run_longer_than_its_time_limit_survives_it_in_segments(tmp_path, demo
     assert "SIGUSR1 (the time limit is near)" in log and "saving a complete checkpoint at step" in log
     assert "resuming from" in log and slurm.state(ids["demo_seg"]) == "COMPLETED"
     assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "straight"), rel=1e-5)
-    assert len(_losses(run_dir)) == 3000
+    assert len(_losses(run_dir)) == 600
     assert evaluate.done(out_root) and slurm.state(ids["eval_demo_seg"]) == "COMPLETED"

@@ -183,6 +183,27 @@ class _Recording:
         return batch
 
 
+def sft_config(output_dir):
+    """TRL's SFTConfig of the collator tests: 3 CPU steps of 3 records, logged each, nothing saved, every column
+    the collator needs kept."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=3,
+        max_steps=3,
+        logging_steps=1,
+        learning_rate=1e-3,
+        gradient_checkpointing=False,
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
 def _check_training(p, recording, log_history, initial_model) -> None:
     """Every batch the trainer saw is train.py's; the first logged loss is train.py's loss on the first batch."""
     assert len(recording.batches) >= 3  # the data loader may fetch one batch ahead
@@ -202,27 +223,14 @@ def test_trl_sft_trainer_trains_on_train_py_labels(prepared, demo_data, tmp_path
     import copy
 
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     records, p = prepared
     model = copy.deepcopy(p.built.model).train()
     initial = copy.deepcopy(model).eval()
     dataset = Dataset.from_list([trl_example(r, demo_data) for r in records])
     recording = _Recording(_collator(p, demo_data))
-    args = SFTConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=3,
-        max_steps=3,
-        logging_steps=1,
-        learning_rate=1e-3,
-        gradient_checkpointing=False,
-        bf16=False,
-        use_cpu=True,
-        report_to=[],
-        save_strategy="no",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-    )
+    args = sft_config(tmp_path)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=p.built.processor, data_collator=recording
     )

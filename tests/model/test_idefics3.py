@@ -314,3 +314,48 @@ def test_model_auto_trains_a_saved_idefics3_with_a_yaml_template_under_zero3_and
 
     vc = analyse(str(checkpoint), records[:2], str(demo_data), "auto", attention_share=True)
     assert vc["n"] >= 2 and np.isfinite(vc["vc_mean"]) and 0 < vc["attention_to_image_mean"] < 1
+
+
+def test_a_record_with_two_images_is_idefics3_processors_and_the_model_reads_it(family):
+    """Two images in one turn (one ``<image>`` marker each, a multi-image record): the ids and pixels equal
+    ``Idefics3Processor``'s for the published template's text of the same items in the same order, the image blocks
+    are never supervised under ``lit``, and the model's forward reads every image's tiles (finite loss)."""
+    from chat_template_fixtures import SMOLVLM
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from lit.data.collate import Collator
+    from lit.data.dataset import SupervisedDataset
+    from lit.data.labels import LabelSpec
+    from lit.mask.scopes import get_scope
+
+    model, processor, inputs, root = family
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "b.png")
+    record = {
+        "id": "two-images",
+        "image": ["a.png", "b.png"],
+        "conversations": [
+            {"from": "human", "value": "<image>\n<image>\nAre the two pictures alike?"},
+            {"from": "gpt", "value": "No."},
+        ],
+    }
+    template = replace(get_template("idefics3"), system_prompt=SYSTEM)
+    spec = LabelSpec(template, get_scope("lit"), 1024, image_root=root)
+    ds = SupervisedDataset([record], spec, processor.tokenizer, inputs, progress=False)
+    user = [{"type": "image"}, {"type": "text", "text": "\n"}, {"type": "image"}]  # the items in the record's order
+    user.append({"type": "text", "text": "\nAre the two pictures alike?"})
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": [{"type": "text", "text": "No."}]},
+    ]
+    text = ImmutableSandboxedEnvironment().from_string(SMOLVLM).render(messages=messages)
+    images = [Image.open(root / name).convert("RGB") for name in record["image"]]
+    ref = processor(text=text, images=images, return_tensors="pt", add_special_tokens=False)
+    item = ds[0]
+    assert item["input_ids"].tolist() == ref["input_ids"][0].tolist()
+    batch = Collator(processor.tokenizer.pad_token_id, inputs)([item])
+    assert torch.equal(batch["pixel_values"], ref["pixel_values"])
+    supervised = ds.examples[0].kinds[ds.examples[0].labels != IGNORE_INDEX]
+    assert KIND_INDEX["image"] not in supervised.tolist() and KIND_INDEX["instruction"] in supervised.tolist()
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)

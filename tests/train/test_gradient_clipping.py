@@ -34,7 +34,16 @@ from omegaconf import OmegaConf
 from tiny_runs import CONF, ROOT, TINY, tiny_cfg, tiny_training_args
 
 # the CPU test models, not paper configs
-CPU_MODELS = ("auto", "tiny", "tiny_iblip", "tiny_next", "tiny_qwen2_vl", "tiny_qwen2_5_vl")
+CPU_MODELS = (
+    "auto",
+    "tiny",
+    "tiny_iblip",
+    "tiny_next",
+    "tiny_qwen2_vl",
+    "tiny_qwen2_5_vl",
+    "tiny_llava_onevision",
+    "tiny_idefics3",
+)
 PAPER_CONFIGS = [f"model={p.stem}" for p in sorted((CONF / "model").glob("*.yaml")) if p.stem not in CPU_MODELS] + [
     f"experiment={p.stem}"
     for p in sorted((CONF / "experiment").glob("*.yaml"))

@@ -359,3 +359,24 @@ def test_a_record_with_two_images_is_idefics3_processors_and_the_model_reads_it(
     assert KIND_INDEX["image"] not in supervised.tolist() and KIND_INDEX["instruction"] in supervised.tolist()
     with torch.no_grad():
         assert torch.isfinite(model(**batch).loss)
+
+
+def test_padding_free_batches_give_the_padded_loss(family):
+    """``train.padding_free``: an image record and a text-only one packed into one row (per-record position ids)
+    give the loss of the padded batch."""
+    from lit.data.collate import Collator, PaddingFreeCollator
+    from lit.train.padding_free import check_padding_free
+
+    model, processor, inputs, _ = family
+    check_padding_free(model.config)
+    ds = _dataset(family, "lit")
+    items = [ds[i] for i in range(len(RECORDS))]
+    padded = Collator(processor.tokenizer.pad_token_id, inputs)(items)
+    packed = PaddingFreeCollator(processor.tokenizer.pad_token_id, inputs)(items)
+    for batch in (padded, packed):
+        batch.pop("kind_counts")
+    assert packed["input_ids"].shape[0] == 1 and padded["input_ids"].shape[0] == len(RECORDS)
+    with torch.no_grad():
+        assert torch.allclose(model(**padded).loss, model(**packed).loss, atol=1e-5)
+        unmarked = {k: v for k, v in packed.items() if k != "position_ids"}  # the records would attend to each other
+        assert not torch.allclose(model(**padded).loss, model(**unmarked).loss, atol=1e-5)

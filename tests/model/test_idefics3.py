@@ -13,9 +13,6 @@ auto`` derives that template from the published Jinja; the name ``idefics3`` and
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -23,7 +20,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_runs import CONF, ROOT, one_process_ds_env
+from tiny_runs import CONF, train_auto_and_score
 
 from lit.constants import IGNORE_INDEX, KIND_INDEX
 from lit.mask.chat_templates import get_template
@@ -268,15 +265,10 @@ def test_model_auto_trains_a_saved_idefics3_with_a_yaml_template_under_zero3_and
     tmp_path, demo_data
 ):
     """``python train.py model=auto model.pretrained=DIR model.chat_template=T.yaml loss=lit`` on a saved tiny
-    Idefics3 whose processor carries SmolVLM's published chat template (which ``auto`` refuses): the class and image
-    processing come from DIR, the template from the YAML file; ZeRO-3 on CPU; the checkpoint reloads with the PIL
+    Idefics3 whose processor carries SmolVLM's published chat template: the class and image processing come from
+    DIR, the template from the YAML file that declares it; ZeRO-3 on CPU; the checkpoint reloads with the PIL
     image processor, lmms-eval scores it (``chat_template=auto``: the template training saved) and VC runs on it."""
     from chat_template_fixtures import SMOLVLM
-
-    from lit.eval.evaluate import evaluate
-    from lit.eval.spec import EvalSpec
-    from lit.eval.vc import analyse
-    from lit.model.loading import load_pretrained
 
     records = json.loads((demo_data / "train.json").read_text())
     model, processor = _tiny(_tokenizer(t["value"] for r in records for t in r["conversations"]))
@@ -287,33 +279,10 @@ def test_model_auto_trains_a_saved_idefics3_with_a_yaml_template_under_zero3_and
     template = tmp_path / "smolvlm.yaml"
     template.write_text(IDEFICS3_YAML)
 
-    env = {**os.environ, "WANDB_MODE": "disabled", **one_process_ds_env()}
-    run_dir = tmp_path / "run"
-    cmd = [sys.executable, "train.py", "model=auto", f"model.pretrained={given}", f"model.chat_template={template}"]
-    cmd += ["loss=lit", "train.max_steps=2", "logger=none", "deepspeed=zero3", "+train.ddp_backend=gloo"]
-    cmd += ["train.per_device_train_batch_size=4", f"data.root={demo_data}", "data.generate=false"]
-    cmd += [f"paths.data_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((run_dir / "train_metrics.json").read_text())["zero_stage"] == 3
-    audit = json.loads((run_dir / "data_audit.json").read_text())
-    supervised, seen = audit["supervised_tokens_by_kind"], audit["tokens_by_kind"]
-    assert supervised["response"] > 0 and set(supervised) <= {"instruction", "response", "eos"}  # loss=lit's kinds
-    assert seen["image"] > 0 and seen["role"] > 0  # in the input, never supervised
-
-    checkpoint = run_dir / "checkpoint"
-    loaded, loaded_processor = load_pretrained(str(checkpoint))
+    seen, loaded, loaded_processor = train_auto_and_score(given, tmp_path, demo_data, f"model.chat_template={template}")
     assert type(loaded).__name__ == "Idefics3ForConditionalGeneration"
     assert type(loaded_processor.image_processor).__name__ == "Idefics3ImageProcessorPil"
     assert loaded_processor.image_seq_len == processor.image_seq_len
-    assert all(p.numel() > 0 for p in loaded.parameters())  # gathered from the ZeRO-3 partitions
-
-    spec = EvalSpec(("demo_pope", "demo_vqa"), str(demo_data), limit=4)
-    scores = evaluate(checkpoint, spec, tmp_path / "eval", chat_template="auto")
-    assert set(scores) == {"demo_pope", "demo_vqa"} and "pope_accuracy" in scores["demo_pope"]
-
-    vc = analyse(str(checkpoint), records[:2], str(demo_data), "auto", attention_share=True)
-    assert vc["n"] >= 2 and np.isfinite(vc["vc_mean"]) and 0 < vc["attention_to_image_mean"] < 1
 
 
 def test_a_record_with_two_images_is_idefics3_processors_and_the_model_reads_it(family):

@@ -13,16 +13,13 @@ OneVision was trained in: Qwen2's chatml with ``<image>\\n`` in front of its tur
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_runs import CONF, ROOT, one_process_ds_env
+from tiny_runs import CONF, train_auto_and_score
 
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER, KIND_INDEX
 from lit.mask.chat_templates import get_template
@@ -306,43 +303,16 @@ def test_model_auto_trains_a_saved_onevision_under_zero3_and_lmms_eval_and_vc_sc
     OneVision whose processor carries the published chat template: the class and image processing come from DIR;
     ZeRO-3 on CPU; the checkpoint reloads with the PIL image processor, lmms-eval scores it (reading back the
     template training saved) and VC runs on it."""
-    from lit.eval.evaluate import evaluate
-    from lit.eval.spec import EvalSpec
-    from lit.eval.vc import analyse
-    from lit.model.loading import load_pretrained
-
     records = json.loads((demo_data / "train.json").read_text())
     model, processor = _tiny(_tokenizer([t["value"] for r in records for t in r["conversations"]]))
     given = tmp_path / "given"
     model.save_pretrained(given)
     processor.save_pretrained(given)
 
-    env = {**os.environ, "WANDB_MODE": "disabled", **one_process_ds_env()}
-    run_dir = tmp_path / "run"
-    cmd = [sys.executable, "train.py", "model=auto", f"model.pretrained={given}", "model.chat_template=chatml"]
-    cmd += ["loss=lit", "train.max_steps=2", "logger=none", "deepspeed=zero3", "+train.ddp_backend=gloo"]
-    cmd += ["train.per_device_train_batch_size=4", f"data.root={demo_data}", "data.generate=false"]
-    cmd += [f"paths.data_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((run_dir / "train_metrics.json").read_text())["zero_stage"] == 3
-    audit = json.loads((run_dir / "data_audit.json").read_text())
-    supervised, seen = audit["supervised_tokens_by_kind"], audit["tokens_by_kind"]
-    assert supervised["response"] > 0 and set(supervised) <= {"instruction", "response", "eos"}
-    assert seen["image"] > 0 and seen["system"] > 0 and seen["role"] > 0
-
-    checkpoint = run_dir / "checkpoint"
-    loaded, loaded_processor = load_pretrained(str(checkpoint))
+    seen, loaded, loaded_processor = train_auto_and_score(given, tmp_path, demo_data, "model.chat_template=chatml")
+    assert seen["system"] > 0  # in the input, never supervised
     assert type(loaded).__name__ == "LlavaOnevisionForConditionalGeneration"
     assert type(loaded_processor.image_processor).__name__ == "LlavaOnevisionImageProcessorPil"
-    assert all(p.numel() > 0 for p in loaded.parameters())  # gathered from the ZeRO-3 partitions
-
-    spec = EvalSpec(("demo_pope", "demo_vqa"), str(demo_data), limit=4)
-    scores = evaluate(checkpoint, spec, tmp_path / "eval", chat_template="auto")
-    assert set(scores) == {"demo_pope", "demo_vqa"} and "pope_accuracy" in scores["demo_pope"]
-
-    vc = analyse(str(checkpoint), records[:2], str(demo_data), "auto", attention_share=True)
-    assert vc["n"] >= 2 and np.isfinite(vc["vc_mean"]) and 0 < vc["attention_to_image_mean"] < 1
 
 
 def test_padding_free_batches_of_single_multi_and_text_only_records_give_the_padded_loss(family):

@@ -14,16 +14,13 @@ below rebuilds that construction on our tokenizer.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_runs import CONF, ROOT, one_process_ds_env
+from tiny_runs import CONF, train_auto_and_score
 
 from lit.constants import IGNORE_INDEX
 from lit.mask.chat_templates import get_template
@@ -184,11 +181,7 @@ def test_model_auto_trains_a_saved_qwen2_vl_under_zero3_and_lmms_eval_and_vc_sco
     on CPU; the checkpoint reloads with the PIL image processor, lmms-eval scores it and VC runs on it."""
     from chat_template_fixtures import QWEN2_VL
 
-    from lit.eval.evaluate import evaluate
-    from lit.eval.spec import EvalSpec
-    from lit.eval.vc import analyse
     from lit.mask.tokenizer import train_bpe
-    from lit.model.loading import load_pretrained
 
     records = json.loads((demo_data / "train.json").read_text())
     tokenizer = train_bpe([t["value"] for r in records for t in r["conversations"]] + [SYSTEM] * 20, vocab_size=400)
@@ -199,32 +192,11 @@ def test_model_auto_trains_a_saved_qwen2_vl_under_zero3_and_lmms_eval_and_vc_sco
     model.save_pretrained(given)
     processor.save_pretrained(given)
 
-    env = {**os.environ, "WANDB_MODE": "disabled", **one_process_ds_env()}
-    run_dir = tmp_path / "run"
-    cmd = [sys.executable, "train.py", "model=auto", f"model.pretrained={given}", "loss=lit", "train.max_steps=2"]
-    cmd += ["logger=none", "deepspeed=zero3", "+train.ddp_backend=gloo", "train.per_device_train_batch_size=4"]
-    cmd += [f"data.root={demo_data}", "data.generate=false", f"paths.data_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((run_dir / "train_metrics.json").read_text())["zero_stage"] == 3
-    audit = json.loads((run_dir / "data_audit.json").read_text())
-    supervised, seen = audit["supervised_tokens_by_kind"], audit["tokens_by_kind"]
-    assert supervised["response"] > 0 and set(supervised) <= {"instruction", "response", "eos"}  # loss=lit's kinds
-    assert seen["image"] > 0 and seen["system"] > 0 and seen["role"] > 0  # in the input, never supervised
-
-    checkpoint = run_dir / "checkpoint"
-    loaded, loaded_processor = load_pretrained(str(checkpoint))
+    seen, loaded, loaded_processor = train_auto_and_score(given, tmp_path, demo_data)
+    assert seen["system"] > 0  # in the input, never supervised
     assert type(loaded).__name__ == "Qwen2VLForConditionalGeneration"
     assert type(loaded_processor.image_processor).__name__ == "Qwen2VLImageProcessorPil"
-    assert all(p.numel() > 0 for p in loaded.parameters())  # gathered from the ZeRO-3 partitions
-
-    spec = EvalSpec(("demo_pope", "demo_vqa"), str(demo_data), limit=4)
-    scores = evaluate(checkpoint, spec, tmp_path / "eval", chat_template="auto")
-    assert set(scores) == {"demo_pope", "demo_vqa"} and "pope_accuracy" in scores["demo_pope"]
     assert json.loads((tmp_path / "eval" / "scores.json").read_text())["lmms_eval_version"]
-
-    vc = analyse(str(checkpoint), records[:2], str(demo_data), "auto", attention_share=True)
-    assert vc["n"] >= 2 and np.isfinite(vc["vc_mean"]) and 0 < vc["attention_to_image_mean"] < 1
 
 
 def test_every_family_names_a_known_chat_template_and_claims_every_parameter(family):

@@ -4,36 +4,15 @@ built once (by the node's main process, the other rank reads the cache) and the 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from tiny_runs import ROOT, TINY, free_port
+from tiny_runs import train_on_two_processes
 
 
 @pytest.mark.integration
 def test_two_processes_share_labels_and_write_run_files_once(tmp_path, demo_data):
     run_dir = tmp_path / "ddp"
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        "train.py",
-        *TINY,
-        f"data.root={demo_data}",
-        f"paths.data_dir={tmp_path}",
-        f"hydra.run.dir={run_dir}",
-        "train.max_steps=2",
-        "schedule.global_batch_size=16",
-        "+train.ddp_backend=gloo",
-        "hydra/job_logging=default",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = train_on_two_processes(demo_data, tmp_path, run_dir, "train.max_steps=2", "schedule.global_batch_size=16")
     metrics = json.loads((run_dir / "train_metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_batch"] == 16 and metrics["steps"] == 2  # 4 x 2 x 2
     log = proc.stdout + proc.stderr

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from tiny_runs import ROOT, TINY, free_port, tiny_cfg
+from tiny_runs import tiny_cfg, train_on_two_processes
 from transformers.modeling_outputs import CausalLMOutput
 
 from lit.constants import IGNORE_INDEX, KIND_INDEX
@@ -197,25 +194,7 @@ def test_the_weighted_loss_is_the_same_on_one_and_two_processes(demo_data, tmp_p
     ]
     single = _run(demo_data, tmp_path / "one", *common)
     run_dir = tmp_path / "two"
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        "train.py",
-        *TINY,
-        *common,
-        f"data.root={demo_data}",
-        f"paths.data_dir={tmp_path / 'two_data'}",
-        f"hydra.run.dir={run_dir}",
-        "train.max_steps=3",
-        "+train.ddp_backend=gloo",
-        "hydra/job_logging=default",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    train_on_two_processes(demo_data, tmp_path / "two_data", run_dir, *common, "train.max_steps=3")
     double = _losses(run_dir)
     assert json.loads((run_dir / "train_metrics.json").read_text())["world_size"] == 2
     assert [h["loss"] for h in double] == pytest.approx([h["loss"] for h in single], rel=1e-4)

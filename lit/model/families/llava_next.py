@@ -15,6 +15,9 @@ from lit.data.image_inputs import ImageInputs, open_image
 from lit.model.families.base import Family
 from lit.model.families.llava import PARTS as LLAVA_PARTS
 
+# LLaVA's parts, the projector with the learned row separator of any-resolution tiling (OneVision's too)
+PARTS = {**LLAVA_PARTS, "projector": ("multi_modal_projector", "image_newline")}
+
 
 class AnyResImageInputs(ImageInputs):
     """LLaVA-NeXT: the image is tiled on the best-fitting grid of ``image_grid_pinpoints`` plus a base view."""
@@ -63,7 +66,7 @@ FAMILY = Family(
     config_class=LlavaNextConfig,
     model_class=LlavaNextForConditionalGeneration,
     processor_class=LlavaNextProcessor,
-    parts={**LLAVA_PARTS, "projector": ("multi_modal_projector", "image_newline")},
+    parts=PARTS,
     image_inputs=lambda config, processor: AnyResImageInputs(processor),
     chat_template="vicuna_v1",
 )

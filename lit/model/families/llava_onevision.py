@@ -37,7 +37,7 @@ from transformers.processing_utils import ProcessorMixin
 from lit.constants import IMAGE_MARKER
 from lit.data.image_inputs import open_image
 from lit.model.families.base import Family
-from lit.model.families.llava import PARTS as LLAVA_PARTS
+from lit.model.families.llava_next import PARTS as ANYRES_PARTS
 from lit.model.families.llava_next import AnyResImageInputs
 
 VIDEO_MARKER = "<video>"
@@ -176,7 +176,7 @@ FAMILY = Family(
     config_class=LlavaOnevisionConfig,
     model_class=LlavaOnevisionForConditionalGeneration,
     processor_class=OnevisionImageProcessor,
-    parts={**LLAVA_PARTS, "projector": ("multi_modal_projector", "image_newline")},
+    parts=ANYRES_PARTS,
     image_inputs=lambda config, processor: OnevisionImageInputs(processor),
     chat_template="chatml",
     load_processor=load_processor,

@@ -20,32 +20,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from test_qwen2_vl import RECORDS, SYSTEM  # a system prompt, two turns with an image, a text-only record
 from tiny_runs import CONF, train_auto_and_score
 
 from lit.constants import IGNORE_INDEX, KIND_INDEX
 from lit.mask.chat_templates import get_template
 
-SYSTEM = "You are a helpful assistant."
 TEMPLATE_SENTENCE = "Answer briefly."
-RECORDS = [
-    {
-        "id": "img-multi",
-        "image": "a.png",
-        "conversations": [
-            {"from": "human", "value": "<image>\nWhat colour is the square? Answer briefly."},
-            {"from": "gpt", "value": "Red."},
-            {"from": "human", "value": "And how many circles are there?"},
-            {"from": "gpt", "value": "Two circles, at the top."},
-        ],
-    },
-    {
-        "id": "text-only",
-        "conversations": [
-            {"from": "human", "value": "Name a colour. Answer briefly."},
-            {"from": "gpt", "value": "Blue."},
-        ],
-    },
-]
 INSTRUCTIONS = {"img-multi": ["What colour is the square?", "And how many circles are there?"], "text-only": ["Name"]}
 # what the YAML route declares for a checkpoint whose Jinja template cannot be typed: the idefics3 template
 IDEFICS3_YAML = """\

@@ -16,12 +16,14 @@ from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from lit.constants import IMAGE_MARKER, KIND_INDEX
+from lit.data.image_inputs import item_images
 from lit.mask.chat_templates import lavis_layout
-from lit.mask.render import encode, expand_image, render
+from lit.mask.render import encode, expand_images, render
 from lit.mask.tokenizer import prepare_tokenizer
 from lit.model.chat_jinja import chat_template_of
 from lit.model.families import image_inputs_for
 from lit.model.loading import load_pretrained
+from lit.records import RecordError
 
 # New tokens when a task sets no ``max_new_tokens``: lmms-eval's llava_hf default (lmms-eval 0.7.3,
 # lmms_eval/models/simple/llava_hf.py lines 353-354; models/chat/llava_hf.py lines 75-76).
@@ -79,28 +81,40 @@ class LitLlava(lmms):
         self.image_inputs = image_inputs_for(self.model.config, self.processor)
         self.n_empty = 0  # generations that decoded to empty text (scored, never dropped)
 
-    def _prompt(self, question: str, image=None, answer: str | None = None) -> dict:
-        """One prompt: ``input_ids`` (rendered and expanded exactly as in training), its image inputs (or None)
-        and any per-record token inputs (InstructBLIP's ``qformer_input_ids``). With ``answer`` the assistant
-        turn holding it is rendered too, as in training, and ``answer_mask`` marks its ``response`` tokens
-        (the answer, without the end-of-turn token)."""
-        turns = [{"from": "human", "value": (IMAGE_MARKER + "\n" if image else "") + question}]
+    def _prompt(self, question: str, images=(), answer: str | None = None, where: str = "prompt") -> dict:
+        """One prompt: ``input_ids`` (rendered and expanded exactly as in training), its images' inputs (none,
+        one, or a list for several) and any per-record token inputs (InstructBLIP's ``qformer_input_ids``). A
+        question without ``<image>`` markers gets one per image in front of it, space-separated on one line, as
+        lmms-eval's ``llava_hf`` writes them (lmms-eval 0.7.3, ``lmms_eval/models/simple/llava_hf.py`` lines
+        316-321); a question that has markers keeps them where they are and must hold one per image (a
+        ``RecordError`` naming ``where``, the task's document, otherwise). With ``answer`` the assistant turn
+        holding it is rendered too, as in training, and ``answer_mask`` marks its ``response`` tokens (the
+        answer, without the end-of-turn token)."""
+        rgbs = [image.convert("RGB") for image in images]
+        if rgbs and IMAGE_MARKER not in question:
+            question = " ".join([IMAGE_MARKER] * len(rgbs)) + "\n" + question
+        turns = [{"from": "human", "value": question}]
         if answer is not None:
             turns.append({"from": "gpt", "value": answer})
         record = {"conversations": turns}
-        if image is not None:
-            record["image"] = "<in memory>"
-        spans = render(record, self.template, record_id="prompt", add_generation_prompt=answer is None)
-        encoded = encode(spans, self.tokenizer, record_id="prompt", image_token_id=self.image_token_id)
+        if rgbs:
+            record["image"] = ["<in memory>"] * len(rgbs) if len(rgbs) > 1 else "<in memory>"
+        spans = render(record, self.template, record_id=where, add_generation_prompt=answer is None)
+        encoded = encode(spans, self.tokenizer, record_id=where, image_token_id=self.image_token_id)
         ids, kinds = lavis_layout(self.template, encoded.input_ids, encoded.kinds, truncate=False)  # generate: no cut
-        item = {key: torch.from_numpy(v) for key, v in self.image_inputs.text_inputs(record, "prompt").items()}
+        item = {key: torch.from_numpy(v) for key, v in self.image_inputs.text_inputs(record, where).items()}
         item["image"] = None
-        if image is not None:
-            rgb = image.convert("RGB")
-            n = self.image_inputs.n_tokens(rgb.height, rgb.width)
-            kinds = expand_image(kinds, ids, self.image_token_id, n, KIND_INDEX["image"])
-            ids = expand_image(ids, ids, self.image_token_id, n, self.image_inputs.image_ids(n, self.image_token_id))
-            item["image"] = self.image_inputs.pixels(rgb)
+        if rgbs:
+            most = self.image_inputs.max_images
+            if most is not None and len(rgbs) > most:
+                name = self.image_inputs.model_name
+                raise RecordError(where, f"{len(rgbs)} images: this model ({name}) takes {most} per prompt")
+            counts = [self.image_inputs.n_tokens(rgb.height, rgb.width) for rgb in rgbs]
+            image_ids = [self.image_inputs.image_ids(n, self.image_token_id) for n in counts]
+            kinds = expand_images(kinds, ids, self.image_token_id, counts, [KIND_INDEX["image"]] * len(counts))
+            ids = expand_images(ids, ids, self.image_token_id, counts, image_ids)
+            pixels = [self.image_inputs.pixels(rgb) for rgb in rgbs]
+            item["image"] = pixels[0] if len(pixels) == 1 else pixels
         elif self.image_inputs.requires_image:
             raise ValueError("this model (InstructBLIP) needs an image for every question")
         if answer is not None:
@@ -124,15 +138,16 @@ class LitLlava(lmms):
             **self.image_inputs.collate_text(items),
             **self.image_inputs.token_inputs(ids),
         }
-        images = [it["image"] for it in items if it["image"] is not None]
+        images = [image for it in items for image in item_images(it)]  # in order, a prompt's several in a row
         if images:
             batch.update(self.image_inputs.collate(images))
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         return batch
 
     def prompt_inputs(self, question: str, image=None) -> dict[str, torch.Tensor]:
-        """The model inputs (batch of one) for ``question`` about ``image`` (a PIL image or None)."""
-        return self._batch([self._prompt(question, image)])
+        """The model inputs (batch of one) for ``question`` about ``image``: a PIL image, a list of them, or None."""
+        images = [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
+        return self._batch([self._prompt(question, images)])
 
     def _generate(self, items: list[dict], gen_kwargs: dict) -> list[str]:
         inputs = {k: v.to(self.device) for k, v in self._batch(items).items()}
@@ -175,7 +190,7 @@ class LitLlava(lmms):
                 for i in chunk:
                     context, _, doc_to_visual, doc_id, task, split = requests[i].args
                     visuals = [v for v in (doc_to_visual(self.task_dict[task][split][doc_id]) or []) if v is not None]
-                    items.append(self._prompt(context, visuals[0] if visuals else None))
+                    items.append(self._prompt(context, visuals, where=f"{task} doc {doc_id}"))
                 for i, text in zip(chunk, self._generate(items, requests[chunk[0]].args[1])):
                     self.n_empty += not text
                     outputs[i] = text
@@ -204,7 +219,8 @@ class LitLlava(lmms):
                 if callable(continuation):  # ``output_type: loglikelihood`` passes its doc_to_target
                     continuation = continuation(doc)
                 visuals = [v for v in (doc_to_visual(doc) or []) if v is not None]
-                items.append(self._prompt(context, visuals[0] if visuals else None, answer=str(continuation).lstrip()))
+                answer = str(continuation).lstrip()
+                items.append(self._prompt(context, visuals, answer=answer, where=f"{task} doc {doc_id}"))
             batch = {k: v.to(self.device) for k, v in self._batch(items, left=False).items()}
             logits = self.model(**batch).logits
             for row, (i, it) in enumerate(zip(chunk, items)):

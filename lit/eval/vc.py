@@ -7,7 +7,8 @@ context, rendered in the training chat template):
 - ``vc = log p(X_A | X_V, X_I) − log p(X_A | noise, X_I)``, summed over the answer's tokens; the
   end-of-turn token (``</s>``) is **not** counted, only the answer's own tokens;
 - "no image" (the paper's X_V = ∅) is an image of uniform random pixels (0–255 in each channel, the size of
-  the real one) passed through the model's own image processor, a new one per pair (seeded);
+  the real one) passed through the model's own image processor, a new one per pair (seeded); a record with
+  several images has each of them replaced by its own noise image;
 - ``attention_to_image`` (only with ``attention_share``: it needs eager attention and the weights of every
   layer): the share of attention that the queries predicting answer tokens put on image positions,
   averaged over layers, heads and those queries.
@@ -33,6 +34,7 @@ import torch
 
 from lit.constants import IGNORE_INDEX
 from lit.files import atomic_write
+from lit.records import record_images
 
 
 def select_records(records: list[dict], source: dict, n: int | None, seed: int) -> list[dict]:
@@ -42,7 +44,8 @@ def select_records(records: list[dict], source: dict, n: int | None, seed: int) 
     id_re = re.compile(pattern) if pattern else None
 
     def wanted(r: dict) -> bool:
-        if not isinstance(r.get("image"), str) or not r["image"].startswith(prefix):  # VC: one image per record
+        images = record_images(r)  # one or several; every one under the source's prefix
+        if not images or not all(isinstance(i, str) and i.startswith(prefix) for i in images):
             return False
         if id_re is not None and not id_re.search(str(r.get("id", ""))):
             return False
@@ -144,6 +147,7 @@ def analyse(
     from tqdm import tqdm
 
     from lit.data.dataset import SupervisedDataset
+    from lit.data.image_inputs import item_images
     from lit.data.labels import LabelSpec
     from lit.mask.scopes import get_scope
     from lit.mask.tokenizer import prepare_tokenizer
@@ -175,24 +179,19 @@ def analyse(
         labels = last_answer_labels(item["labels"], count_eos, eos_id)
         if not (labels != IGNORE_INDEX).any():  # an answer that is only an end-of-turn token
             continue
-        with Image.open(ex.image) as img:
-            noise = ds.image_inputs.pixels(noise_image(img.size, rng))
+        noise = []  # each of the record's images replaced by its own noise image of the same size
+        for path in ex.image if isinstance(ex.image, list) else [ex.image]:
+            with Image.open(path) as img:
+                noise.append(ds.image_inputs.pixels(noise_image(img.size, rng)))
         text = {**ds.image_inputs.collate_text([item]), **ds.image_inputs.token_inputs(item["input_ids"][None])}
         text = {k: v.to(device) for k, v in text.items()}
         ids, labels = item["input_ids"].to(device), labels.to(device)
         values = []
-        for image in (item["image"], noise):
-            inputs = {k: v.to(device) for k, v in ds.image_inputs.collate([image]).items()}
+        for real, images in ((True, item_images(item)), (False, noise)):
+            inputs = {k: v.to(device) for k, v in ds.image_inputs.collate(images).items()}
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
             values.append(
-                answer_logprob(
-                    model,
-                    ids,
-                    labels,
-                    {**inputs, **text},
-                    attention_share and image is item["image"],
-                    ds.image_token_id,
-                )
+                answer_logprob(model, ids, labels, {**inputs, **text}, attention_share and real, ds.image_token_id)
             )
         (with_image, share), (without, _) = values
         pairs.append(

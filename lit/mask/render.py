@@ -318,14 +318,6 @@ def expand_images(values: np.ndarray, ids: np.ndarray, image_token_id: int, coun
     return np.concatenate([*pieces, values[prev:]])
 
 
-def expand_image(values: np.ndarray, ids: np.ndarray, image_token_id: int, n: int, fill: int) -> np.ndarray:
-    """``values`` (aligned with ``ids``) with the single image position replaced by ``n`` positions of ``fill``
-    (one value, or ``n`` of them: a family's image ids, e.g. Qwen2-VL's vision start, pads and vision end)."""
-    pos = int(np.nonzero(ids == image_token_id)[0][0])
-    filled = np.broadcast_to(np.asarray(fill, dtype=values.dtype), (n,))
-    return np.concatenate([values[:pos], filled, values[pos + 1 :]])
-
-
 def _boundary_kind(spans, span_start, first, last, start, end, text, record_id) -> int:
     """Kind of a token whose characters cross span boundaries: that of its visible characters."""
     visible = set()

@@ -147,9 +147,9 @@ def test_query_positions_come_before_bos_as_lavis_and_hf_feed_them(bpe_tokenizer
     enc = encode(spans, bpe_tokenizer, record_id="p", image_token_id=image_id)
     gen_ids, gen_kinds = lavis_layout(TEMPLATE, enc.input_ids, enc.kinds, truncate=False)
     assert gen_ids[0] == image_id and gen_kinds[0] == KIND_INDEX["image"] and gen_ids[1] == bpe_tokenizer.bos_token_id
-    from lit.mask.render import expand_image
+    from lit.mask.render import expand_images
 
-    assert torch.equal(torch.from_numpy(expand_image(gen_ids, gen_ids, image_id, n, image_id)), hf)
+    assert torch.equal(torch.from_numpy(expand_images(gen_ids, gen_ids, image_id, [n], [image_id])), hf)
     # a template that asks for nothing keeps the tokenizer's order (LLaVA's stage-1 plain: BOS, image, caption)
     plain = get_template("plain")
     same = lavis_layout(plain, enc.input_ids, enc.kinds, truncate=True)

@@ -30,6 +30,26 @@ def tiny_cfg(demo_data: Path, out: Path, *extra: str):
     return cfg
 
 
+def tiny_model(config: str, tokenizer, template: str | None = None, **overrides):
+    """A model with random weights and its processor from ``conf/model/tiny.yaml`` + ``conf/model/<config>.yaml``,
+    both towers 32 wide (then ``overrides``), the tokenizer prepared for ``template`` (default: the config's chat
+    template): ``(model in eval mode, processor, cfg)``."""
+    from omegaconf import OmegaConf
+
+    from lit.mask.chat_templates import get_template
+    from lit.mask.tokenizer import prepare_tokenizer
+    from lit.model.loading import compose_tiny
+
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{config}.yaml")
+    )
+    cfg.text.hidden_size = cfg.vision.hidden_size = 32
+    cfg.merge_with(overrides)
+    prepare_tokenizer(tokenizer, get_template(template or cfg.chat_template))
+    model, processor = compose_tiny(cfg, tokenizer)
+    return model.eval(), processor, cfg
+
+
 def tiny_training_args(cfg, out: Path):
     """``TrainingArguments`` built from ``cfg``'s groups exactly as ``lit.train.run.run`` passes them."""
     from lit.train.args import training_args

@@ -335,18 +335,10 @@ def test_processors_built_and_loaded_use_the_pil_backend(family, lm, vision, tow
 
 
 def test_tiny_models_built_from_configs_use_the_pil_backend(tokenizers, torchvision_default):
-    from omegaconf import OmegaConf
-
-    from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.loading import compose_tiny
+    from tiny_runs import tiny_model
 
     for extra in ("tiny", "tiny_next", "tiny_iblip"):
-        cfg = OmegaConf.merge(
-            OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{extra}.yaml")
-        )
-        cfg.text.hidden_size = cfg.vision.hidden_size = 32
-        prepare_tokenizer(tokenizers["bpe"], get_template(cfg.chat_template))
-        _, processor = compose_tiny(cfg, tokenizers["bpe"])
+        _, processor, _ = tiny_model(extra, tokenizers["bpe"])
         assert _is_pil(processor.image_processor), (extra, type(processor.image_processor))
 
 

@@ -46,9 +46,9 @@ def test_batched_greedy_answers_equal_one_at_a_time(trained, tmp_path, which, bp
     if which == "llava":
         ckpt = trained[1] / "checkpoint"
     else:
-        from test_architectures import _tiny
+        from tiny_runs import tiny_model
 
-        model, processor, _ = _tiny("tiny_iblip", bpe_tokenizer)
+        model, processor, _ = tiny_model("tiny_iblip", bpe_tokenizer)
         ckpt = tmp_path / "iblip"
         model.save_pretrained(ckpt)
         processor.save_pretrained(ckpt)

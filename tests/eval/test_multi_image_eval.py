@@ -151,3 +151,19 @@ def test_vc_of_a_two_image_record_puts_noise_in_place_of_each_image(lmm, trained
         expected.append(vc.answer_logprob(lmm.model, item["input_ids"], labels, inputs, False, lmm.image_token_id)[0])
     assert (pair["logp_image"], pair["logp_noise"]) == pytest.approx(tuple(expected), rel=1e-5)
     assert math.isfinite(pair["vc"]) and pair["vc"] == pytest.approx(expected[0] - expected[1], rel=1e-4)
+
+
+def test_a_model_that_takes_one_image_refuses_two_naming_the_document(tmp_path, bpe_tokenizer):
+    """InstructBLIP takes one image per prompt: two are refused, never scored on the first alone."""
+    from tiny_runs import tiny_model
+
+    from lit.eval.lmms_model import LitLlava
+
+    model, processor, _ = tiny_model("tiny_iblip", bpe_tokenizer)
+    model.save_pretrained(tmp_path / "iblip")
+    processor.save_pretrained(tmp_path / "iblip")
+    lmm = LitLlava(pretrained=str(tmp_path / "iblip"), chat_template="instructblip")
+    a, b, _ = _images(tmp_path)
+    assert lmm._prompt(QUESTION, [a])["image"] is not None
+    with pytest.raises(RecordError, match=r"t doc 3.*2 images: this model \(InstructBLIP\) takes 1 per prompt"):
+        lmm._prompt(QUESTION, [a, b], where="t doc 3")

@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
-from tiny_runs import CONF
+from tiny_runs import CONF, tiny_model
 
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER
 from lit.mask.chat_templates import get_template
@@ -21,16 +20,7 @@ SIZES = [(32, 32), (30, 70), (60, 25), (64, 64), (17, 90)]  # (height, width): e
 
 
 def _tiny(arch_config: str, tokenizer):
-    from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.loading import compose_tiny
-
-    cfg = OmegaConf.merge(
-        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{arch_config}.yaml")
-    )
-    cfg.text.hidden_size = cfg.vision.hidden_size = 32
-    prepare_tokenizer(tokenizer, get_template(cfg.chat_template))
-    model, processor = compose_tiny(cfg, tokenizer)
-    return model.eval(), processor, cfg
+    return tiny_model(arch_config, tokenizer)
 
 
 @pytest.fixture(scope="module")

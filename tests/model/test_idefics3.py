@@ -18,10 +18,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from test_qwen2_vl import RECORDS, SYSTEM  # a system prompt, two turns with an image, a text-only record
-from tiny_runs import CONF, train_auto_and_score
+from tiny_runs import tiny_model, train_auto_and_score
 
 from lit.constants import IGNORE_INDEX, KIND_INDEX
 from lit.mask.chat_templates import get_template
@@ -48,17 +47,7 @@ image_sep: ""
 
 def _tiny(tokenizer, **overrides):
     """A tiny Idefics3 and its processor from conf/model/tiny_idefics3.yaml, 32 wide."""
-    from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.loading import compose_tiny
-
-    cfg = OmegaConf.merge(
-        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_idefics3.yaml")
-    )
-    cfg.text.hidden_size = cfg.vision.hidden_size = 32
-    cfg.merge_with(overrides)
-    prepare_tokenizer(tokenizer, get_template("idefics3"))
-    model, processor = compose_tiny(cfg, tokenizer)
-    return model.eval(), processor
+    return tiny_model("tiny_idefics3", tokenizer, "idefics3", **overrides)[:2]
 
 
 def _tokenizer(texts):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_runs import CONF
+from tiny_runs import CONF, tiny_model
 from tokenizers import AddedToken
 
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER, KIND_INDEX
@@ -22,16 +22,7 @@ TEMPLATE = get_template("instructblip")
 
 
 def _tiny(tokenizer):
-    from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.loading import compose_tiny
-
-    cfg = OmegaConf.merge(
-        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_iblip.yaml")
-    )
-    cfg.text.hidden_size = cfg.vision.hidden_size = 32
-    prepare_tokenizer(tokenizer, TEMPLATE)
-    model, processor = compose_tiny(cfg, tokenizer)
-    return model, processor, cfg
+    return tiny_model("tiny_iblip", tokenizer)
 
 
 def _composed(*overrides):

@@ -17,9 +17,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
-from tiny_runs import CONF, train_auto_and_score
+from tiny_runs import CONF, tiny_model, train_auto_and_score
 
 from lit.constants import IGNORE_INDEX, IMAGE_MARKER, KIND_INDEX
 from lit.mask.chat_templates import get_template
@@ -75,18 +74,10 @@ def _tiny(tokenizer):
     """A tiny LLaVA-OneVision and its processor from conf/model/tiny_llava_onevision.yaml, 32 wide."""
     from chat_template_fixtures import LLAVA_ONEVISION_HF
 
-    from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.loading import compose_tiny
-
-    cfg = OmegaConf.merge(
-        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_llava_onevision.yaml")
-    )
-    cfg.text.hidden_size = cfg.vision.hidden_size = 32
-    cfg.text.num_attention_heads = cfg.text.num_key_value_heads = 4
-    prepare_tokenizer(tokenizer, get_template("chatml"))
-    model, processor = compose_tiny(cfg, tokenizer)
+    text = {"num_attention_heads": 4, "num_key_value_heads": 4}
+    model, processor, _ = tiny_model("tiny_llava_onevision", tokenizer, "chatml", text=text)
     processor.chat_template = LLAVA_ONEVISION_HF
-    return model.eval(), processor
+    return model, processor
 
 
 @pytest.fixture(scope="module")

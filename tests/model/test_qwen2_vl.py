@@ -18,9 +18,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
-from tiny_runs import CONF, train_auto_and_score
+from tiny_runs import tiny_model, train_auto_and_score
 
 from lit.constants import IGNORE_INDEX
 from lit.mask.chat_templates import get_template
@@ -49,17 +48,7 @@ RECORDS = [
 
 def _tiny(tokenizer, arch: str = "qwen2_vl"):
     """A tiny Qwen2-VL (or Qwen2.5-VL) and its processor from conf/model/tiny_qwen2_vl.yaml, 32 wide."""
-    from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.loading import compose_tiny
-
-    cfg = OmegaConf.merge(
-        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_qwen2_vl.yaml")
-    )
-    cfg.arch = arch
-    cfg.text.hidden_size = cfg.vision.hidden_size = 32
-    prepare_tokenizer(tokenizer, get_template("qwen2_vl"))
-    model, processor = compose_tiny(cfg, tokenizer)
-    return model.eval(), processor
+    return tiny_model("tiny_qwen2_vl", tokenizer, arch=arch)[:2]
 
 
 @pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])

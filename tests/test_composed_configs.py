@@ -48,7 +48,15 @@ SCHEDULE_OF_MODEL = {
 # 5. the demo's schedule moved from the experiment option demo/schedule to the schedule option demo.
 REMOVED_EXPERIMENTS = ("demo/schedule",)
 # 3. model families added since (lit/model/families/), composed on their own in tests/model/test_qwen2_vl.py.
-ADDED_MODELS = ("auto", "tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_idefics3", "tiny_llava_onevision")
+ADDED_MODELS = (
+    "auto",
+    "tiny_qwen2_vl",
+    "tiny_qwen2_5_vl",
+    "tiny_idefics3",
+    "tiny_llava_onevision",
+    "tiny_qwen3_vl",
+    "tiny_internvl",
+)
 # 6. settings added since, with the value every recorded config now composes with (off: the recorded behaviour).
 ADDED_TO_TRAIN = {"padding_free": False}  # train.padding_free (docs/training.md, "Padding-free training")
 # 7. every loss scope composes conf/loss/default.yaml: weighted spans (off) and the template-sentence settings that

@@ -169,6 +169,9 @@ TEMPLATES["qwen2_vl"] = replace(
     image_token="<|image_pad|>",
     image_text="<|vision_start|><|image_pad|><|vision_end|>",
 )
+# Qwen3-VL-Instruct's published template (tests/chat_template_fixtures.py QWEN3_VL) writes the same turns and
+# vision block but no default system prompt: a conversation without a system message starts with the user turn.
+TEMPLATES["qwen3_vl"] = replace(TEMPLATES["qwen2_vl"], name="qwen3_vl", system_prompt="")
 
 
 # Idefics3 / SmolVLM (the module docstring): "User:<image>text<end_of_utterance>\n" "Assistant: a<end_of_utterance>\n"
@@ -200,6 +203,21 @@ TEMPLATES["idefics3"] = ChatTemplate(
     generation_prompt=(("Assistant:", "role"),),
     eos="<end_of_utterance>",
     image_sep="",
+)
+# InternVL's -hf checkpoints (OpenGVLab/InternVL3-*-hf; tests/chat_template_fixtures.py INTERNVL): chatml with no
+# default system prompt, an image item written <IMG_CONTEXT>\n before the text. The context token is the one image
+# position the data set expands to <img> + the tiles' context tokens + </img> (lit.model.families.internvl); the
+# newline belongs to the image text (image kind, never supervised), as ``chat_template: auto`` derives it. The text
+# between two images of a record is kept (an item each, as written): "<image>\n<image>\nQ" renders
+# <IMG_CONTEXT>\n\n<IMG_CONTEXT>\n\nQ; "<image><image>Q" renders the template's [image, image, text],
+# <IMG_CONTEXT>\n<IMG_CONTEXT>\nQ (what InternVL's own fine-tuning code makes of "<image>\n<image>\nQ").
+TEMPLATES["internvl"] = replace(
+    TEMPLATES["chatml"],
+    name="internvl",
+    system_prompt="",
+    image_sep="",
+    image_token="<IMG_CONTEXT>",
+    image_text="<IMG_CONTEXT>\n",
 )
 
 YAML_SUFFIXES = (".yaml", ".yml")

@@ -21,8 +21,9 @@ KERNELS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 FLASH = ("flash_attention_2", "flash_attention_3")
 # LM model types whose transformers 5 forward builds its mask from packed position ids when no attention mask is
 # given: Vicuna/Llama (LLaVA-1.5, LLaVA-NeXT-Vicuna, InstructBLIP-Vicuna), Qwen2 (TinyLLaVA-0.5B, OneVision), Phi-2
-# (TinyLLaVA-3B), Mistral (LLaVA-NeXT-Mistral), the text models of Qwen2-VL and Qwen2.5-VL.
-LM_TYPES = ("llama", "qwen2", "phi", "mistral", "qwen2_vl_text", "qwen2_5_vl_text")
+# (TinyLLaVA-3B), Mistral (LLaVA-NeXT-Mistral), the text models of Qwen2-VL and Qwen2.5-VL, and Qwen3-VL's
+# (tests/model/test_qwen3_vl.py: its packed rows give the padded batch's loss and gradients).
+LM_TYPES = ("llama", "qwen2", "phi", "mistral", "qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text")
 
 
 def check_padding_free(config) -> None:

@@ -43,6 +43,8 @@ CPU_MODELS = (
     "tiny_qwen2_5_vl",
     "tiny_llava_onevision",
     "tiny_idefics3",
+    "tiny_internvl",
+    "tiny_qwen3_vl",
 )
 PAPER_CONFIGS = [f"model={p.stem}" for p in sorted((CONF / "model").glob("*.yaml")) if p.stem not in CPU_MODELS] + [
     f"experiment={p.stem}"

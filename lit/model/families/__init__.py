@@ -6,14 +6,22 @@ tiny builder for the tests), one entry in ``FAMILIES``, one ``conf/model/tiny_<f
 
 from __future__ import annotations
 
-from lit.model.families import idefics3, instructblip, llava, llava_next, llava_onevision, qwen2_vl
+from lit.model.families import idefics3, instructblip, internvl, llava, llava_next, llava_onevision, qwen2_vl, qwen3_vl
 from lit.model.families.base import Family
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
-    for f in (llava.FAMILY, llava_next.FAMILY, instructblip.FAMILY, qwen2_vl.FAMILY, qwen2_vl.FAMILY_2_5)
-    + (idefics3.FAMILY,)
-    + (llava_onevision.FAMILY,)
+    for f in (
+        llava.FAMILY,
+        llava_next.FAMILY,
+        instructblip.FAMILY,
+        qwen2_vl.FAMILY,
+        qwen2_vl.FAMILY_2_5,
+        qwen3_vl.FAMILY,
+        llava_onevision.FAMILY,
+        idefics3.FAMILY,
+        internvl.FAMILY,
+    )
 }
 
 

@@ -75,11 +75,13 @@ class RopeIndex:
 class Qwen2VLImageInputs(ImageInputs):
     """Positions (image pads) from the image's size, their grid, and the M-RoPE token types."""
 
-    def __init__(self, processor, config):
+    def __init__(self, processor, config, inner_model=None):
+        """``inner_model``: the class whose ``get_rope_index`` the positions come from (default: Qwen2-VL's, or
+        Qwen2.5-VL's for its config; Qwen3-VL passes its own)."""
         super().__init__(processor.image_processor, 0)
         self.merge = self.image_processor.merge_size
         self.start, self.pad, self.end = config.vision_start_token_id, config.image_token_id, config.vision_end_token_id
-        inner = Qwen2_5_VLModel if config.model_type == "qwen2_5_vl" else Qwen2VLModel
+        inner = inner_model or (Qwen2_5_VLModel if config.model_type == "qwen2_5_vl" else Qwen2VLModel)
         self.rope = RopeIndex(inner, config)
 
     def n_tokens(self, height: int | None = None, width: int | None = None) -> int:

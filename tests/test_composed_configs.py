@@ -53,6 +53,7 @@ ADDED_MODELS = (
     "tiny_qwen2_vl",
     "tiny_qwen2_5_vl",
     "tiny_idefics3",
+    "tiny_smolvlm",
     "tiny_llava_onevision",
     "tiny_qwen3_vl",
     "tiny_internvl",

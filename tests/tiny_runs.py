@@ -30,19 +30,25 @@ def tiny_cfg(demo_data: Path, out: Path, *extra: str):
     return cfg
 
 
-def tiny_model(config: str, tokenizer, template: str | None = None, **overrides):
-    """A model with random weights and its processor from ``conf/model/tiny.yaml`` + ``conf/model/<config>.yaml``,
-    both towers 32 wide (then ``overrides``), the tokenizer prepared for ``template`` (default: the config's chat
-    template): ``(model in eval mode, processor, cfg)``."""
+def model_config(name: str):
+    """``conf/model/<name>.yaml`` over its ``defaults`` (other model configs, as Hydra composes the group), without
+    the ``defaults`` key."""
     from omegaconf import OmegaConf
 
+    own = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    bases = [d for d in own.pop("defaults", []) if d != "_self_"]
+    return OmegaConf.merge(*(model_config(b) for b in bases), own)
+
+
+def tiny_model(config: str, tokenizer, template: str | None = None, **overrides):
+    """A model with random weights and its processor from ``conf/model/<config>.yaml`` (over ``tiny.yaml``, its
+    default), both towers 32 wide (then ``overrides``), the tokenizer prepared for ``template`` (default: the
+    config's chat template): ``(model in eval mode, processor, cfg)``."""
     from lit.mask.chat_templates import get_template
     from lit.mask.tokenizer import prepare_tokenizer
     from lit.model.loading import compose_tiny
 
-    cfg = OmegaConf.merge(
-        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / f"{config}.yaml")
-    )
+    cfg = model_config(config)
     cfg.text.hidden_size = cfg.vision.hidden_size = 32
     cfg.merge_with(overrides)
     prepare_tokenizer(tokenizer, get_template(template or cfg.chat_template))

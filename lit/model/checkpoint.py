@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lit.model.processor_files import save_processor
 from lit.paths import conf_dir
 
 CONF_DIR = conf_dir()
@@ -46,7 +47,7 @@ def save_checkpoint(trainer, built, template, adapter_cfg, dtype: str, output_di
     trainer.save_model(str(saved))
     if trainer.is_world_process_zero():
         built.processor.chat_template = built.tokenizer.chat_template = to_jinja(template)
-        built.processor.save_pretrained(str(saved))
+        save_processor(built.processor, saved)
         if merge:
             from lit.model.loading import DTYPES
             from lit.model.lora import save_merged

@@ -80,6 +80,8 @@ def save_merged(adapter_dir: str | Path, out_dir: str | Path, processor, dtype) 
     after a ZeRO-3 run, whose in-memory weights are partitioned)."""
     from transformers.integrations import deepspeed as hf_deepspeed
 
+    from lit.model.processor_files import save_processor
+
     # After a ZeRO-3 run the Trainer's DeepSpeed config is still registered, and from_pretrained would build
     # the base model partitioned (empty tensors) for it; the merge is a plain single-process load.
     registered = hf_deepspeed._hf_deepspeed_config_weak_ref
@@ -89,4 +91,4 @@ def save_merged(adapter_dir: str | Path, out_dir: str | Path, processor, dtype) 
     finally:
         hf_deepspeed._hf_deepspeed_config_weak_ref = registered
     model.save_pretrained(str(out_dir))
-    processor.save_pretrained(str(out_dir))
+    save_processor(processor, out_dir)

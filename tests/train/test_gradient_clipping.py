@@ -43,6 +43,7 @@ CPU_MODELS = (
     "tiny_qwen2_5_vl",
     "tiny_llava_onevision",
     "tiny_idefics3",
+    "tiny_smolvlm",
     "tiny_internvl",
     "tiny_qwen3_vl",
 )

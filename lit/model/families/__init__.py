@@ -20,6 +20,7 @@ FAMILIES: dict[str, Family] = {
         qwen3_vl.FAMILY,
         llava_onevision.FAMILY,
         idefics3.FAMILY,
+        idefics3.FAMILY_SMOLVLM,
         internvl.FAMILY,
     )
 }

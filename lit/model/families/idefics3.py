@@ -1,5 +1,6 @@
-"""Idefics3 and SmolVLM's layout (``model_type: idefics3``): an image is split into tiles, each tile written as
-``image_seq_len`` image tokens after its own tag, and a downscaled global view follows.
+"""Idefics3 and SmolVLM's layout (``model_type: idefics3``; SmolVLM2's ``smolvlm``, below): an image is split
+into tiles, each tile written as ``image_seq_len`` image tokens after its own tag, and a downscaled global view
+follows.
 
 The layout is ``Idefics3Processor``'s (transformers ``models/idefics3/processing_idefics3.py``,
 ``replace_image_token``): an image of R x C tiles (``do_image_splitting``; the image processor resizes it to
@@ -13,15 +14,36 @@ processor's for the same image and text; the chat template writes one ``<image>`
 ``pixel_values`` per image are its tiles (T, 3, H, W) and ``pixel_attention_mask`` (T, H, W); a batch holds
 the tiles of all its images in one row (1, sum T, ...): the model flattens the image axis and fills the image
 tokens in order.
+
+SmolVLM2 (``model_type: smolvlm``, HuggingFaceTB/SmolVLM2-*-Instruct) is the same layout in transformers'
+``smolvlm`` classes (``models/smolvlm/``: the processor's ``replace_image_token`` writes the same text, the image
+processor, config fields and model inputs are Idefics3's, the module names too): ``FAMILY_SMOLVLM``. Its
+``SmolVLMProcessor`` also needs a video processor, whose class needs torchvision, and ``num2words`` for the video
+prompts (the CPU environment has neither; video is not trained here), so it is built without one
+(``SmolVLMNoVideoProcessor``). Unlike
+``Idefics3Processor`` it adds no tokens to the tokenizer (the published tokenizers have them) and counts no
+image tokens (``_get_num_multimodal_tokens``): its count is the length of the text it writes, which
+``Idefics3ImageInputs`` tokenizes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+from transformers import (
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3Processor,
+    SmolVLMConfig,
+    SmolVLMForConditionalGeneration,
+    SmolVLMProcessor,
+)
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+from transformers.processing_utils import ProcessorMixin
 
 from lit.data.image_inputs import ImageInputs, open_image
 from lit.model.families.base import Family
@@ -37,12 +59,77 @@ PARTS = {
 }
 
 
-def load_processor(path: str) -> Idefics3Processor:
-    """The saved processor of ``path`` with the PIL image processor (``Idefics3ImageProcessorPil``, whatever
-    transformers would default to where torchvision is installed)."""
-    processor = Idefics3Processor.from_pretrained(path)
-    processor.image_processor = Idefics3ImageProcessorPil.from_pretrained(path)
-    return processor
+class SmolVLMNoVideoProcessor(SmolVLMProcessor):
+    """``SmolVLMProcessor`` with an image processor and a tokenizer only (no video processor): the tokens it reads
+    off the tokenizer as ``SmolVLMProcessor.__init__`` does, no ``video_token`` (a ``<video>`` in the text stays
+    text)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, image_seq_len: int = 169, chat_template=None, **kwargs):
+        self.fake_image_token = getattr(tokenizer, "fake_image_token", FAKE)
+        self.image_token = getattr(tokenizer, "image_token", "<image>")
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.end_of_utterance_token = getattr(tokenizer, "end_of_utterance_token", END_OF_UTTERANCE)
+        self.global_image_token = getattr(tokenizer, "global_image_token", GLOBAL)
+        self.image_seq_len = image_seq_len
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        """``ProcessorMixin``'s (``SmolVLMProcessor``'s adds its video processor's frame settings)."""
+        return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The transformers classes of one member of the layout: Idefics3's, or SmolVLM2's."""
+
+    config: type
+    model: type
+    processor: type
+    image_processor: type
+
+    def load_processor(self, path: str):
+        """The saved processor of ``path`` with the PIL image processor (``Idefics3ImageProcessorPil`` /
+        ``SmolVLMImageProcessorPil``, whatever transformers would default to where torchvision is installed)."""
+        processor = self.processor.from_pretrained(path)
+        processor.image_processor = self.image_processor.from_pretrained(path)
+        return processor
+
+    def compose_tiny(self, cfg, tokenizer):
+        """A model of these classes from ``cfg.text`` (a Llama) / ``cfg.vision`` sizes with random weights, the
+        tokenizer given the family's special tokens, and a processor whose PIL image processor resizes to
+        ``cfg.longest_edge`` and splits into tiles of ``cfg.vision.image_size`` (``cfg.do_image_splitting``)."""
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]}
+        )
+        vision = {k: v for k, v in OmegaConf.to_container(cfg.vision, resolve=True).items() if k != "arch"}
+        text = {k: v for k, v in OmegaConf.to_container(cfg.text, resolve=True).items() if k != "arch"}
+        text.update(
+            model_type="llama",
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        config = self.config(
+            text_config=text,
+            vision_config=vision,
+            image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+            scale_factor=int(cfg.scale_factor),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        torch.manual_seed(int(cfg.get("init_seed", 0)))
+        model = self.model._from_config(config)
+        image_processor = self.image_processor(
+            size={"longest_edge": int(cfg.longest_edge)},
+            max_image_size={"longest_edge": vision["image_size"]},
+            do_image_splitting=bool(cfg.do_image_splitting),
+        )
+        seq_len = (vision["image_size"] // vision["patch_size"]) ** 2 // int(cfg.scale_factor) ** 2
+        return model, self.processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len)
+
+
+IDEFICS3 = Classes(Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, Idefics3ImageProcessorPil)
+SMOLVLM = Classes(SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMNoVideoProcessor, SmolVLMImageProcessorPil)
 
 
 class Idefics3ImageInputs(ImageInputs):
@@ -120,48 +207,19 @@ class Idefics3ImageInputs(ImageInputs):
         return {key: torch.cat([im[key] for im in images])[None] for key in ("pixel_values", "pixel_attention_mask")}
 
 
-def compose_tiny(cfg, tokenizer):
-    """An Idefics3 from ``cfg.text`` (a Llama) / ``cfg.vision`` sizes with random weights, the tokenizer given the
-    family's special tokens, and a processor whose PIL image processor resizes to ``cfg.longest_edge`` and splits
-    into tiles of ``cfg.vision.image_size`` (``cfg.do_image_splitting``)."""
-    tokenizer.add_special_tokens(
-        {"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]}
+def _family(model_type: str, classes: Classes) -> Family:
+    return Family(
+        model_type=model_type,
+        config_class=classes.config,
+        model_class=classes.model,
+        processor_class=classes.processor,
+        parts=PARTS,
+        image_inputs=lambda config, processor: Idefics3ImageInputs(processor, config),
+        chat_template="idefics3",
+        load_processor=classes.load_processor,
+        compose_tiny=classes.compose_tiny,
     )
-    vision = {k: v for k, v in OmegaConf.to_container(cfg.vision, resolve=True).items() if k != "arch"}
-    text = {k: v for k, v in OmegaConf.to_container(cfg.text, resolve=True).items() if k != "arch"}
-    text.update(
-        model_type="llama",
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config = Idefics3Config(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        scale_factor=int(cfg.scale_factor),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(int(cfg.get("init_seed", 0)))
-    model = Idefics3ForConditionalGeneration._from_config(config)
-    image_processor = Idefics3ImageProcessorPil(
-        size={"longest_edge": int(cfg.longest_edge)},
-        max_image_size={"longest_edge": vision["image_size"]},
-        do_image_splitting=bool(cfg.do_image_splitting),
-    )
-    seq_len = (vision["image_size"] // vision["patch_size"]) ** 2 // int(cfg.scale_factor) ** 2
-    return model, Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len)
 
 
-FAMILY = Family(
-    model_type="idefics3",
-    config_class=Idefics3Config,
-    model_class=Idefics3ForConditionalGeneration,
-    processor_class=Idefics3Processor,
-    parts=PARTS,
-    image_inputs=lambda config, processor: Idefics3ImageInputs(processor, config),
-    chat_template="idefics3",
-    load_processor=load_processor,
-    compose_tiny=compose_tiny,
-)
+FAMILY = _family("idefics3", IDEFICS3)
+FAMILY_SMOLVLM = _family("smolvlm", SMOLVLM)

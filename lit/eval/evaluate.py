@@ -12,7 +12,10 @@ version, prompt, generation settings, the run's resolved config, git SHA and lmm
 ``make tables`` reads). Score files are written atomically (a temporary name, then renamed), the results store
 first and ``scores.json`` (which marks the evaluation done, ``lit.recipes``) last, so a run killed mid-write
 leaves no file cut off; an earlier evaluation's ``scores.json`` is removed when one starts, so a run killed
-before its end leaves no done marker.
+before its end leaves no done marker. A full disk stops it with one line (``lit.files.DiskFull``) naming the file
+being written or, inside lmms-eval (whose only write here is its datasets cache; it writes no samples or results
+of its own, as no ``output_path`` or ``use_cache`` is passed), the cache and the output folder; no ``scores.json``
+is left.
 
 A killed evaluation started again redoes it from scratch (the same scores: generation is greedy). lmms-eval
 0.7.3's response cache (``--use_cache``, ``lmms_eval.caching.response_cache``) could not resume it: it stores
@@ -33,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from lit.eval.spec import EvalSpec
-from lit.files import atomic_write, load_json
+from lit.files import DiskFull, atomic_write, free_bytes, is_disk_full, load_json
 from lit.tracking import git_sha
 
 log = logging.getLogger(__name__)
@@ -163,15 +166,20 @@ def evaluate(
     missing = [t for t in spec.builtin_tasks if t not in manager.all_tasks]
     if missing:
         raise KeyError(f"lmms-eval {version('lmms_eval')} has no task {missing[0]!r}")
-    raw = evaluator.simple_evaluate(
-        model=MODEL_ID,
-        model_args=f"pretrained={ckpt},chat_template={chat_template},dtype={dtype}",
-        tasks=[*tasks, *spec.builtin_tasks],
-        task_manager=manager,
-        batch_size=batch_size,
-        device=device,
-        limit=limit,
-    )
+    try:
+        raw = evaluator.simple_evaluate(
+            model=MODEL_ID,
+            model_args=f"pretrained={ckpt},chat_template={chat_template},dtype={dtype}",
+            tasks=[*tasks, *spec.builtin_tasks],
+            task_manager=manager,
+            batch_size=batch_size,
+            device=device,
+            limit=limit,
+        )
+    except Exception as err:  # lmms-eval wraps it (tenacity's RetryError, datasets' DatasetGenerationError)
+        if is_disk_full(err):
+            raise _lmms_eval_disk_full(err, [*tasks, *spec.builtin_tasks], Path(out_dir)) from err
+        raise
     scores = {task: _flatten(metrics) for task, metrics in raw["results"].items() if task not in raw.get("groups", {})}
     meta = {
         "checkpoint": str(ckpt),
@@ -206,6 +214,33 @@ def evaluate(
     record = {**meta, "scores": scores, "tasks": task_meta}
     atomic_write(out_dir / "scores.json", json.dumps(record, indent=1, default=str))  # marks it done: last, whole
     return scores
+
+
+def _lmms_eval_disk_full(err: BaseException, tasks: list[str], out_dir: Path) -> DiskFull:
+    """The one-line stop for a full disk inside ``simple_evaluate``: where lmms-eval writes there (its datasets
+    cache, ``lmms_eval.api.task.ConfigurableTask.download``; a task hook's cache in ``out_dir``), named by the
+    failed write's file where the error keeps one (Python's own writes), else the datasets cache and ``out_dir``
+    (pyarrow's writes keep none). Nothing of ours is written yet: no samples, no results, no ``scores.json``."""
+    named, seen = None, set()
+    while err is not None and id(err) not in seen and named is None:
+        seen.add(id(err))
+        named = err.filename if isinstance(err, OSError) and err.filename else None
+        err = err.__cause__ or err.__context__
+    if named is None:
+        from lmms_eval.api.task import _resolve_hf_datasets_cache_dir
+
+        cache = _resolve_hf_datasets_cache_dir()
+        where, room = f"its datasets cache {cache} or that folder", cache
+    else:
+        where, room = str(named), named
+    left = free_bytes(room)
+    free = "" if left is None else f" ({left / 2**20:.0f} MiB free there now)"
+    return DiskFull(
+        f"no space left on the device while lmms-eval evaluated {', '.join(tasks)} for {out_dir}, writing "
+        f"{where}{free}: the evaluation is not done (no scores.json there); free space on that filesystem (or "
+        "point LMMS_EVAL_DATASETS_CACHE or the output folder at another one), then run the same command again, "
+        "which generates every answer again"
+    )
 
 
 def write_samples(samples: dict[str, list[dict]], folder: Path) -> None:

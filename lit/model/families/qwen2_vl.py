@@ -135,13 +135,53 @@ class Qwen2VLImageInputs(ImageInputs):
         return torch.cat([super().packed_position_ids(items)[None], torch.cat(rows, dim=-1)])
 
 
-def compose_tiny(cfg, tokenizer):
-    """A Qwen2-VL from ``cfg.text`` / ``cfg.vision`` sizes with random weights, the tokenizer given the vision
-    tokens, and a processor whose PIL image processor keeps images between ``cfg.min_pixels`` and ``max_pixels``."""
+def add_vision_tokens(tokenizer) -> dict[str, int]:
+    """Give ``tokenizer`` the vision tokens it lacks; their ids."""
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [t for t in VISION_TOKENS if t not in tokenizer.get_vocab()]}
     )
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS}
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS}
+
+
+def tiny_model(cfg, tokenizer, config_class, model_class, text: dict, vision: dict):
+    """A model of ``model_class`` with random weights (``cfg.init_seed``) from ``text`` / ``vision`` sizes, with the
+    tokenizer's vocabulary, special ids and vision tokens (Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's configs share
+    these names)."""
+    ids = add_vision_tokens(tokenizer)
+    config = config_class(
+        text_config={
+            **text,
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(int(cfg.get("init_seed", 0)))
+    return model_class._from_config(config)
+
+
+def tiny_image_processor(cfg, vision_config, **extra) -> Qwen2VLImageProcessorPil:
+    """The PIL image processor for ``vision_config``'s patches, keeping images between ``cfg.min_pixels`` and
+    ``cfg.max_pixels``."""
+    return Qwen2VLImageProcessorPil(
+        min_pixels=int(cfg.min_pixels),
+        max_pixels=int(cfg.max_pixels),
+        patch_size=vision_config.patch_size,
+        merge_size=vision_config.spatial_merge_size,
+        temporal_patch_size=vision_config.temporal_patch_size,
+        **extra,
+    )
+
+
+def compose_tiny(cfg, tokenizer):
+    """A Qwen2-VL from ``cfg.text`` / ``cfg.vision`` sizes with random weights, the tokenizer given the vision
+    tokens, and a processor whose PIL image processor keeps images between ``cfg.min_pixels`` and ``max_pixels``."""
     vision = {k: v for k, v in OmegaConf.to_container(cfg.vision, resolve=True).items() if k != "arch"}
     text = {k: v for k, v in OmegaConf.to_container(cfg.text, resolve=True).items() if k != "arch"}
     config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
@@ -161,29 +201,8 @@ def compose_tiny(cfg, tokenizer):
         t = half // 4
         sections = [t, (half - t) // 2, half - t - (half - t) // 2]
         text["rope_parameters"] = {"rope_type": "default", "mrope_section": sections, "rope_theta": 1000000.0}
-    config = config_class(
-        text_config={
-            **text,
-            "vocab_size": len(tokenizer),
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
-    torch.manual_seed(int(cfg.get("init_seed", 0)))
-    model = model_class._from_config(config)
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=int(cfg.min_pixels),
-        max_pixels=int(cfg.max_pixels),
-        patch_size=vision["patch_size"],
-        merge_size=vision["spatial_merge_size"],
-        temporal_patch_size=vision["temporal_patch_size"],
-    )
+    model = tiny_model(cfg, tokenizer, config_class, model_class, text, vision)
+    image_processor = tiny_image_processor(cfg, model.config.vision_config)
     return model, Qwen2VLImageProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 

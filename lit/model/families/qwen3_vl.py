@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
 from omegaconf import OmegaConf
 from transformers import (
     AutoTokenizer,
@@ -42,7 +41,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.processing_utils import ProcessorMixin
 
 from lit.model.families.base import Family
-from lit.model.families.qwen2_vl import VISION_TOKENS, Qwen2VLImageInputs
+from lit.model.families.qwen2_vl import Qwen2VLImageInputs, tiny_image_processor, tiny_model
 
 PARTS = {
     # the PatchMerger after the last block and the DeepStack mergers: the MLPs from vision patches to the LM's width
@@ -98,10 +97,6 @@ def compose_tiny(cfg, tokenizer):
     vision tokens, and a processor whose PIL image processor keeps images between ``cfg.min_pixels`` and
     ``max_pixels``. Keys the configs do not read (the CLIP tower's ``image_size`` of conf/model/tiny.yaml) are left
     out; the merger writes the LM's width."""
-    tokenizer.add_special_tokens(
-        {"additional_special_tokens": [t for t in VISION_TOKENS if t not in tokenizer.get_vocab()]}
-    )
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS}
     vision = OmegaConf.to_container(cfg.vision, resolve=True)
     text = OmegaConf.to_container(cfg.text, resolve=True)
     vision = {k: v for k, v in vision.items() if k in _config_keys(Qwen3VLVisionConfig)}
@@ -117,29 +112,10 @@ def compose_tiny(cfg, tokenizer):
         },
     )
     vision["out_hidden_size"] = text["hidden_size"]
-    config = Qwen3VLConfig(
-        text_config={
-            **text,
-            "vocab_size": len(tokenizer),
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
-    torch.manual_seed(int(cfg.get("init_seed", 0)))
-    model = Qwen3VLForConditionalGeneration._from_config(config)
-    v = config.vision_config
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=int(cfg.min_pixels),
-        max_pixels=int(cfg.max_pixels),
-        patch_size=v.patch_size,
-        merge_size=v.spatial_merge_size,
-        temporal_patch_size=v.temporal_patch_size,
+    model = tiny_model(cfg, tokenizer, Qwen3VLConfig, Qwen3VLForConditionalGeneration, text, vision)
+    image_processor = tiny_image_processor(
+        cfg,
+        model.config.vision_config,
         image_mean=[0.5, 0.5, 0.5],  # Qwen3-VL's preprocessor_config.json (Qwen2-VL's are CLIP's)
         image_std=[0.5, 0.5, 0.5],
     )

@@ -56,8 +56,9 @@ docs: env  ## rewrite the generated fragments of README.md, BENCHMARKS.md and do
 
 # Test processes (pytest-xdist): each test file runs whole in one of them, each with one torch thread, so two of
 # them fill CI's 2 cores; TEST_WORKERS=auto uses every core, TEST_WORKERS=0 runs in this process.
+# The 15 slowest tests are listed at the end (where CI time goes).
 TEST_WORKERS ?= 2
-PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test: env  ## the fast test suite (what CI runs): everything but Slurm and `slow`, end-to-end (`integration`) tests included
 	$(PYTEST) -m "not slow and not slurm"

@@ -74,8 +74,10 @@ def log_dir(output_root: Path) -> Path:
 # - model loading: 16-bit weights of a 7B/13B model (14-26 GB) read from a shared filesystem at a few hundred MB/s
 #   and partitioned by ZeRO-3, a few minutes; taken as 10 min;
 LOAD_S = 600.0
-# - labelling: each record rendered, tokenized and masked once per node (lit.data, its label cache), a few ms per
-#   record on one core; taken as 2 ms (LLaVA-665K: 22 min);
+# - labelling: each record rendered, tokenized and masked once per node (lit.data, its label cache): measured at
+#   0.4-0.6 ms per record in one process on a 2-core CPU machine (BENCHMARKS.md, "Template mining and label
+#   building" and "Labelling a missing cache entry"), with fixed image counts; taken as 2 ms, for the image-header
+#   reads of size-dependent families on a shared filesystem (LLaVA-665K: 22 min);
 LABEL_S_PER_RECORD = 0.002
 # - checkpoint saves (train.save_steps): 12 bytes per trainable parameter (DeepSpeed's fp32 master weights and
 #   Adam's two moments) + 2 per parameter (16-bit weights), written at 1 GB/s to the shared filesystem (7B: ~95 s

@@ -1,4 +1,6 @@
-"""The tiny CPU training run the tests share: its Hydra overrides and a composed config (test helper)."""
+"""The tiny CPU training run the tests share: its Hydra overrides and a composed config (test helper); and what the
+per-family model tests (tests/model/test_<family>.py) share: their checkpoints and datasets, and the checks they make
+alike (labels, parts, templates read back, padding-free parity)."""
 
 from __future__ import annotations
 
@@ -151,3 +153,160 @@ def train_on_two_processes(demo_data: Path, data_dir: Path, run_dir: Path, *over
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
+
+
+def demo_turn_texts(demo_data: Path) -> list[str]:
+    """Every turn's text in the demo's training records (``train.json``): what a family's round trip trains its
+    tokenizer on."""
+    import json
+
+    records = json.loads((demo_data / "train.json").read_text())
+    return [turn["value"] for record in records for turn in record["conversations"]]
+
+
+def save_as_published(model, processor, folder: Path, chat_template: str | None = None) -> Path:
+    """``folder`` holding ``model`` and ``processor`` (``save_pretrained``), the processor and its tokenizer carrying
+    the Jinja ``chat_template`` (a published one; given none, the processor's own): a checkpoint as a hub repository
+    publishes it, for ``model=auto`` to read."""
+    if chat_template is not None:
+        processor.chat_template = processor.tokenizer.chat_template = chat_template
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def write_noise_images(folder: Path, sizes: dict[str, tuple[int, int]]) -> Path:
+    """``folder`` holding one RGB noise image per name of ``sizes`` (``(height, width)``), drawn in that order from
+    one generator seeded 0: a family test's image folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, (height, width) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def supervised_dataset(family, records: list[dict], template, scope: str, sentences=frozenset(), max_length=1024):
+    """``records`` as ``SupervisedDataset`` items for a family's tiny model: rendered in the chat template
+    ``template``, labelled under the loss scope ``scope`` with the template sentences ``sentences``, tokenized by the
+    family's tokenizer, the images read from its folder; ``family`` is a test's ``(model, processor, image inputs,
+    image folder)``."""
+    from lit.data.dataset import SupervisedDataset
+    from lit.data.labels import LabelSpec
+    from lit.mask.scopes import get_scope
+
+    _, processor, inputs, root = family
+    spec = LabelSpec(template, get_scope(scope), max_length, template_sentences=sentences, image_root=root)
+    return SupervisedDataset(records, spec, processor.tokenizer, inputs, progress=False)
+
+
+def template_typed_by_auto(processor, config, jinja: str):
+    """The template ``chat_template: auto`` types from the Jinja ``jinja`` on ``processor`` and the model's
+    ``config`` (``template_of``); the processor's own chat template is restored after."""
+    from lit.mask.jinja_template import template_of
+
+    own, processor.chat_template = processor.chat_template, jinja
+    try:
+        return template_of(processor, config)
+    finally:
+        processor.chat_template = own
+
+
+def template_read_back(processor, template):
+    """The template evaluation's ``chat_template: auto`` derives (``from_tokenizer``) from the Jinja training saves
+    for ``template`` (``to_jinja``, lit/model/chat_jinja.py) on ``processor``; its own chat template is restored
+    after."""
+    from lit.mask.jinja_template import from_tokenizer
+    from lit.model.chat_jinja import to_jinja
+
+    own, processor.chat_template = processor.chat_template, to_jinja(template)
+    try:
+        return from_tokenizer(processor)
+    finally:
+        processor.chat_template = own
+
+
+def assert_same_ids_and_labels(ours, theirs):
+    """Two ``SupervisedDataset``s over the same records (say, one template and the template read back from its
+    saved Jinja) give every record the same input ids and the same labels."""
+    import torch
+
+    assert len(ours) == len(theirs)
+    assert all(torch.equal(ours[i]["input_ids"], theirs[i]["input_ids"]) for i in range(len(ours)))
+    assert all(torch.equal(ours[i]["labels"], theirs[i]["labels"]) for i in range(len(ours)))
+
+
+def assert_vit_supervises_the_answers_alone(vit, records: list[dict], tokenizer, answer: str):
+    """Under ``vit`` (a ``SupervisedDataset`` over ``records`` with the ``vit`` scope) each record's supervised tokens
+    decode to its answers alone, in order, each written as ``answer.format(<the answer>)`` (with the template's end
+    of turn, e.g. ``"{}<|im_end|>"``)."""
+    from lit.constants import IGNORE_INDEX
+
+    for i, record in enumerate(records):
+        ids, labels = vit[i]["input_ids"], vit[i]["labels"]
+        answers = [turn["value"] for turn in record["conversations"] if turn["from"] == "gpt"]
+        assert tokenizer.decode(ids[labels != IGNORE_INDEX]) == "".join(answer.format(a) for a in answers), record["id"]
+
+
+def assert_lit_adds_the_instructions_alone(
+    vit, lit, records: list[dict], tokenizer, instructions: dict, never: tuple[str, ...], vision_ids: set[int]
+):
+    """``vit`` and ``lit`` (``SupervisedDataset``s over ``records`` with those scopes): for each record, ``lit``
+    supervises every token ``vit`` does (it adds, never removes), its supervised text holds each of the record's
+    ``instructions[record id]`` and none of ``never`` (the system prompt, template sentences, role headers), and no
+    supervised id is one of ``vision_ids`` (the image blocks' tokens)."""
+    from lit.constants import IGNORE_INDEX
+
+    for i, record in enumerate(records):
+        ids, v, li = vit[i]["input_ids"], vit[i]["labels"], lit[i]["labels"]
+        assert ((v != IGNORE_INDEX) <= (li != IGNORE_INDEX)).all(), record["id"]
+        supervised = tokenizer.decode(ids[li != IGNORE_INDEX])
+        assert all(instruction in supervised for instruction in instructions[record["id"]]), record["id"]
+        assert not [text for text in never if text in supervised], record["id"]
+        assert not set(ids[li != IGNORE_INDEX].tolist()) & vision_ids, record["id"]
+
+
+def assert_parts_split_the_model_and_the_projector_trains_alone(model, projector_modules: tuple[str, ...]) -> set:
+    """``lit.model.parts``' split of ``model``: every parameter is in ``vision``, ``projector`` or ``lm``, the
+    projector's being exactly those whose names hold one of ``projector_modules`` (paths such as ``".connector."``);
+    ``apply_freeze`` with the vision tower and the LM frozen leaves the projector alone trainable (all unfrozen
+    after). Returns the projector's parameter names."""
+    from lit.model.loading import apply_freeze
+    from lit.model.parts import part_of
+
+    parts = {name: part_of(name) for name, _ in model.named_parameters()}
+    assert set(parts.values()) == {"vision", "projector", "lm"}
+    projector = {name for name, part in parts.items() if part == "projector"}
+    assert projector == {name for name in parts if any(module in name for module in projector_modules)}
+    counts = apply_freeze(model, {"vision": True, "projector": False, "lm": True})
+    apply_freeze(model, {})
+    assert counts["vision"] == counts["lm"] == 0 < counts["projector"]
+    return projector
+
+
+def assert_padding_free_gives_the_padded_loss(family, ds):
+    """``train.padding_free``'s parity for a family whose LM reads packed records apart by their position ids:
+    ``check_padding_free`` accepts the family's model; the items of ``ds`` (a ``SupervisedDataset``) packed into one
+    row by ``PaddingFreeCollator`` give the loss (atol 1e-5) of the same items padded by ``Collator``, one row each,
+    and without the packed row's per-record ``position_ids`` another one (the records would attend to each other).
+    ``family`` is a test's ``(model, processor, image inputs, image folder)``. Returns the padded and the packed
+    batch, ``kind_counts`` dropped."""
+    import torch
+
+    from lit.data.collate import Collator, PaddingFreeCollator
+    from lit.train.padding_free import check_padding_free
+
+    model, processor, inputs, _ = family
+    check_padding_free(model.config)
+    items = [ds[i] for i in range(len(ds))]
+    padded = Collator(processor.tokenizer.pad_token_id, inputs)(items)
+    packed = PaddingFreeCollator(processor.tokenizer.pad_token_id, inputs)(items)
+    for batch in (padded, packed):
+        batch.pop("kind_counts")
+    assert packed["input_ids"].shape[0] == 1 and padded["input_ids"].shape[0] == len(items)
+    with torch.no_grad():
+        assert torch.allclose(model(**padded).loss, model(**packed).loss, atol=1e-5)
+        unmarked = {k: v for k, v in packed.items() if k != "position_ids"}
+        assert not torch.allclose(model(**padded).loss, model(**unmarked).loss, atol=1e-5)
+    return padded, packed

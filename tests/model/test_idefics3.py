@@ -12,7 +12,6 @@ auto`` derives that template from the published Jinja; the name ``idefics3`` and
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -27,6 +26,29 @@ from lit.mask.chat_templates import get_template
 
 TEMPLATE_SENTENCE = "Answer briefly."
 INSTRUCTIONS = {"img-multi": ["What colour is the square?", "And how many circles are there?"], "text-only": ["Name"]}
+NEVER_SUPERVISED = (TEMPLATE_SENTENCE, SYSTEM, "System", "User", "Assistant:")  # under lit: besides the image blocks
+TWO_IMAGES = {
+    "id": "two-images",
+    "image": ["a.png", "b.png"],
+    "conversations": [
+        {"from": "human", "value": "<image>\n<image>\nAre the two pictures alike?"},
+        {"from": "gpt", "value": "No."},
+    ],
+}
+# TWO_IMAGES as SmolVLM's processor takes it: the items in the record's order, a system message
+TWO_IMAGES_MESSAGES = [
+    {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+    {
+        "role": "user",
+        "content": [
+            {"type": "image"},
+            {"type": "text", "text": "\n"},
+            {"type": "image"},
+            {"type": "text", "text": "\nAre the two pictures alike?"},
+        ],
+    },
+    {"role": "assistant", "content": [{"type": "text", "text": "No."}]},
+]
 # what the YAML route declares for a checkpoint whose Jinja template cannot be typed: the idefics3 template
 IDEFICS3_YAML = """\
 name: smolvlm
@@ -70,23 +92,26 @@ def _tokenizer(texts):
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
+    from tiny_runs import write_noise_images
+
     from lit.model.families import image_inputs_for
 
     model, processor = _tiny(_tokenizer([t["value"] for r in RECORDS for t in r["conversations"]] * 20))
-    root = tmp_path_factory.mktemp("idefics3_images")
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(root / "a.png")
+    root = write_noise_images(tmp_path_factory.mktemp("idefics3_images"), {"a.png": (40, 56)})
     return model, processor, image_inputs_for(model.config, processor), root
 
 
-def _dataset(family, scope: str, template=None, sentences=frozenset()):
-    from lit.data.dataset import SupervisedDataset
-    from lit.data.labels import LabelSpec
-    from lit.mask.scopes import get_scope
+def _dataset(family, scope: str, template=None, sentences=frozenset(), records=RECORDS):
+    from tiny_runs import supervised_dataset
 
-    model, processor, inputs, root = family
     template = template or replace(get_template("idefics3"), system_prompt=SYSTEM)
-    spec = LabelSpec(template, get_scope(scope), 512, template_sentences=sentences, image_root=root)
-    return SupervisedDataset(RECORDS, spec, processor.tokenizer, inputs, progress=False)
+    return supervised_dataset(family, records, template, scope, sentences)
+
+
+def _vision_ids(tokenizer) -> set[int]:
+    """The ids of the image blocks' tokens: the tags, the global view's, the image token, the tiles' positions."""
+    vision = {tokenizer.convert_tokens_to_ids(t) for t in ("<fake_token_around_image>", "<global-img>", "<image>")}
+    return vision | {tokenizer.convert_tokens_to_ids(f"<row_{r}_col_{c}>") for r in (1, 2) for c in (1, 2)}
 
 
 def _messages(record: dict) -> list[dict]:
@@ -106,11 +131,18 @@ def _reference(record: dict, processor, root) -> dict:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     text = ImmutableSandboxedEnvironment().from_string(SMOLVLM).render(messages=_messages(record))
-    images = [Image.open(root / record["image"]).convert("RGB")] if "image" in record else None
-    return processor(text=text, images=images, return_tensors="pt", add_special_tokens=False)
+    return processor(text=text, images=_images(record, root), return_tensors="pt", add_special_tokens=False)
 
 
-def test_ids_and_pixels_are_idefics3_processors_for_smolvlms_published_template(family):
+def _images(record: dict, root) -> list | None:
+    """The record's images, in its order, as the processor takes them (``None`` for a text-only record)."""
+    names = record.get("image", [])
+    return [Image.open(root / name).convert("RGB") for name in ([names] if isinstance(names, str) else names)] or None
+
+
+def _assert_ids_and_pixels_are_the_references(family):
+    """Each of RECORDS' ids under ``vit`` are ``_reference``'s (the family's processor on SmolVLM's published
+    template's text), and an image record's pixels and pixel attention mask too."""
     model, processor, inputs, root = family
     ds = _dataset(family, "vit")
     for i, record in enumerate(RECORDS):
@@ -120,6 +152,30 @@ def test_ids_and_pixels_are_idefics3_processors_for_smolvlms_published_template(
             batch = inputs.collate([item["image"]])
             assert torch.equal(batch["pixel_values"], ref["pixel_values"])
             assert torch.equal(batch["pixel_attention_mask"], ref["pixel_attention_mask"].bool())
+
+
+def _assert_lit_labels(family):
+    """``lit`` over ``vit`` on RECORDS: the instructions added, never the system prompt, headers, template sentences
+    or the image blocks (tags, tile positions, the rows' newlines, image tokens); the template sentence and the system
+    prompt have kinds of their own."""
+    from tiny_runs import assert_lit_adds_the_instructions_alone
+
+    model, processor, inputs, _ = family
+    tokenizer = processor.tokenizer
+    vit, lit = _dataset(family, "vit"), _dataset(family, "lit", sentences=frozenset({TEMPLATE_SENTENCE}))
+    never, vision = NEVER_SUPERVISED, _vision_ids(tokenizer)
+    assert_lit_adds_the_instructions_alone(vit, lit, RECORDS, tokenizer, INSTRUCTIONS, never, vision)
+    for kinds in (example.kinds for example in lit.examples):
+        assert (kinds == KIND_INDEX["template"]).any() and (kinds == KIND_INDEX["system"]).any()
+    ids, labels, n = lit[0]["input_ids"], lit[0]["labels"], inputs.n_tokens(40, 56)
+    start = ids.tolist().index(tokenizer.convert_tokens_to_ids("<fake_token_around_image>"))
+    assert ids[start : start + n].tolist() == inputs.image_ids(n, processor.image_token_id).tolist()
+    assert (labels[start : start + n] == IGNORE_INDEX).all()  # the rows' newlines in the block too
+
+
+def test_ids_and_pixels_are_idefics3_processors_for_smolvlms_published_template(family):
+    _, processor, inputs, _ = family
+    _assert_ids_and_pixels_are_the_references(family)
     tiles = [(r, c) for r, c in inputs.layouts if r]  # every grid's count is the processor's own formula
     assert all(
         inputs.n_tokens(h, w) == processor._get_num_multimodal_tokens(image_sizes=[(h, w)]).num_image_tokens[0]
@@ -144,42 +200,20 @@ def test_an_image_that_is_not_split_is_its_global_view_alone(family):
 
 
 def test_vit_supervises_only_the_answers_and_their_end_of_utterance(family):
-    tokenizer = family[1].tokenizer
-    ds = _dataset(family, "vit")
-    for i, record in enumerate(RECORDS):
-        ids, labels = ds[i]["input_ids"], ds[i]["labels"]
-        supervised = tokenizer.decode(ids[labels != IGNORE_INDEX])
-        answers = [t["value"] for t in record["conversations"] if t["from"] == "gpt"]
-        assert supervised == "".join(f" {a}<end_of_utterance>" for a in answers)
+    from tiny_runs import assert_vit_supervises_the_answers_alone
+
+    vit = _dataset(family, "vit")
+    assert_vit_supervises_the_answers_alone(vit, RECORDS, family[1].tokenizer, " {}<end_of_utterance>")
 
 
 def test_lit_adds_the_instructions_never_system_headers_vision_tokens_or_template_sentences(family):
-    model, processor, inputs, _ = family
-    tokenizer = processor.tokenizer
-    vit = _dataset(family, "vit")
-    lit = _dataset(family, "lit", sentences=frozenset({TEMPLATE_SENTENCE}))
-    vision = {tokenizer.convert_tokens_to_ids(t) for t in ("<fake_token_around_image>", "<global-img>", "<image>")}
-    vision |= {tokenizer.convert_tokens_to_ids(f"<row_{r}_col_{c}>") for r in (1, 2) for c in (1, 2)}
-    for i, record in enumerate(RECORDS):
-        ids, v, li = vit[i]["input_ids"], vit[i]["labels"], lit[i]["labels"]
-        assert ((v != IGNORE_INDEX) <= (li != IGNORE_INDEX)).all()  # LIT adds to VIT, never removes
-        supervised = tokenizer.decode(ids[li != IGNORE_INDEX])
-        assert all(instruction in supervised for instruction in INSTRUCTIONS[record["id"]])
-        assert TEMPLATE_SENTENCE not in supervised and SYSTEM not in supervised
-        assert not any(header in supervised for header in ("System", "User", "Assistant:"))
-        assert not set(ids[li != IGNORE_INDEX].tolist()) & vision
-        kinds = lit.examples[i].kinds
-        assert (kinds == KIND_INDEX["template"]).any() and (kinds == KIND_INDEX["system"]).any()
-    ids, labels, n = lit[0]["input_ids"], lit[0]["labels"], inputs.n_tokens(40, 56)
-    start = ids.tolist().index(processor.fake_image_token_id)
-    assert ids[start : start + n].tolist() == inputs.image_ids(n, processor.image_token_id).tolist()
-    assert (labels[start : start + n] == IGNORE_INDEX).all()  # the rows' newlines in the block too
+    _assert_lit_labels(family)
 
 
 def test_the_model_takes_the_batch_and_every_parameter_has_a_part(family):
+    from tiny_runs import assert_parts_split_the_model_and_the_projector_trains_alone
+
     from lit.data.collate import Collator
-    from lit.model.loading import apply_freeze
-    from lit.model.parts import part_of
 
     model, processor, inputs, _ = family
     ds = _dataset(family, "lit")
@@ -188,12 +222,7 @@ def test_the_model_takes_the_batch_and_every_parameter_has_a_part(family):
     batch.pop("kind_counts")
     out = model(**batch)
     assert torch.isfinite(out.loss)
-    parts = {name: part_of(name) for name, _ in model.named_parameters()}
-    assert set(parts.values()) == {"vision", "projector", "lm"}
-    assert all(p == "projector" for n, p in parts.items() if ".connector." in n)
-    counts = apply_freeze(model, {"vision": True, "projector": False, "lm": True})
-    assert counts["vision"] == counts["lm"] == 0 < counts["projector"]
-    apply_freeze(model, {})
+    assert_parts_split_the_model_and_the_projector_trains_alone(model, (".connector.",))
 
 
 def test_auto_types_the_published_template_as_the_declared_one_and_the_yaml_route_and_saved_jinja_agree(
@@ -203,31 +232,19 @@ def test_auto_types_the_published_template_as_the_declared_one_and_the_yaml_rout
     ``idefics3`` template: ``User:`` before an image, ``User: `` before text (``user`` / ``user_text``). The YAML
     file declaring it is the same template, and the Jinja training saves from it derives back to the same labels."""
     from chat_template_fixtures import SMOLVLM
-
-    from lit.mask.jinja_template import from_tokenizer, template_of
-    from lit.model.chat_jinja import to_jinja
+    from tiny_runs import assert_same_ids_and_labels, template_read_back, template_typed_by_auto
 
     model, processor, _, _ = family
-    processor.chat_template = SMOLVLM
-    try:
-        published = template_of(processor, model.config)
-    finally:
-        processor.chat_template = None
+    published = template_typed_by_auto(processor, model.config, SMOLVLM)
     assert replace(published, name="idefics3") == get_template("idefics3")
     assert published.user_text != published.user
     path = tmp_path / "smolvlm.yaml"
     path.write_text(IDEFICS3_YAML)
     declared = get_template(str(path))
     assert replace(declared, name="idefics3") == get_template("idefics3")
-    processor.chat_template = to_jinja(declared)  # what training saves: evaluation's `auto` reads it back
-    try:
-        derived = from_tokenizer(processor)
-    finally:
-        processor.chat_template = None
+    derived = template_read_back(processor, declared)  # what training saves: evaluation's `auto` reads it back
     for scope in ("vit", "lit"):
-        ours, back = _dataset(family, scope, declared), _dataset(family, scope, derived)
-        assert all(torch.equal(ours[i]["labels"], back[i]["labels"]) for i in range(len(RECORDS)))
-        assert all(torch.equal(ours[i]["input_ids"], back[i]["input_ids"]) for i in range(len(RECORDS)))
+        assert_same_ids_and_labels(_dataset(family, scope, declared), _dataset(family, scope, derived))
 
 
 @pytest.mark.integration
@@ -239,13 +256,10 @@ def test_model_auto_trains_a_saved_idefics3_with_a_yaml_template_under_zero3_and
     DIR, the template from the YAML file that declares it; ZeRO-3 on CPU; the checkpoint reloads with the PIL
     image processor, lmms-eval scores it (``chat_template=auto``: the template training saved) and VC runs on it."""
     from chat_template_fixtures import SMOLVLM
+    from tiny_runs import demo_turn_texts, save_as_published
 
-    records = json.loads((demo_data / "train.json").read_text())
-    model, processor = _tiny(_tokenizer(t["value"] for r in records for t in r["conversations"]))
-    processor.chat_template = processor.tokenizer.chat_template = SMOLVLM
-    given = tmp_path / "given"
-    model.save_pretrained(given)
-    processor.save_pretrained(given)
+    model, processor = _tiny(_tokenizer(demo_turn_texts(demo_data)))
+    given = save_as_published(model, processor, tmp_path / "given", SMOLVLM)
     template = tmp_path / "smolvlm.yaml"
     template.write_text(IDEFICS3_YAML)
 
@@ -263,33 +277,12 @@ def test_a_record_with_two_images_is_idefics3_processors_and_the_model_reads_it(
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     from lit.data.collate import Collator
-    from lit.data.dataset import SupervisedDataset
-    from lit.data.labels import LabelSpec
-    from lit.mask.scopes import get_scope
 
     model, processor, inputs, root = family
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "b.png")
-    record = {
-        "id": "two-images",
-        "image": ["a.png", "b.png"],
-        "conversations": [
-            {"from": "human", "value": "<image>\n<image>\nAre the two pictures alike?"},
-            {"from": "gpt", "value": "No."},
-        ],
-    }
-    template = replace(get_template("idefics3"), system_prompt=SYSTEM)
-    spec = LabelSpec(template, get_scope("lit"), 1024, image_root=root)
-    ds = SupervisedDataset([record], spec, processor.tokenizer, inputs, progress=False)
-    user = [{"type": "image"}, {"type": "text", "text": "\n"}, {"type": "image"}]  # the items in the record's order
-    user.append({"type": "text", "text": "\nAre the two pictures alike?"})
-    messages = [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
-        {"role": "user", "content": user},
-        {"role": "assistant", "content": [{"type": "text", "text": "No."}]},
-    ]
-    text = ImmutableSandboxedEnvironment().from_string(SMOLVLM).render(messages=messages)
-    images = [Image.open(root / name).convert("RGB") for name in record["image"]]
-    ref = processor(text=text, images=images, return_tensors="pt", add_special_tokens=False)
+    ds = _dataset(family, "lit", records=[TWO_IMAGES])
+    text = ImmutableSandboxedEnvironment().from_string(SMOLVLM).render(messages=TWO_IMAGES_MESSAGES)
+    ref = processor(text=text, images=_images(TWO_IMAGES, root), return_tensors="pt", add_special_tokens=False)
     item = ds[0]
     assert item["input_ids"].tolist() == ref["input_ids"][0].tolist()
     batch = Collator(processor.tokenizer.pad_token_id, inputs)([item])
@@ -303,19 +296,6 @@ def test_a_record_with_two_images_is_idefics3_processors_and_the_model_reads_it(
 def test_padding_free_batches_give_the_padded_loss(family):
     """``train.padding_free``: an image record and a text-only one packed into one row (per-record position ids)
     give the loss of the padded batch."""
-    from lit.data.collate import Collator, PaddingFreeCollator
-    from lit.train.padding_free import check_padding_free
+    from tiny_runs import assert_padding_free_gives_the_padded_loss
 
-    model, processor, inputs, _ = family
-    check_padding_free(model.config)
-    ds = _dataset(family, "lit")
-    items = [ds[i] for i in range(len(RECORDS))]
-    padded = Collator(processor.tokenizer.pad_token_id, inputs)(items)
-    packed = PaddingFreeCollator(processor.tokenizer.pad_token_id, inputs)(items)
-    for batch in (padded, packed):
-        batch.pop("kind_counts")
-    assert packed["input_ids"].shape[0] == 1 and padded["input_ids"].shape[0] == len(RECORDS)
-    with torch.no_grad():
-        assert torch.allclose(model(**padded).loss, model(**packed).loss, atol=1e-5)
-        unmarked = {k: v for k, v in packed.items() if k != "position_ids"}  # the records would attend to each other
-        assert not torch.allclose(model(**padded).loss, model(**unmarked).loss, atol=1e-5)
+    assert_padding_free_gives_the_padded_loss(family, _dataset(family, "lit"))

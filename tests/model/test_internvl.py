@@ -14,45 +14,25 @@ from the published Jinja.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
+from test_idefics3 import INSTRUCTIONS, TEMPLATE_SENTENCE, TWO_IMAGES  # RECORDS' instructions; 2 images in a turn
 from test_qwen2_vl import RECORDS, SYSTEM  # a system prompt, two turns with an image, a text-only record
-from tiny_runs import CONF, train_auto_and_score
+from tiny_runs import tiny_model, train_auto_and_score
 
 from lit.constants import IGNORE_INDEX, KIND_INDEX
 from lit.mask.chat_templates import get_template
 
-TEMPLATE_SENTENCE = "Answer briefly."
-INSTRUCTIONS = {"img-multi": ["What colour is the square?", "And how many circles are there?"], "text-only": ["Name"]}
 VISION_TOKENS = ("<img>", "<IMG_CONTEXT>", "</img>")
-TWO_IMAGES = {
-    "id": "two-images",
-    "image": ["a.png", "b.png"],
-    "conversations": [
-        {"from": "human", "value": "<image>\n<image>\nAre the two pictures alike?"},
-        {"from": "gpt", "value": "No."},
-    ],
-}
+NEVER_SUPERVISED = (TEMPLATE_SENTENCE, SYSTEM, "<|im_start|>", "system", "user", "assistant")  # under lit
 
 
 def _tiny(tokenizer):
     """A tiny InternVL and its processor from conf/model/tiny_internvl.yaml, 32 wide."""
-    from lit.mask.tokenizer import prepare_tokenizer
-    from lit.model.loading import compose_tiny
-
-    cfg = OmegaConf.merge(
-        OmegaConf.load(CONF / "model" / "tiny.yaml"), OmegaConf.load(CONF / "model" / "tiny_internvl.yaml")
-    )
-    cfg.text.hidden_size = cfg.vision.hidden_size = 32
-    prepare_tokenizer(tokenizer, get_template("internvl"))
-    model, processor = compose_tiny(cfg, tokenizer)
-    return model.eval(), processor
+    return tiny_model("tiny_internvl", tokenizer)[:2]
 
 
 def _tokenizer(texts):
@@ -66,25 +46,20 @@ def _tokenizer(texts):
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
+    from tiny_runs import write_noise_images
+
     from lit.model.families import image_inputs_for
 
     model, processor = _tiny(_tokenizer([t["value"] for r in RECORDS for t in r["conversations"]] * 20))
-    root = tmp_path_factory.mktemp("internvl_images")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(root / "a.png")
-    Image.fromarray(rng.integers(0, 255, (16, 40, 3), dtype=np.uint8)).save(root / "b.png")
+    root = write_noise_images(tmp_path_factory.mktemp("internvl_images"), {"a.png": (40, 56), "b.png": (16, 40)})
     return model, processor, image_inputs_for(model.config, processor), root
 
 
 def _dataset(family, scope: str, template=None, sentences=frozenset(), records=RECORDS):
-    from lit.data.dataset import SupervisedDataset
-    from lit.data.labels import LabelSpec
-    from lit.mask.scopes import get_scope
+    from tiny_runs import supervised_dataset
 
-    model, processor, inputs, root = family
     template = template or replace(get_template("internvl"), system_prompt=SYSTEM)
-    spec = LabelSpec(template, get_scope(scope), 1024, template_sentences=sentences, image_root=root)
-    return SupervisedDataset(records, spec, processor.tokenizer, inputs, progress=False)
+    return supervised_dataset(family, records, template, scope, sentences)
 
 
 def _items(text: str, turn_opens_with_image: bool) -> list[dict]:
@@ -215,6 +190,8 @@ def test_vit_labels_and_ids_are_internvls_own_fine_tuning_codes(family):
     """Mirrors OpenGVLab/InternVL ``internvl_chat/internvl/train/dataset.py`` (``preprocess_internvl2_5``, see
     ``_official``): the same input ids and the same supervised tokens (each answer and its ``<|im_end|>``) for a
     record with a system prompt, an image and two turns, and a text-only record."""
+    from tiny_runs import assert_vit_supervises_the_answers_alone
+
     model, processor, inputs, _ = family
     tokenizer = processor.tokenizer
     ds = _dataset(family, "vit")
@@ -226,25 +203,18 @@ def test_vit_labels_and_ids_are_internvls_own_fine_tuning_codes(family):
         ref_ids, ref_labels = _official(record, tokenizer, blocks, SYSTEM)
         assert item["input_ids"].tolist() == ref_ids
         assert item["labels"].tolist() == ref_labels
-        supervised = tokenizer.decode(item["input_ids"][item["labels"] != IGNORE_INDEX])
-        assert supervised == "".join(f"{t['value']}<|im_end|>" for t in record["conversations"] if t["from"] == "gpt")
+    assert_vit_supervises_the_answers_alone(ds, RECORDS, tokenizer, "{}<|im_end|>")
 
 
 def test_lit_adds_the_instructions_never_system_headers_vision_tokens_or_template_sentences(family):
+    from tiny_runs import assert_lit_adds_the_instructions_alone
+
     model, processor, inputs, _ = family
     tokenizer = processor.tokenizer
-    vit = _dataset(family, "vit")
-    lit = _dataset(family, "lit", sentences=frozenset({TEMPLATE_SENTENCE}))
+    vit, lit = _dataset(family, "vit"), _dataset(family, "lit", sentences=frozenset({TEMPLATE_SENTENCE}))
     vision = {tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS}
-    for i, record in enumerate(RECORDS):
-        ids, v, li = vit[i]["input_ids"], vit[i]["labels"], lit[i]["labels"]
-        assert ((v != IGNORE_INDEX) <= (li != IGNORE_INDEX)).all()  # LIT adds to VIT, never removes
-        supervised = tokenizer.decode(ids[li != IGNORE_INDEX])
-        assert all(instruction in supervised for instruction in INSTRUCTIONS[record["id"]])
-        assert TEMPLATE_SENTENCE not in supervised and SYSTEM not in supervised
-        assert not any(header in supervised for header in ("<|im_start|>", "system", "user", "assistant"))
-        assert not set(ids[li != IGNORE_INDEX].tolist()) & vision
-        kinds = lit.examples[i].kinds
+    assert_lit_adds_the_instructions_alone(vit, lit, RECORDS, tokenizer, INSTRUCTIONS, NEVER_SUPERVISED, vision)
+    for kinds in (example.kinds for example in lit.examples):
         assert (kinds == KIND_INDEX["template"]).any() and (kinds == KIND_INDEX["system"]).any()
     ids, labels, n = lit[0]["input_ids"], lit[0]["labels"], inputs.n_tokens(40, 56)
     start = ids.tolist().index(processor.start_image_token_id)
@@ -253,9 +223,9 @@ def test_lit_adds_the_instructions_never_system_headers_vision_tokens_or_templat
 
 
 def test_the_model_takes_the_batch_and_every_parameter_has_a_part(family):
+    from tiny_runs import assert_parts_split_the_model_and_the_projector_trains_alone
+
     from lit.data.collate import Collator
-    from lit.model.loading import apply_freeze
-    from lit.model.parts import part_of
 
     model, processor, inputs, _ = family
     ds = _dataset(family, "lit")
@@ -263,12 +233,7 @@ def test_the_model_takes_the_batch_and_every_parameter_has_a_part(family):
     assert batch["pixel_values"].shape == (5, 3, 16, 16)  # the image's 2 x 2 tiles and its thumbnail, no counts
     batch.pop("kind_counts")
     assert torch.isfinite(model(**batch).loss)
-    parts = {name: part_of(name) for name, _ in model.named_parameters()}
-    assert set(parts.values()) == {"vision", "projector", "lm"}
-    assert all(p == "projector" for n, p in parts.items() if ".multi_modal_projector." in n)
-    counts = apply_freeze(model, {"vision": True, "projector": False, "lm": True})
-    assert counts["vision"] == counts["lm"] == 0 < counts["projector"]
-    apply_freeze(model, {})
+    assert_parts_split_the_model_and_the_projector_trains_alone(model, (".multi_modal_projector.",))
 
 
 def test_auto_types_the_published_template_as_the_declared_one_and_the_saved_jinja_agrees(family):
@@ -276,50 +241,25 @@ def test_auto_types_the_published_template_as_the_declared_one_and_the_saved_jin
     model config's image token) derives the ``internvl`` template; the Jinja training saves from it derives back
     to the same ids and labels."""
     from chat_template_fixtures import INTERNVL
-
-    from lit.mask.jinja_template import from_tokenizer, template_of
-    from lit.model.chat_jinja import to_jinja
+    from tiny_runs import assert_same_ids_and_labels, template_read_back, template_typed_by_auto
 
     model, processor, _, _ = family
-    processor.chat_template = INTERNVL
-    try:
-        published = template_of(processor, model.config)
-    finally:
-        processor.chat_template = None
+    published = template_typed_by_auto(processor, model.config, INTERNVL)
     assert replace(published, name="internvl") == get_template("internvl")
     assert published.system_prompt == "" and published.image_text == "<IMG_CONTEXT>\n"
-    processor.chat_template = to_jinja(get_template("internvl"))  # what training saves: evaluation's `auto`
-    try:
-        derived = from_tokenizer(processor)
-    finally:
-        processor.chat_template = None
+    derived = template_read_back(processor, get_template("internvl"))  # what training saves: evaluation's `auto`
     records = [*RECORDS, TWO_IMAGES]
     for scope in ("vit", "lit"):
         ours = _dataset(family, scope, get_template("internvl"), records=records)
-        back = _dataset(family, scope, derived, records=records)
-        assert all(torch.equal(ours[i]["labels"], back[i]["labels"]) for i in range(len(records)))
-        assert all(torch.equal(ours[i]["input_ids"], back[i]["input_ids"]) for i in range(len(records)))
+        assert_same_ids_and_labels(ours, _dataset(family, scope, derived, records=records))
 
 
 def test_padding_free_batches_give_the_padded_loss(family):
     """``train.padding_free``: an image record and a text-only one packed into one row (per-record position ids)
     give the loss of the padded batch (the Qwen2 LM reads the records apart from the position ids)."""
-    from lit.data.collate import Collator, PaddingFreeCollator
-    from lit.train.padding_free import check_padding_free
+    from tiny_runs import assert_padding_free_gives_the_padded_loss
 
-    model, processor, inputs, _ = family
-    check_padding_free(model.config)
-    ds = _dataset(family, "lit")
-    items = [ds[i] for i in range(len(RECORDS))]
-    padded = Collator(processor.tokenizer.pad_token_id, inputs)(items)
-    packed = PaddingFreeCollator(processor.tokenizer.pad_token_id, inputs)(items)
-    for batch in (padded, packed):
-        batch.pop("kind_counts")
-    assert packed["input_ids"].shape[0] == 1 and padded["input_ids"].shape[0] == len(RECORDS)
-    with torch.no_grad():
-        assert torch.allclose(model(**padded).loss, model(**packed).loss, atol=1e-5)
-        unmarked = {k: v for k, v in packed.items() if k != "position_ids"}  # the records would attend to each other
-        assert not torch.allclose(model(**padded).loss, model(**unmarked).loss, atol=1e-5)
+    assert_padding_free_gives_the_padded_loss(family, _dataset(family, "lit"))
 
 
 @pytest.mark.integration
@@ -329,13 +269,10 @@ def test_model_auto_trains_a_saved_internvl_under_zero3_and_lmms_eval_and_vc_sco
     processing come from DIR; ZeRO-3 on CPU; the checkpoint reloads without a video processor and with the PIL
     image processor, lmms-eval scores it (``chat_template=auto``: the template training saved) and VC runs on it."""
     from chat_template_fixtures import INTERNVL
+    from tiny_runs import demo_turn_texts, save_as_published
 
-    records = json.loads((demo_data / "train.json").read_text())
-    model, processor = _tiny(_tokenizer(t["value"] for r in records for t in r["conversations"]))
-    processor.chat_template = processor.tokenizer.chat_template = INTERNVL
-    given = tmp_path / "given"
-    model.save_pretrained(given)
-    processor.save_pretrained(given)
+    model, processor = _tiny(_tokenizer(demo_turn_texts(demo_data)))
+    given = save_as_published(model, processor, tmp_path / "given", INTERNVL)
 
     seen, loaded, loaded_processor = train_auto_and_score(given, tmp_path, demo_data)
     assert type(loaded).__name__ == "InternVLForConditionalGeneration"

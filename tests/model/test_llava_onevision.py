@@ -12,8 +12,6 @@ OneVision was trained in: Qwen2's chatml with ``<image>\\n`` in front of its tur
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -83,30 +81,23 @@ def _tiny(tokenizer):
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     """The tiny model saved with ``save_pretrained`` and read back as ``model=auto`` reads it (``load_pretrained``)."""
+    from tiny_runs import save_as_published, write_noise_images
+
     from lit.model.families import image_inputs_for
     from lit.model.loading import load_pretrained
 
     model, processor = _tiny(_tokenizer([t["value"] for r in RECORDS for t in r["conversations"]]))
-    saved = tmp_path_factory.mktemp("onevision")
-    model.save_pretrained(saved)
-    processor.save_pretrained(saved)
+    saved = save_as_published(model, processor, tmp_path_factory.mktemp("onevision"))
     model, processor = load_pretrained(str(saved))
     model.eval()
-    root = tmp_path_factory.mktemp("onevision_images")
-    rng = np.random.default_rng(0)
-    for name, (h, w) in SIZES.items():
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / name)
+    root = write_noise_images(tmp_path_factory.mktemp("onevision_images"), SIZES)
     return model, processor, image_inputs_for(model.config, processor), root
 
 
 def _dataset(family, scope: str, sentences=frozenset({TEMPLATE_SENTENCE})):
-    from lit.data.dataset import SupervisedDataset
-    from lit.data.labels import LabelSpec
-    from lit.mask.scopes import get_scope
+    from tiny_runs import supervised_dataset
 
-    model, processor, inputs, root = family
-    spec = LabelSpec(get_template("chatml"), get_scope(scope), 1024, sentences, image_root=root)
-    return SupervisedDataset(RECORDS, spec, processor.tokenizer, inputs, progress=False)
+    return supervised_dataset(family, RECORDS, get_template("chatml"), scope, sentences)
 
 
 def _images(record, root) -> list:
@@ -294,11 +285,10 @@ def test_model_auto_trains_a_saved_onevision_under_zero3_and_lmms_eval_and_vc_sc
     OneVision whose processor carries the published chat template: the class and image processing come from DIR;
     ZeRO-3 on CPU; the checkpoint reloads with the PIL image processor, lmms-eval scores it (reading back the
     template training saved) and VC runs on it."""
-    records = json.loads((demo_data / "train.json").read_text())
-    model, processor = _tiny(_tokenizer([t["value"] for r in records for t in r["conversations"]]))
-    given = tmp_path / "given"
-    model.save_pretrained(given)
-    processor.save_pretrained(given)
+    from tiny_runs import demo_turn_texts, save_as_published
+
+    model, processor = _tiny(_tokenizer(demo_turn_texts(demo_data)))
+    given = save_as_published(model, processor, tmp_path / "given")  # with the published template _tiny gives it
 
     seen, loaded, loaded_processor = train_auto_and_score(given, tmp_path, demo_data, "model.chat_template=chatml")
     assert seen["system"] > 0  # in the input, never supervised
@@ -307,17 +297,7 @@ def test_model_auto_trains_a_saved_onevision_under_zero3_and_lmms_eval_and_vc_sc
 
 
 def test_padding_free_batches_of_single_multi_and_text_only_records_give_the_padded_loss(family):
-    from lit.data.collate import Collator, PaddingFreeCollator
-    from lit.train.padding_free import check_padding_free
+    from tiny_runs import assert_padding_free_gives_the_padded_loss
 
-    model, processor, inputs, _ = family
-    check_padding_free(model.config)
-    ds = _dataset(family, "lit")
-    items = [ds[i] for i in range(len(RECORDS))]
-    padded = Collator(processor.tokenizer.pad_token_id, inputs)(items)
-    packed = PaddingFreeCollator(processor.tokenizer.pad_token_id, inputs)(items)
-    for batch in (padded, packed):
-        batch.pop("kind_counts")
+    padded, packed = assert_padding_free_gives_the_padded_loss(family, _dataset(family, "lit"))
     assert packed["batch_num_images"].tolist() == padded["batch_num_images"].tolist() == [1, 2]
-    with torch.no_grad():
-        assert torch.allclose(model(**padded).loss, model(**packed).loss, atol=1e-5)

@@ -53,6 +53,8 @@ def _tiny(tokenizer, arch: str = "qwen2_vl"):
 
 @pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
 def family(tmp_path_factory, request):
+    from tiny_runs import write_noise_images
+
     from lit.mask.tokenizer import train_bpe
     from lit.model.families import image_inputs_for
 
@@ -60,19 +62,14 @@ def family(tmp_path_factory, request):
     tokenizer = train_bpe(texts, vocab_size=400)
     tokenizer._tokenizer.post_processor = None  # Qwen's tokenizers add no BOS (the demo BPE's Llama layout does)
     model, processor = _tiny(tokenizer, request.param)
-    root = tmp_path_factory.mktemp("qwen_images")
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(root / "a.png")
+    root = write_noise_images(tmp_path_factory.mktemp("qwen_images"), {"a.png": (40, 56)})
     return model, processor, image_inputs_for(model.config, processor), root
 
 
 def _dataset(family, scope: str):
-    from lit.data.dataset import SupervisedDataset
-    from lit.data.labels import LabelSpec
-    from lit.mask.scopes import get_scope
+    from tiny_runs import supervised_dataset
 
-    model, processor, inputs, root = family
-    spec = LabelSpec(get_template("qwen2_vl"), get_scope(scope), 512, image_root=root)
-    return SupervisedDataset(RECORDS, spec, processor.tokenizer, inputs, progress=False)
+    return supervised_dataset(family, RECORDS, get_template("qwen2_vl"), scope, max_length=512)
 
 
 def _reference(record: dict, tokenizer, n_pads: int) -> tuple[list[int], list[int]]:
@@ -169,17 +166,14 @@ def test_model_auto_trains_a_saved_qwen2_vl_under_zero3_and_lmms_eval_and_vc_sco
     Qwen2-VL-Instruct's published chat template: the class, template and image processing come from DIR; ZeRO-3
     on CPU; the checkpoint reloads with the PIL image processor, lmms-eval scores it and VC runs on it."""
     from chat_template_fixtures import QWEN2_VL
+    from tiny_runs import demo_turn_texts, save_as_published
 
     from lit.mask.tokenizer import train_bpe
 
-    records = json.loads((demo_data / "train.json").read_text())
-    tokenizer = train_bpe([t["value"] for r in records for t in r["conversations"]] + [SYSTEM] * 20, vocab_size=400)
+    tokenizer = train_bpe(demo_turn_texts(demo_data) + [SYSTEM] * 20, vocab_size=400)
     tokenizer._tokenizer.post_processor = None  # no BOS, as Qwen's tokenizers
     model, processor = _tiny(tokenizer)
-    processor.chat_template = processor.tokenizer.chat_template = QWEN2_VL
-    given = tmp_path / "given"
-    model.save_pretrained(given)
-    processor.save_pretrained(given)
+    given = save_as_published(model, processor, tmp_path / "given", QWEN2_VL)
 
     seen, loaded, loaded_processor = train_auto_and_score(given, tmp_path, demo_data)
     assert seen["system"] > 0  # in the input, never supervised
@@ -210,13 +204,10 @@ def test_audit_dump_with_the_checkpoints_own_template_is_the_fixed_command_line_
     saved tiny Qwen2-VL whose processor carries Qwen2-VL-Instruct's published chat template: one JSON line per
     record, the vision block never supervised, the answers always, the instructions under ``lit`` only."""
     from chat_template_fixtures import QWEN2_VL
+    from tiny_runs import save_as_published
 
     model, processor, _, root = family
-    folder = tmp_path / "qwen2_vl"
-    processor.chat_template = QWEN2_VL
-    processor.tokenizer.chat_template = QWEN2_VL
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    folder = save_as_published(model, processor, tmp_path / "qwen2_vl", QWEN2_VL)
     data = tmp_path / "records.json"
     data.write_text(json.dumps(RECORDS))
     out = tmp_path / "labels.jsonl"

@@ -23,7 +23,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from test_qwen2_vl import RECORDS as QWEN2_VL_RECORDS  # two turns with an image, a text-only record
 from test_qwen2_vl import SYSTEM
 from tiny_runs import tiny_model, train_auto_and_score
@@ -52,6 +51,7 @@ INSTRUCTIONS = {
 }
 SIZES = {"a.png": (40, 56), "b.png": (72, 48)}  # (height, width): grids of 2 x 3 and 3 x 2 merged positions
 VISION = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>")
+NEVER_SUPERVISED = (TEMPLATE_SENTENCE, SYSTEM, "system", "user", "assistant", "<|im_start|>")  # under lit
 
 
 def _tiny(tokenizer):
@@ -69,24 +69,20 @@ def _tokenizer(texts):
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
+    from tiny_runs import write_noise_images
+
     from lit.model.families import image_inputs_for
 
     model, processor = _tiny(_tokenizer([t["value"] for r in RECORDS for t in r["conversations"]]))
-    root = tmp_path_factory.mktemp("qwen3_images")
-    for k, (name, (h, w)) in enumerate(SIZES.items()):
-        Image.fromarray(np.random.default_rng(k).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / name)
+    root = write_noise_images(tmp_path_factory.mktemp("qwen3_images"), SIZES)
     return model, processor, image_inputs_for(model.config, processor), root
 
 
 def _dataset(family, scope: str, system: str = "", template=None, sentences=frozenset()):
-    from lit.data.dataset import SupervisedDataset
-    from lit.data.labels import LabelSpec
-    from lit.mask.scopes import get_scope
+    from tiny_runs import supervised_dataset
 
-    model, processor, inputs, root = family
     template = replace(template or get_template("qwen3_vl"), system_prompt=system)
-    spec = LabelSpec(template, get_scope(scope), 512, template_sentences=sentences, image_root=root)
-    return SupervisedDataset(RECORDS, spec, processor.tokenizer, inputs, progress=False)
+    return supervised_dataset(family, RECORDS, template, scope, sentences, max_length=512)
 
 
 def _build_messages(record: dict, root, system: str = "") -> list[dict]:
@@ -166,6 +162,8 @@ def test_vit_labels_are_qwen3vls_finetuning_codes_but_for_the_newline_after_each
     """Mirrors QwenLM/Qwen3-VL ``preprocess_qwen_visual``'s labels: the same supervised tokens (each answer and its
     ``<|im_end|>``) except the ``\\n`` after each ``<|im_end|>``, which that code supervises and ours leaves out:
     generation stops at ``<|im_end|>``, so the newline is never generated."""
+    from tiny_runs import assert_vit_supervises_the_answers_alone
+
     model, processor, _, root = family
     tokenizer = processor.tokenizer
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
@@ -179,26 +177,21 @@ def test_vit_labels_are_qwen3vls_finetuning_codes_but_for_the_newline_after_each
             differ = np.nonzero(ours != theirs)[0]
             assert len(differ) == len(record["conversations"]) // 2  # one newline per answer
             assert all(ids[d] == newline[0] and ids[d - 1] == end and ours[d] == IGNORE_INDEX for d in differ)
-            supervised = tokenizer.decode(ids[ours != IGNORE_INDEX])
-            answers = [t["value"] for t in record["conversations"] if t["from"] == "gpt"]
-            assert supervised == "".join(f"{a}<|im_end|>" for a in answers)
+        assert_vit_supervises_the_answers_alone(ds, RECORDS, tokenizer, "{}<|im_end|>")
 
 
 def test_lit_adds_the_instructions_never_system_headers_vision_tokens_or_template_sentences(family):
+    from tiny_runs import assert_lit_adds_the_instructions_alone
+
     model, processor, inputs, _ = family
     tokenizer = processor.tokenizer
     vision = {tokenizer.convert_tokens_to_ids(t) for t in VISION}
     vit = _dataset(family, "vit", SYSTEM)
     lit = _dataset(family, "lit", SYSTEM, sentences=frozenset({TEMPLATE_SENTENCE}))
+    assert_lit_adds_the_instructions_alone(vit, lit, RECORDS, tokenizer, INSTRUCTIONS, NEVER_SUPERVISED, vision)
     header = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     for i, record in enumerate(RECORDS):
-        ids, v, li = vit[i]["input_ids"], vit[i]["labels"], lit[i]["labels"]
-        assert ((v != IGNORE_INDEX) <= (li != IGNORE_INDEX)).all()  # LIT adds to VIT, never removes
-        supervised = tokenizer.decode(ids[li != IGNORE_INDEX])
-        assert all(instruction in supervised for instruction in INSTRUCTIONS[record["id"]])
-        assert TEMPLATE_SENTENCE not in supervised and SYSTEM not in supervised
-        assert not any(role in supervised for role in ("system", "user", "assistant", "<|im_start|>"))
-        assert not set(ids[li != IGNORE_INDEX].tolist()) & vision
+        ids, li = vit[i]["input_ids"], lit[i]["labels"]
         starts = [j for j in range(len(ids)) if ids[j : j + len(header)].tolist() == header]
         assert len(starts) == len(record["conversations"]) // 2
         assert all((li[j : j + len(header)] == IGNORE_INDEX).all() for j in starts)
@@ -208,18 +201,11 @@ def test_lit_adds_the_instructions_never_system_headers_vision_tokens_or_templat
 
 
 def test_every_parameter_has_a_part_the_mergers_and_deepstack_mergers_are_the_projector(family):
-    from lit.model.loading import apply_freeze
-    from lit.model.parts import part_of
+    from tiny_runs import assert_parts_split_the_model_and_the_projector_trains_alone
 
-    model = family[0]
-    parts = {name: part_of(name) for name, _ in model.named_parameters()}
-    assert set(parts.values()) == {"vision", "projector", "lm"}
-    projector = {n for n, p in parts.items() if p == "projector"}
-    assert projector == {n for n in parts if ".merger." in n or ".deepstack_merger_list." in n}
+    modules = (".merger.", ".deepstack_merger_list.")
+    projector = assert_parts_split_the_model_and_the_projector_trains_alone(family[0], modules)
     assert any(".deepstack_merger_list.0." in n for n in projector)
-    counts = apply_freeze(model, {"vision": True, "projector": False, "lm": True})
-    assert counts["vision"] == counts["lm"] == 0 < counts["projector"]
-    apply_freeze(model, {})
 
 
 def test_mrope_positions_the_collator_computes_are_the_models_own_and_padding_free_is_the_padded_batch(family):
@@ -288,17 +274,12 @@ def test_auto_types_the_published_template_as_qwen3_vl_and_the_saved_jinja_reads
     (lit/model/chat_jinja.py) derives back to the same ids and labels."""
     from chat_template_fixtures import QWEN3_VL
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from tiny_runs import assert_same_ids_and_labels, template_read_back, template_typed_by_auto
 
-    from lit.mask.jinja_template import from_tokenizer, template_of
     from lit.mask.render import render
-    from lit.model.chat_jinja import to_jinja
 
     model, processor, _, root = family
-    processor.chat_template = QWEN3_VL
-    try:
-        published = template_of(processor, model.config)
-    finally:
-        processor.chat_template = None
+    published = template_typed_by_auto(processor, model.config, QWEN3_VL)
     assert replace(published, name="qwen3_vl") == get_template("qwen3_vl")
     assert published.image_token == "<|image_pad|>" and published.system_prompt == ""
 
@@ -317,15 +298,9 @@ def test_auto_types_the_published_template_as_qwen3_vl_and_the_saved_jinja_reads
     qwen2 = "".join(s.text for s in render(RECORDS[1], get_template("qwen2_vl")))
     assert qwen2 != jinja.render(messages=_build_messages(RECORDS[1], root)) and "system" in qwen2
 
-    processor.chat_template = to_jinja(get_template("qwen3_vl"))  # what training saves: evaluation's `auto`
-    try:
-        derived = from_tokenizer(processor)
-    finally:
-        processor.chat_template = None
+    derived = template_read_back(processor, get_template("qwen3_vl"))  # what training saves: evaluation's `auto`
     for scope in ("vit", "lit"):
-        ours, back = _dataset(family, scope), _dataset(family, scope, template=derived)
-        assert all(torch.equal(ours[i]["labels"], back[i]["labels"]) for i in range(len(RECORDS)))
-        assert all(torch.equal(ours[i]["input_ids"], back[i]["input_ids"]) for i in range(len(RECORDS)))
+        assert_same_ids_and_labels(_dataset(family, scope), _dataset(family, scope, template=derived))
 
 
 @pytest.mark.integration
@@ -335,13 +310,10 @@ def test_model_auto_trains_a_saved_qwen3_vl_under_zero3_and_lmms_eval_and_vc_sco
     published chat template: the class, template and image processing come from DIR; ZeRO-3 on CPU; the checkpoint
     reloads with the PIL image processor, lmms-eval scores it and VC runs on it."""
     from chat_template_fixtures import QWEN3_VL
+    from tiny_runs import demo_turn_texts, save_as_published
 
-    records = json.loads((demo_data / "train.json").read_text())
-    model, processor = _tiny(_tokenizer([t["value"] for r in records for t in r["conversations"]]))
-    processor.chat_template = processor.tokenizer.chat_template = QWEN3_VL
-    given = tmp_path / "given"
-    model.save_pretrained(given)
-    processor.save_pretrained(given)
+    model, processor = _tiny(_tokenizer(demo_turn_texts(demo_data)))
+    given = save_as_published(model, processor, tmp_path / "given", QWEN3_VL)
 
     seen, loaded, loaded_processor = train_auto_and_score(given, tmp_path, demo_data)
     assert not seen.get("system")  # the published template writes no default system prompt

@@ -16,26 +16,23 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_idefics3 import INSTRUCTIONS, TEMPLATE_SENTENCE, _dataset, _reference, _tokenizer
-from test_qwen2_vl import RECORDS, SYSTEM  # a system prompt, two turns with an image, a text-only record
+from test_idefics3 import (
+    TWO_IMAGES,
+    TWO_IMAGES_MESSAGES,
+    _assert_ids_and_pixels_are_the_references,
+    _assert_lit_labels,
+    _dataset,
+    _images,
+    _tokenizer,
+)
+from test_qwen2_vl import RECORDS  # a system prompt, two turns with an image, a text-only record
 from tiny_runs import tiny_model, train_auto_and_score
 from transformers import SmolVLMProcessor
 
-from lit.constants import IGNORE_INDEX, KIND_INDEX
 from lit.mask.chat_templates import get_template
-
-TWO_IMAGES = {
-    "id": "two-images",
-    "image": ["a.png", "b.png"],
-    "conversations": [
-        {"from": "human", "value": "<image>\n<image>\nAre the two pictures alike?"},
-        {"from": "gpt", "value": "No."},
-    ],
-}
 
 
 def _tiny(tokenizer):
@@ -45,13 +42,12 @@ def _tiny(tokenizer):
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
+    from tiny_runs import write_noise_images
+
     from lit.model.families import image_inputs_for
 
     model, processor = _tiny(_tokenizer([t["value"] for r in RECORDS for t in r["conversations"]] * 20))
-    root = tmp_path_factory.mktemp("smolvlm_images")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(root / "a.png")
-    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "b.png")
+    root = write_noise_images(tmp_path_factory.mktemp("smolvlm_images"), {"a.png": (40, 56), "b.png": (32, 32)})
     return model, processor, image_inputs_for(model.config, processor), root
 
 
@@ -71,37 +67,18 @@ def test_ids_and_pixels_are_smolvlm_processors_for_the_published_template(family
     from chat_template_fixtures import SMOLVLM
 
     from lit.data.collate import Collator
-    from lit.data.dataset import SupervisedDataset
-    from lit.data.labels import LabelSpec
-    from lit.mask.scopes import get_scope
 
     model, processor, inputs, root = family
-    ds = _dataset(family, "vit")
-    for i, record in enumerate(RECORDS):
-        item, ref = ds[i], _reference(record, processor, root)
-        assert item["input_ids"].tolist() == ref["input_ids"][0].tolist()
-        if "image" in record:
-            batch = inputs.collate([item["image"]])
-            assert torch.equal(batch["pixel_values"], ref["pixel_values"])
-            assert torch.equal(batch["pixel_attention_mask"], ref["pixel_attention_mask"].bool())
+    _assert_ids_and_pixels_are_the_references(family)
     for height, width in [(40, 56), (32, 32), (10, 70), (70, 10), (8, 100), (64, 16)]:
         ref = processor(text="<image>", images=[Image.new("RGB", (width, height))], add_special_tokens=False)
         n = inputs.n_tokens(height, width)
         assert inputs.image_ids(n, processor.image_token_id).tolist() == ref["input_ids"][0]
 
-    template = replace(get_template("idefics3"), system_prompt=SYSTEM)
-    spec = LabelSpec(template, get_scope("lit"), 1024, image_root=root)
-    item = SupervisedDataset([TWO_IMAGES], spec, processor.tokenizer, inputs, progress=False)[0]
-    user = [{"type": "image"}, {"type": "text", "text": "\n"}, {"type": "image"}]  # the record's order
-    user.append({"type": "text", "text": "\nAre the two pictures alike?"})
-    messages = [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
-        {"role": "user", "content": user},
-        {"role": "assistant", "content": [{"type": "text", "text": "No."}]},
-    ]
-    text = processor.apply_chat_template(messages, chat_template=SMOLVLM)  # ProcessorMixin's, no video settings
-    images = [Image.open(root / name).convert("RGB") for name in TWO_IMAGES["image"]]
-    ref = processor(text=text, images=images, return_tensors="pt", add_special_tokens=False)
+    item = _dataset(family, "lit", records=[TWO_IMAGES])[0]
+    # ProcessorMixin's apply_chat_template, with no video settings
+    text = processor.apply_chat_template(TWO_IMAGES_MESSAGES, chat_template=SMOLVLM)
+    ref = processor(text=text, images=_images(TWO_IMAGES, root), return_tensors="pt", add_special_tokens=False)
     assert item["input_ids"].tolist() == ref["input_ids"][0].tolist()
     batch = Collator(processor.tokenizer.pad_token_id, inputs)([item])
     assert torch.equal(batch["pixel_values"], ref["pixel_values"])
@@ -115,53 +92,26 @@ def test_vit_and_lit_labels_and_every_parameter_has_a_part(family):
     """Mirrors tests/model/test_idefics3.py's label and parts tests: ``vit`` supervises the answers and their
     ``<end_of_utterance>`` only; ``lit`` adds the instructions, never the system prompt, headers, the image blocks
     (tags, newlines, image tokens) or template sentences; SmolVLM's modules are Idefics3's parts."""
-    from lit.model.loading import apply_freeze
-    from lit.model.parts import part_of
+    from tiny_runs import (
+        assert_parts_split_the_model_and_the_projector_trains_alone,
+        assert_vit_supervises_the_answers_alone,
+    )
 
-    model, processor, inputs, _ = family
-    tokenizer = processor.tokenizer
+    model, processor, _, _ = family
     vit = _dataset(family, "vit")
-    lit = _dataset(family, "lit", sentences=frozenset({TEMPLATE_SENTENCE}))
-    vision = {tokenizer.convert_tokens_to_ids(t) for t in ("<fake_token_around_image>", "<global-img>", "<image>")}
-    vision |= {tokenizer.convert_tokens_to_ids(f"<row_{r}_col_{c}>") for r in (1, 2) for c in (1, 2)}
-    for i, record in enumerate(RECORDS):
-        ids, v, li = vit[i]["input_ids"], vit[i]["labels"], lit[i]["labels"]
-        answers = [t["value"] for t in record["conversations"] if t["from"] == "gpt"]
-        assert tokenizer.decode(ids[v != IGNORE_INDEX]) == "".join(f" {a}<end_of_utterance>" for a in answers)
-        assert ((v != IGNORE_INDEX) <= (li != IGNORE_INDEX)).all()  # LIT adds to VIT, never removes
-        supervised = tokenizer.decode(ids[li != IGNORE_INDEX])
-        assert all(instruction in supervised for instruction in INSTRUCTIONS[record["id"]])
-        assert TEMPLATE_SENTENCE not in supervised and SYSTEM not in supervised
-        assert not any(header in supervised for header in ("System", "User", "Assistant:"))
-        assert not set(ids[li != IGNORE_INDEX].tolist()) & vision
-        kinds = lit.examples[i].kinds
-        assert (kinds == KIND_INDEX["template"]).any() and (kinds == KIND_INDEX["system"]).any()
-    ids, labels, n = lit[0]["input_ids"], lit[0]["labels"], inputs.n_tokens(40, 56)
-    start = ids.tolist().index(tokenizer.convert_tokens_to_ids("<fake_token_around_image>"))
-    assert ids[start : start + n].tolist() == inputs.image_ids(n, processor.image_token_id).tolist()
-    assert (labels[start : start + n] == IGNORE_INDEX).all()  # the rows' newlines in the block too
-
-    parts = {name: part_of(name) for name, _ in model.named_parameters()}
-    assert set(parts.values()) == {"vision", "projector", "lm"}
-    assert all(p == "projector" for n, p in parts.items() if ".connector." in n)
-    counts = apply_freeze(model, {"vision": True, "projector": False, "lm": True})
-    assert counts["vision"] == counts["lm"] == 0 < counts["projector"]
-    apply_freeze(model, {})
+    assert_vit_supervises_the_answers_alone(vit, RECORDS, processor.tokenizer, " {}<end_of_utterance>")
+    _assert_lit_labels(family)
+    assert_parts_split_the_model_and_the_projector_trains_alone(model, (".connector.",))
 
 
 def test_auto_types_smolvlm2s_published_template_as_the_idefics3_one(family):
     """Mirrors tests/model/test_idefics3.py's ``auto`` test: ``chat_template: auto`` on SmolVLM2's published Jinja
     (``SMOLVLM``) derives the ``idefics3`` template (``User:`` before an image, ``User: `` before text)."""
     from chat_template_fixtures import SMOLVLM
-
-    from lit.mask.jinja_template import template_of
+    from tiny_runs import template_typed_by_auto
 
     model, processor, _, _ = family
-    processor.chat_template = SMOLVLM
-    try:
-        published = template_of(processor, model.config)
-    finally:
-        processor.chat_template = None
+    published = template_typed_by_auto(processor, model.config, SMOLVLM)
     assert replace(published, name="idefics3") == get_template("idefics3")
     assert published.user_text != published.user
 
@@ -169,19 +119,9 @@ def test_auto_types_smolvlm2s_published_template_as_the_idefics3_one(family):
 def test_padding_free_batches_give_the_padded_loss(family):
     """Mirrors tests/model/test_idefics3.py's: an image record and a text-only one packed into one row give the
     loss of the padded batch (the family is registered: ``check_padding_free`` finds it by ``smolvlm``)."""
-    from lit.data.collate import Collator, PaddingFreeCollator
-    from lit.train.padding_free import check_padding_free
+    from tiny_runs import assert_padding_free_gives_the_padded_loss
 
-    model, processor, inputs, _ = family
-    check_padding_free(model.config)
-    ds = _dataset(family, "lit")
-    items = [ds[i] for i in range(len(RECORDS))]
-    padded = Collator(processor.tokenizer.pad_token_id, inputs)(items)
-    packed = PaddingFreeCollator(processor.tokenizer.pad_token_id, inputs)(items)
-    for batch in (padded, packed):
-        batch.pop("kind_counts")
-    with torch.no_grad():
-        assert torch.allclose(model(**padded).loss, model(**packed).loss, atol=1e-5)
+    assert_padding_free_gives_the_padded_loss(family, _dataset(family, "lit"))
 
 
 @pytest.mark.integration
@@ -191,16 +131,11 @@ def test_model_auto_trains_a_saved_smolvlm2_under_zero3_and_lmms_eval_and_vc_sco
     SmolVLM2's published chat template (``chat_template: auto`` types it); ZeRO-3 on CPU; the checkpoint reloads
     as SmolVLM2's classes with the video-less processor and the PIL image processor, lmms-eval scores it and VC
     runs on it."""
-    import json
-
     from chat_template_fixtures import SMOLVLM
+    from tiny_runs import demo_turn_texts, save_as_published
 
-    records = json.loads((demo_data / "train.json").read_text())
-    model, processor = _tiny(_tokenizer(t["value"] for r in records for t in r["conversations"]))
-    processor.chat_template = processor.tokenizer.chat_template = SMOLVLM
-    given = tmp_path / "given"
-    model.save_pretrained(given)
-    processor.save_pretrained(given)
+    model, processor = _tiny(_tokenizer(demo_turn_texts(demo_data)))
+    given = save_as_published(model, processor, tmp_path / "given", SMOLVLM)
 
     seen, loaded, loaded_processor = train_auto_and_score(given, tmp_path, demo_data)
     assert type(loaded).__name__ == "SmolVLMForConditionalGeneration"

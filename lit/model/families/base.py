@@ -50,3 +50,24 @@ class Family:
             if any(f".{m}." in f".{name}." for m in markers):
                 return part
         return None
+
+
+def tiny_sizes(cfg) -> tuple[dict, dict]:
+    """``cfg.text`` and ``cfg.vision``, a tiny model's sizes, as plain dicts without their ``arch`` and
+    ``vocab_size`` keys (the vocabulary is the tokenizer's, ``tokenizer_ids``)."""
+    from omegaconf import OmegaConf
+
+    def plain(node) -> dict:
+        return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("arch", "vocab_size")}
+
+    return plain(cfg.text), plain(cfg.vision)
+
+
+def tokenizer_ids(tokenizer) -> dict[str, int]:
+    """The LM config's vocabulary size and special token ids for the tokenizer a tiny model is built with."""
+    return {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from transformers import (
     Idefics3Config,
     Idefics3ForConditionalGeneration,
@@ -46,7 +45,7 @@ from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImag
 from transformers.processing_utils import ProcessorMixin
 
 from lit.data.image_inputs import ImageInputs, open_image
-from lit.model.families.base import Family
+from lit.model.families.base import Family, tiny_sizes, tokenizer_ids
 
 FAKE, GLOBAL, END_OF_UTTERANCE = "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"
 MAX_TILES = 6  # <row_1_col_1> ... <row_6_col_6>, the tags Idefics3Processor looks up
@@ -101,15 +100,8 @@ class Classes:
         tokenizer.add_special_tokens(
             {"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]}
         )
-        vision = {k: v for k, v in OmegaConf.to_container(cfg.vision, resolve=True).items() if k != "arch"}
-        text = {k: v for k, v in OmegaConf.to_container(cfg.text, resolve=True).items() if k != "arch"}
-        text.update(
-            model_type="llama",
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        text, vision = tiny_sizes(cfg)
+        text.update(model_type="llama", **tokenizer_ids(tokenizer))
         config = self.config(
             text_config=text,
             vision_config=vision,

@@ -41,13 +41,12 @@ import re
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.processing_utils import ProcessorMixin
 
 from lit.data.image_inputs import ImageInputs, open_image
-from lit.model.families.base import Family
+from lit.model.families.base import Family, tiny_sizes, tokenizer_ids
 
 START, CONTEXT, END, VIDEO = "<img>", "<IMG_CONTEXT>", "</img>", "<video>"
 # the names InternVLProcessor reads off the tokenizer (the published tokenizers' extra_special_tokens)
@@ -186,16 +185,8 @@ def compose_tiny(cfg, tokenizer):
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
     tokenizer._set_model_specific_special_tokens(NAMED_TOKENS)
-    vision = {k: v for k, v in OmegaConf.to_container(cfg.vision, resolve=True).items() if k != "arch"}
-    text = {k: v for k, v in OmegaConf.to_container(cfg.text, resolve=True).items() if k != "arch"}
-    text.pop("vocab_size", None)
-    text.update(
-        model_type="qwen2",
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text, vision = tiny_sizes(cfg)
+    text.update(model_type="qwen2", **tokenizer_ids(tokenizer))
     config = InternVLConfig(
         text_config=text,
         vision_config=vision,

@@ -18,7 +18,6 @@ class needs torchvision (the CPU environment has none; video is not trained here
 from __future__ import annotations
 
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from transformers import (
     AutoConfig,
@@ -36,7 +35,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from lit.constants import IMAGE_MARKER
 from lit.data.image_inputs import open_image
-from lit.model.families.base import Family
+from lit.model.families.base import Family, tiny_sizes, tokenizer_ids
 from lit.model.families.llava_next import PARTS as ANYRES_PARTS
 from lit.model.families.llava_next import AnyResImageInputs
 
@@ -141,18 +140,10 @@ def compose_tiny(cfg, tokenizer):
     missing = [t for t in (*QWEN2_CHAT_TOKENS, IMAGE_MARKER, VIDEO_MARKER) if t not in vocab]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing})
-    text = {k: v for k, v in OmegaConf.to_container(cfg.text, resolve=True).items() if k != "arch"}
-    vision = {k: v for k, v in OmegaConf.to_container(cfg.vision, resolve=True).items() if k != "arch"}
-    text.pop("vocab_size", None)
+    text, vision = tiny_sizes(cfg)
     pinpoints = [list(p) for p in cfg.image_grid_pinpoints]
     config = LlavaOnevisionConfig(
-        text_config=Qwen2Config(
-            **text,
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ).to_dict(),
+        text_config=Qwen2Config(**text, **tokenizer_ids(tokenizer)).to_dict(),
         vision_config=SiglipVisionConfig(**vision).to_dict(),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_MARKER),
         video_token_index=tokenizer.convert_tokens_to_ids(VIDEO_MARKER),

@@ -19,7 +19,6 @@ from pathlib import Path
 from types import MethodType
 
 import torch
-from omegaconf import OmegaConf
 from transformers import (
     AutoTokenizer,
     Qwen2_5_VLConfig,
@@ -34,7 +33,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.processing_utils import ProcessorMixin
 
 from lit.data.image_inputs import ImageInputs, item_images, open_image
-from lit.model.families.base import Family
+from lit.model.families.base import Family, tiny_sizes, tokenizer_ids
 
 VISION_TOKENS = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>")
 PARTS = {
@@ -149,13 +148,7 @@ def tiny_model(cfg, tokenizer, config_class, model_class, text: dict, vision: di
     these names)."""
     ids = add_vision_tokens(tokenizer)
     config = config_class(
-        text_config={
-            **text,
-            "vocab_size": len(tokenizer),
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
+        text_config={**text, **tokenizer_ids(tokenizer)},
         vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -182,8 +175,7 @@ def tiny_image_processor(cfg, vision_config, **extra) -> Qwen2VLImageProcessorPi
 def compose_tiny(cfg, tokenizer):
     """A Qwen2-VL from ``cfg.text`` / ``cfg.vision`` sizes with random weights, the tokenizer given the vision
     tokens, and a processor whose PIL image processor keeps images between ``cfg.min_pixels`` and ``max_pixels``."""
-    vision = {k: v for k, v in OmegaConf.to_container(cfg.vision, resolve=True).items() if k != "arch"}
-    text = {k: v for k, v in OmegaConf.to_container(cfg.text, resolve=True).items() if k != "arch"}
+    text, vision = tiny_sizes(cfg)
     config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
     if cfg.arch == "qwen2_5_vl":  # the same sizes in Qwen2.5-VL's names: its tower is `hidden_size` wide, the
         # merger writes `out_hidden_size`; windowed attention in every block but the last, as the published layout

@@ -158,6 +158,35 @@ def test_ids_pixels_and_token_types_are_qwen3vl_processors_on_the_published_temp
     assert processor.image_processor.patch_size == model.config.vision_config.patch_size == 16
 
 
+def test_two_images_in_one_turn_match_qwen3vls_messages_when_written_without_whitespace_between(family):
+    """Mirrors QwenLM/Qwen3-VL ``_build_messages`` on a turn with two images: it strips each text piece and drops
+    whitespace-only ones, so ``<image><image>Q`` gives its ids exactly, while ``<image>\n<image>\nQ`` (kept as the
+    record writes it, docs/training.md) has two newlines more, one after each vision block, never supervised."""
+    from tiny_runs import supervised_dataset
+
+    model, processor, inputs, root = family
+    tokenizer = processor.tokenizer
+    question, answer = "Which picture is brighter?", "The first."
+
+    def record(text: str) -> dict:
+        turns = [{"from": "human", "value": text}, {"from": "gpt", "value": answer}]
+        return {"id": "one-turn", "image": ["a.png", "b.png"], "conversations": turns}
+
+    tight, spaced = record(f"<image><image>{question}"), record(f"<image>\n<image>\n{question}")
+    template = get_template("qwen3_vl")
+    ours = supervised_dataset(family, [tight, spaced], template, "lit", frozenset(), max_length=512)
+    reference = _preprocess_qwen_visual(tight, processor, root)
+    assert ours[0]["input_ids"].tolist() == reference["input_ids"][0].tolist()
+    assert _preprocess_qwen_visual(spaced, processor, root)["input_ids"].tolist() == reference["input_ids"].tolist()
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    extra = ours[1]["input_ids"].tolist()
+    end = processor.vision_end_token_id
+    for at in reversed([i for i, t in enumerate(extra) if t == end]):
+        assert extra[at + 1 : at + 2] == newline and ours[1]["labels"][at + 1] == IGNORE_INDEX
+        del extra[at + 1]
+    assert extra == reference["input_ids"][0].tolist()
+
+
 def test_vit_labels_are_qwen3vls_finetuning_codes_but_for_the_newline_after_each_end_of_turn(family):
     """Mirrors QwenLM/Qwen3-VL ``preprocess_qwen_visual``'s labels: the same supervised tokens (each answer and its
     ``<|im_end|>``) except the ``\\n`` after each ``<|im_end|>``, which that code supervises and ours leaves out:

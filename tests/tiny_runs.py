@@ -32,6 +32,36 @@ def tiny_cfg(demo_data: Path, out: Path, *extra: str):
     return cfg
 
 
+def labelled_tiny(records_path: Path, tokenizer, cache: Path, scope: str = "lit", workers=None, **settings):
+    """``lit.data.label_cache.labelled_dataset`` over the records of ``records_path`` (images beside it) in the
+    ``vicuna_v1`` template under ``scope``, 16 image positions of a 32-pixel CLIP processor, caching in ``cache``.
+    ``settings``: ``min_shard``, or ``LabelSpec`` fields other than the template, scope and image root (max_length
+    512)."""
+    from lit.data.image_inputs import ImageInputs
+    from lit.data.label_cache import MIN_SHARD, labelled_dataset
+    from lit.data.labels import LabelSpec
+    from lit.mask.chat_templates import get_template
+    from lit.mask.scopes import get_scope
+    from lit.model.loading import _image_processor
+    from lit.records import load_records
+
+    min_shard = settings.pop("min_shard", MIN_SHARD)
+    spec = LabelSpec(
+        get_template("vicuna_v1"), get_scope(scope), **{"max_length": 512, **settings}, image_root=records_path.parent
+    )
+    return labelled_dataset(
+        load_records(records_path),
+        records_path,
+        cache,
+        spec,
+        tokenizer=tokenizer,
+        image_inputs=ImageInputs(_image_processor(32), 16),
+        workers=workers,
+        min_shard=min_shard,
+        progress=False,
+    )
+
+
 def model_config(name: str):
     """``conf/model/<name>.yaml`` over its ``defaults`` (other model configs, as Hydra composes the group), without
     the ``defaults`` key."""

@@ -8,33 +8,17 @@ import json
 
 import numpy as np
 import pytest
+from tiny_runs import labelled_tiny
 
-from lit.data.image_inputs import ImageInputs
-from lit.data.label_cache import MIN_SHARD, labelled_dataset
+from lit.data.label_cache import MIN_SHARD
 from lit.data.labels import LabelSpec
 from lit.mask.chat_templates import get_template
 from lit.mask.scopes import get_scope
-from lit.model.loading import _image_processor
 
 
 def _build(records_path, tokenizer, cache, scope="lit", workers=None, min_shard=MIN_SHARD, **settings):
     """``settings``: ``LabelSpec`` fields other than the chat template, scope and image root (max_length 512)."""
-    from lit.records import load_records
-
-    spec = LabelSpec(
-        get_template("vicuna_v1"), get_scope(scope), **{"max_length": 512, **settings}, image_root=records_path.parent
-    )
-    return labelled_dataset(
-        load_records(records_path),
-        records_path,
-        cache,
-        spec,
-        tokenizer=tokenizer,
-        image_inputs=ImageInputs(_image_processor(32), 16),
-        workers=workers,
-        min_shard=min_shard,
-        progress=False,
-    )
+    return labelled_tiny(records_path, tokenizer, cache, scope, workers, min_shard=min_shard, **settings)
 
 
 def _same(a, b):

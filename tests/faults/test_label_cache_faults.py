@@ -14,32 +14,15 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+from tiny_runs import labelled_tiny
 
-from lit.data.image_inputs import ImageInputs
-from lit.data.labels import LabelSpec
 from lit.files import DiskFull
-from lit.mask.chat_templates import get_template
-from lit.mask.scopes import get_scope
-from lit.model.loading import _image_processor
 
 pytestmark = pytest.mark.integration
 
 
 def _build(records_path: Path, tokenizer, cache: Path):
-    from lit.data.label_cache import labelled_dataset
-    from lit.records import load_records
-
-    spec = LabelSpec(get_template("vicuna_v1"), get_scope("lit"), max_length=512, image_root=records_path.parent)
-    return labelled_dataset(
-        load_records(records_path),
-        records_path,
-        cache,
-        spec,
-        tokenizer=tokenizer,
-        image_inputs=ImageInputs(_image_processor(32), 16),
-        workers=1,
-        progress=False,
-    )
+    return labelled_tiny(records_path, tokenizer, cache, workers=1)
 
 
 def _labels(dataset) -> list[list[list[int]]]:

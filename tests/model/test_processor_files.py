@@ -1,7 +1,8 @@
 """A saved processor names transformers' class (lit/model/processor_files.py): the families that subclass one to
 leave out its video processor (Qwen2-VL, Qwen3-VL, LLaVA-OneVision, InternVL, SmolVLM2) must not write their own
 class's name, which ``AutoProcessor`` (and so lmms-eval's ``llava_hf`` and vLLM) cannot resolve, or worse, resolves
-to something else: ``Qwen2VLImageProcessor`` is transformers' Qwen2-VL *image* processor."""
+to something else (Qwen2-VL's subclass was once called ``Qwen2VLImageProcessor``, the name of transformers' Qwen2-VL
+*image* processor)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ return_dict=True)`` (the published template, tests/chat_template_fixtures.py ``Q
 ``Qwen3VLProcessor``) and supervises, after each ``<|im_start|>assistant`` and the newline after it, everything up to
 and including the next ``<|im_end|>`` and the token after it. ``_build_messages`` and ``_preprocess_qwen_visual`` below
 rebuild that on our tokenizer; the processor is ``Qwen3VLProcessor`` without its video processor (whose class needs
-torchvision; the family's ``Qwen3VLImageProcessor`` overrides only ``__init__``).
+torchvision; the family's ``Qwen3VLNoVideoProcessor`` overrides only ``__init__``).
 """
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ def test_model_auto_trains_a_saved_qwen3_vl_under_zero3_and_lmms_eval_and_vc_sco
     seen, loaded, loaded_processor = train_auto_and_score(given, tmp_path, demo_data)
     assert not seen.get("system")  # the published template writes no default system prompt
     assert type(loaded).__name__ == "Qwen3VLForConditionalGeneration"
-    assert type(loaded_processor).__name__ == "Qwen3VLImageProcessor"
+    assert type(loaded_processor).__name__ == "Qwen3VLNoVideoProcessor"
     assert type(loaded_processor.image_processor).__name__ == "Qwen2VLImageProcessorPil"
     assert loaded.config.vision_config.deepstack_visual_indexes == [0]
     assert json.loads((tmp_path / "eval" / "scores.json").read_text())["lmms_eval_version"]

@@ -43,7 +43,7 @@ VIDEO_MARKER = "<video>"
 QWEN2_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")  # special tokens of Qwen2's tokenizers (chatml)
 
 
-class OnevisionImageProcessor(LlavaOnevisionProcessor):
+class LlavaOnevisionNoVideoProcessor(LlavaOnevisionProcessor):
     """``LlavaOnevisionProcessor`` with an image processor and a tokenizer only (no video processor)."""
 
     def __init__(
@@ -71,9 +71,9 @@ def base_tokens(config) -> int:
     return (vision.image_size // vision.patch_size) ** 2
 
 
-def processor_for(config, image_processor, tokenizer) -> OnevisionImageProcessor:
+def processor_for(config, image_processor, tokenizer) -> LlavaOnevisionNoVideoProcessor:
     """The processor the model's config implies (as the published checkpoints' processors are set)."""
-    return OnevisionImageProcessor(
+    return LlavaOnevisionNoVideoProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         num_image_tokens=base_tokens(config),
@@ -82,7 +82,7 @@ def processor_for(config, image_processor, tokenizer) -> OnevisionImageProcessor
     )
 
 
-def load_processor(path: str) -> OnevisionImageProcessor:
+def load_processor(path: str) -> LlavaOnevisionNoVideoProcessor:
     """The saved tokenizer and image processor of ``path``, the image processor in its PIL form; the processor's
     counts from the checkpoint's config."""
     return processor_for(
@@ -166,7 +166,7 @@ FAMILY = Family(
     model_type="llava_onevision",
     config_class=LlavaOnevisionConfig,
     model_class=LlavaOnevisionForConditionalGeneration,
-    processor_class=OnevisionImageProcessor,
+    processor_class=LlavaOnevisionNoVideoProcessor,
     parts=ANYRES_PARTS,
     image_inputs=lambda config, processor: OnevisionImageInputs(processor),
     chat_template="chatml",

@@ -43,7 +43,7 @@ PARTS = {
 }
 
 
-class Qwen2VLImageProcessor(Qwen2VLProcessor):
+class Qwen2VLNoVideoProcessor(Qwen2VLProcessor):
     """``Qwen2VLProcessor`` with an image processor and a tokenizer only (no video processor)."""
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
@@ -53,9 +53,9 @@ class Qwen2VLImageProcessor(Qwen2VLProcessor):
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
 
-def load_processor(path: str) -> Qwen2VLImageProcessor:
+def load_processor(path: str) -> Qwen2VLNoVideoProcessor:
     """The saved tokenizer and image processor of ``path``, the image processor in its PIL form."""
-    return Qwen2VLImageProcessor(
+    return Qwen2VLNoVideoProcessor(
         image_processor=Qwen2VLImageProcessorPil.from_pretrained(path), tokenizer=AutoTokenizer.from_pretrained(path)
     )
 
@@ -195,7 +195,7 @@ def compose_tiny(cfg, tokenizer):
         text["rope_parameters"] = {"rope_type": "default", "mrope_section": sections, "rope_theta": 1000000.0}
     model = tiny_model(cfg, tokenizer, config_class, model_class, text, vision)
     image_processor = tiny_image_processor(cfg, model.config.vision_config)
-    return model, Qwen2VLImageProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return model, Qwen2VLNoVideoProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
 def _family(model_type: str, config_class, model_class) -> Family:
@@ -203,7 +203,7 @@ def _family(model_type: str, config_class, model_class) -> Family:
         model_type=model_type,
         config_class=config_class,
         model_class=model_class,
-        processor_class=Qwen2VLImageProcessor,
+        processor_class=Qwen2VLNoVideoProcessor,
         parts=PARTS,
         image_inputs=lambda config, processor: Qwen2VLImageInputs(processor, config),
         chat_template="qwen2_vl",

@@ -51,7 +51,7 @@ PARTS = {
 }
 
 
-class Qwen3VLImageProcessor(Qwen3VLProcessor):
+class Qwen3VLNoVideoProcessor(Qwen3VLProcessor):
     """``Qwen3VLProcessor`` with an image processor and a tokenizer only (no video processor)."""
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
@@ -62,9 +62,9 @@ class Qwen3VLImageProcessor(Qwen3VLProcessor):
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
 
-def load_processor(path: str) -> Qwen3VLImageProcessor:
+def load_processor(path: str) -> Qwen3VLNoVideoProcessor:
     """The saved tokenizer and image processor of ``path``, the image processor in its PIL form."""
-    return Qwen3VLImageProcessor(
+    return Qwen3VLNoVideoProcessor(
         image_processor=Qwen2VLImageProcessorPil.from_pretrained(path), tokenizer=AutoTokenizer.from_pretrained(path)
     )
 
@@ -119,14 +119,14 @@ def compose_tiny(cfg, tokenizer):
         image_mean=[0.5, 0.5, 0.5],  # Qwen3-VL's preprocessor_config.json (Qwen2-VL's are CLIP's)
         image_std=[0.5, 0.5, 0.5],
     )
-    return model, Qwen3VLImageProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return model, Qwen3VLNoVideoProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
 FAMILY = Family(
     model_type="qwen3_vl",
     config_class=Qwen3VLConfig,
     model_class=Qwen3VLForConditionalGeneration,
-    processor_class=Qwen3VLImageProcessor,
+    processor_class=Qwen3VLNoVideoProcessor,
     parts=PARTS,
     image_inputs=lambda config, processor: Qwen3VLImageInputs(processor, config),
     chat_template="qwen3_vl",
